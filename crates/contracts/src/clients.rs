@@ -1,0 +1,86 @@
+//! How one context calls another. Each trait is implemented in process by the
+//! owning context (embedded mode) and over HTTP (distributed mode).
+
+use crate::types::{Line, SkuInfo, SkuQuantity};
+use async_trait::async_trait;
+use mercato_kernel::Money;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Why a call to another context failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The callee did not answer in time; the outcome is unknown.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The callee is down or its circuit is open.
+    #[error("{0} is unavailable: {1}")]
+    Unavailable(&'static str, String),
+    /// The callee answered with an error.
+    #[error("{0} failed: {1}")]
+    Failed(&'static str, String),
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// Catalog, as cart and orders see it.
+#[async_trait]
+pub trait CatalogClient: Send + Sync + 'static {
+    /// What a SKU is and costs now; `None` when no product has it.
+    async fn sku(&self, sku: &str) -> ClientResult<Option<SkuInfo>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved,
+    /// Nothing was reserved: this SKU has too little stock.
+    OutOfStock { sku: String },
+}
+
+/// Inventory, as the checkout saga sees it. Every operation is keyed by the
+/// reservation id and idempotent.
+#[async_trait]
+pub trait InventoryClient: Send + Sync + 'static {
+    /// Reserves every line or none. Repeating it returns the first outcome.
+    async fn reserve(
+        &self,
+        reservation_id: Uuid,
+        lines: &[SkuQuantity],
+        ttl: Duration,
+    ) -> ClientResult<ReserveOutcome>;
+    /// Gives reserved stock back; a no-op when already released or never made.
+    async fn release(&self, reservation_id: Uuid) -> ClientResult<()>;
+    /// Turns the reservation into sold stock.
+    async fn commit(&self, reservation_id: Uuid) -> ClientResult<()>;
+    /// Puts committed stock back on hand (a refund or a cancellation after commit).
+    async fn restock(&self, reservation_id: Uuid) -> ClientResult<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Captured { payment_id: Uuid },
+    Declined { payment_id: Uuid, reason: String },
+}
+
+/// Payments, as the checkout saga sees it. Keyed by order id and idempotent.
+#[async_trait]
+pub trait PaymentsClient: Send + Sync + 'static {
+    async fn charge(
+        &self,
+        order_id: Uuid,
+        customer_id: Uuid,
+        amount: &Money,
+        token: &str,
+    ) -> ClientResult<ChargeOutcome>;
+    /// Refunds whatever was captured for the order; a no-op when nothing was.
+    async fn refund(&self, order_id: Uuid) -> ClientResult<()>;
+}
+
+/// Cart, as the checkout sees it.
+#[async_trait]
+pub trait CartClient: Send + Sync + 'static {
+    /// The customer's cart lines, priced now.
+    async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>>;
+    /// Empties the cart of what the order bought; idempotent per order.
+    async fn checked_out(&self, customer_id: Uuid, order_id: Uuid, bought: &[SkuQuantity]) -> ClientResult<()>;
+}

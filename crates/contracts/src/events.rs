@@ -1,0 +1,196 @@
+//! Event payloads, by publishing context. Names are past tense; a change that
+//! breaks a payload's shape gets a new schema version.
+
+use crate::types::{Line, Product, SkuQuantity};
+use chrono::{DateTime, Utc};
+use mercato_kernel::auth::Role;
+use mercato_kernel::event::DomainEvent;
+use mercato_kernel::Money;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! event {
+    ($ty:ident, $name:literal) => {
+        impl DomainEvent for $ty {
+            const TYPE: &'static str = $name;
+        }
+    };
+}
+
+// identity
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+}
+event!(UserRegistered, "user.registered");
+
+// catalog
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductCreated {
+    pub product: Product,
+}
+event!(ProductCreated, "product.created");
+
+/// Carries the whole new state, so read models need no call back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductUpdated {
+    pub product: Product,
+}
+event!(ProductUpdated, "product.updated");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceChanged {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub old_price: Money,
+    pub new_price: Money,
+}
+event!(PriceChanged, "price.changed");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductArchived {
+    pub product_id: Uuid,
+    pub skus: Vec<String>,
+}
+event!(ProductArchived, "product.archived");
+
+// inventory
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockChanged {
+    pub sku: String,
+    pub available: i64,
+    pub reserved: i64,
+}
+event!(StockChanged, "stock.changed");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockLow {
+    pub sku: String,
+    pub available: i64,
+}
+event!(StockLow, "stock.low");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReserved {
+    pub reservation_id: Uuid,
+    pub lines: Vec<SkuQuantity>,
+    pub expires_at: DateTime<Utc>,
+}
+event!(InventoryReserved, "inventory.reserved");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReleased {
+    pub reservation_id: Uuid,
+    /// `requested`, `expired`.
+    pub reason: String,
+}
+event!(InventoryReleased, "inventory.released");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryCommitted {
+    pub reservation_id: Uuid,
+}
+event!(InventoryCommitted, "inventory.committed");
+
+// orders
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub items: Vec<Line>,
+    pub total: Money,
+}
+event!(OrderPlaced, "order.placed");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub items: Vec<Line>,
+    pub total: Money,
+}
+event!(OrderConfirmed, "order.confirmed");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub reason: String,
+    pub total: Money,
+}
+event!(OrderCancelled, "order.cancelled");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+}
+event!(OrderShipped, "order.shipped");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderDelivered {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+}
+event!(OrderDelivered, "order.delivered");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRefunded {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: Money,
+}
+event!(OrderRefunded, "order.refunded");
+
+// payments
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Money,
+}
+event!(PaymentCaptured, "payment.captured");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub reason: String,
+}
+event!(PaymentFailed, "payment.failed");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Money,
+}
+event!(PaymentRefunded, "payment.refunded");
+
+// notifications
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationSent {
+    pub notification_id: Uuid,
+    pub user_id: Uuid,
+    pub template: String,
+    pub channel: String,
+}
+event!(NotificationSent, "notification.sent");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationFailed {
+    pub notification_id: Uuid,
+    pub user_id: Uuid,
+    pub template: String,
+    pub error: String,
+}
+event!(NotificationFailed, "notification.failed");

@@ -1,0 +1,101 @@
+//! Idempotency keys (invariant 7): the first request with a key stores its
+//! answer in the same transaction as its effect; a replay with the same body
+//! gets that answer back, a replay with another body is a 409.
+
+use crate::db::{Db, Tx};
+use crate::error::ApiError;
+use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+pub const HEADER: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header, required: 400 when missing or unusable.
+pub fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = headers.get(HEADER).ok_or_else(|| {
+        ApiError::bad_request(
+            "idempotency_key_required",
+            "this request needs an Idempotency-Key header",
+        )
+    })?;
+    let key = raw
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// A fingerprint of what the request asked for.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A stored answer.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Looks a key up: `Ok(None)` when it is new, the stored answer when the same
+/// request was seen, 409 when the key was used for a different request.
+pub async fn lookup(
+    db: &Db,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+) -> Result<Option<StoredResponse>, ApiError> {
+    let row: Option<(String, i64, String)> = sqlx::query_as(
+        "SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        None => Ok(None),
+        Some((hash, _, _)) if hash != request_hash => Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+        )),
+        Some((_, status, body)) => Ok(Some(StoredResponse {
+            status: u16::try_from(status).unwrap_or(200),
+            body,
+        })),
+    }
+}
+
+/// Stores the answer in the transaction that made the effect. `false` when
+/// another request with the same key committed first: the caller rolls back
+/// and answers with [`lookup`].
+pub async fn record(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    response: &StoredResponse,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, response, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(request_hash)
+    .bind(i64::from(response.status))
+    .bind(&response.body)
+    .bind(crate::time::to_db(&crate::time::now()))
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
