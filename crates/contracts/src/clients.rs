@@ -34,7 +34,9 @@ pub trait CatalogClient: Send + Sync + 'static {
 pub enum ReserveOutcome {
     Reserved,
     /// Nothing was reserved: this SKU has too little stock.
-    OutOfStock { sku: String },
+    OutOfStock {
+        sku: String,
+    },
 }
 
 /// Inventory, as the checkout saga sees it. Every operation is keyed by the
@@ -82,5 +84,10 @@ pub trait CartClient: Send + Sync + 'static {
     /// The customer's cart lines, priced now.
     async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>>;
     /// Empties the cart of what the order bought; idempotent per order.
-    async fn checked_out(&self, customer_id: Uuid, order_id: Uuid, bought: &[SkuQuantity]) -> ClientResult<()>;
+    async fn checked_out(
+        &self,
+        customer_id: Uuid,
+        order_id: Uuid,
+        bought: &[SkuQuantity],
+    ) -> ClientResult<()>;
 }

@@ -164,7 +164,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         match parts.extensions.get::<Authentication>() {
             Some(Authentication::User(caller)) => Ok(*caller),
             Some(Authentication::Invalid(why)) => Err(ApiError::unauthorized(*why)),
-            _ => Err(ApiError::unauthorized("sign in first: no access token was sent")),
+            _ => Err(ApiError::unauthorized(
+                "sign in first: no access token was sent",
+            )),
         }
     }
 }
@@ -200,7 +202,9 @@ mod tests {
     #[test]
     fn expired_tokens_are_rejected() {
         let keys = TokenKeys::from_secret(b"a-secret-of-sufficient-length-000", -3600);
-        let token = keys.issue(crate::id::new_id(), Role::Customer).expect("issues");
+        let token = keys
+            .issue(crate::id::new_id(), Role::Customer)
+            .expect("issues");
         assert!(keys.verify(&token).is_err());
     }
 

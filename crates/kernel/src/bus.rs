@@ -44,7 +44,11 @@ pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, events: &[Envelope]) -> anyhow::Result<()>;
 
     /// Starts delivering to a durable consumer until `shutdown`.
-    fn subscribe(&self, sub: Subscription, shutdown: CancellationToken) -> tokio::task::JoinHandle<()>;
+    fn subscribe(
+        &self,
+        sub: Subscription,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()>;
 
     /// Readiness: the bus can be written.
     async fn ping(&self) -> anyhow::Result<()>;
@@ -132,9 +136,10 @@ pub struct DeadLetter {
 impl LogBus {
     pub async fn open(db: Db) -> anyhow::Result<Self> {
         db.migrate("event_log", &LOG_MIGRATIONS).await?;
-        let (head,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
-            .fetch_one(db.pool())
-            .await?;
+        let (head,): (i64,) =
+            sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
+                .fetch_one(db.pool())
+                .await?;
         let (tx, _) = watch::channel(head);
         Ok(Self {
             db,
@@ -199,7 +204,13 @@ impl LogBus {
             .collect()
     }
 
-    async fn park(&self, consumer: &str, seq: i64, env: &Envelope, error: &str) -> anyhow::Result<()> {
+    async fn park(
+        &self,
+        consumer: &str,
+        seq: i64,
+        env: &Envelope,
+        error: &str,
+    ) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO dead_letters (consumer, event_id, seq, event_type, envelope, error, attempts, failed_at)
@@ -269,7 +280,13 @@ impl LogBus {
     }
 
     /// Delivers one event with bounded retries; `false` when shutting down.
-    async fn deliver(&self, sub: &Subscription, seq: i64, env: &Envelope, shutdown: &CancellationToken) -> bool {
+    async fn deliver(
+        &self,
+        sub: &Subscription,
+        seq: i64,
+        env: &Envelope,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -293,7 +310,11 @@ impl LogBus {
                 }
                 Err(e) => {
                     tracing::warn!(consumer = %sub.consumer, event_id = %env.id, attempt, error = %format!("{e:#}"), "event handling failed; retrying");
-                    let pause = crate::resilience::backoff(attempt, Duration::from_millis(50), Duration::from_secs(5));
+                    let pause = crate::resilience::backoff(
+                        attempt,
+                        Duration::from_millis(50),
+                        Duration::from_secs(5),
+                    );
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(pause) => {}
@@ -331,15 +352,20 @@ impl EventBus for LogBus {
             .execute(tx.conn())
             .await?;
         }
-        let (head,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
-            .fetch_one(tx.conn())
-            .await?;
+        let (head,): (i64,) =
+            sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
+                .fetch_one(tx.conn())
+                .await?;
         tx.commit().await?;
         self.head.send_replace(head);
         Ok(())
     }
 
-    fn subscribe(&self, sub: Subscription, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    fn subscribe(
+        &self,
+        sub: Subscription,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.clone().consume(sub, shutdown))
     }
 

@@ -82,7 +82,10 @@ impl Db {
         } else if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            anyhow::bail!("unsupported store url {:?}: expected sqlite: or postgres:", config.url);
+            anyhow::bail!(
+                "unsupported store url {:?}: expected sqlite: or postgres:",
+                config.url
+            );
         };
         if let (Backend::Postgres, Some(schema)) = (backend, config.schema.as_deref()) {
             validate_identifier(schema)?;
@@ -170,7 +173,10 @@ impl Db {
 
     /// Readiness: the store answers a trivial query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// Applies this scope's migrations that have not run yet, each in its own
@@ -199,12 +205,13 @@ impl Db {
         .execute(tx.conn())
         .await?;
         for m in steps {
-            let done: Option<(i64,)> =
-                sqlx::query_as("SELECT version FROM schema_migrations WHERE scope = $1 AND version = $2")
-                    .bind(scope)
-                    .bind(m.version)
-                    .fetch_optional(tx.conn())
-                    .await?;
+            let done: Option<(i64,)> = sqlx::query_as(
+                "SELECT version FROM schema_migrations WHERE scope = $1 AND version = $2",
+            )
+            .bind(scope)
+            .bind(m.version)
+            .fetch_optional(tx.conn())
+            .await?;
             if done.is_some() {
                 continue;
             }

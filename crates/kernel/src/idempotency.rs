@@ -19,7 +19,12 @@ pub fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
     })?;
     let key = raw
         .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?
         .trim();
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::bad_request(

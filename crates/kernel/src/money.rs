@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn arithmetic_overflows_are_errors_not_wraps() {
-        assert_eq!(eur(i64::MAX).checked_add(&eur(1)), Err(MoneyError::Overflow));
+        assert_eq!(
+            eur(i64::MAX).checked_add(&eur(1)),
+            Err(MoneyError::Overflow)
+        );
         assert_eq!(eur(i64::MAX).checked_mul(2), Err(MoneyError::Overflow));
         assert_eq!(eur(250).checked_mul(3), Ok(eur(750)));
     }

@@ -131,7 +131,11 @@ impl Outbox {
                 let pause = if failures == 0 {
                     Duration::from_millis(500)
                 } else {
-                    crate::resilience::backoff(failures, Duration::from_millis(100), Duration::from_secs(5))
+                    crate::resilience::backoff(
+                        failures,
+                        Duration::from_millis(100),
+                        Duration::from_secs(5),
+                    )
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

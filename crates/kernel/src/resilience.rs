@@ -88,7 +88,9 @@ impl CircuitBreaker {
         match inner.state {
             BreakerState::Closed => true,
             BreakerState::Open => {
-                let cooled = inner.opened_at.is_some_and(|t| t.elapsed() >= self.cool_down);
+                let cooled = inner
+                    .opened_at
+                    .is_some_and(|t| t.elapsed() >= self.cool_down);
                 if cooled {
                     self.set(&mut inner, BreakerState::HalfOpen);
                     inner.trial_in_flight = true;

@@ -12,7 +12,8 @@ pub enum LogFormat {
 
 /// Installs the global log subscriber once; later calls are no-ops.
 pub fn init_logs(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_env("MERCATO_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_env("MERCATO_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
@@ -32,7 +33,8 @@ pub fn metrics() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
             let latency = &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), latency)

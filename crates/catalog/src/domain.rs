@@ -1,0 +1,460 @@
+//! The product aggregate: commands in, events out.
+
+use chrono::{DateTime, Utc};
+use mercato_contracts::types::{Product, ProductStatus, Variant};
+use mercato_kernel::{ApiError, Money};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use uuid::Uuid;
+
+/// What happened to a product, as kept in the event store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CatalogEvent {
+    Created {
+        seller_id: Uuid,
+        title: String,
+        description: String,
+        category: String,
+        variants: Vec<Variant>,
+        at: DateTime<Utc>,
+    },
+    DetailsChanged {
+        title: Option<String>,
+        description: Option<String>,
+        category: Option<String>,
+        at: DateTime<Utc>,
+    },
+    VariantsReplaced {
+        variants: Vec<Variant>,
+        at: DateTime<Utc>,
+    },
+    Archived {
+        at: DateTime<Utc>,
+    },
+}
+
+impl CatalogEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CatalogEvent::Created { .. } => "created",
+            CatalogEvent::DetailsChanged { .. } => "details_changed",
+            CatalogEvent::VariantsReplaced { .. } => "variants_replaced",
+            CatalogEvent::Archived { .. } => "archived",
+        }
+    }
+}
+
+/// A variant as a client sends it.
+#[derive(Debug, Clone)]
+pub struct NewVariant {
+    pub sku: String,
+    pub title: Option<String>,
+    pub price: Money,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CatalogCommand {
+    Create {
+        seller_id: Uuid,
+        title: String,
+        description: String,
+        category: String,
+        variants: Vec<NewVariant>,
+    },
+    Update {
+        title: Option<String>,
+        description: Option<String>,
+        category: Option<String>,
+        variants: Option<Vec<NewVariant>>,
+    },
+    Archive,
+}
+
+/// The state rebuilt from a product's events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductAggregate {
+    pub id: Uuid,
+    pub version: i64,
+    pub state: Option<Product>,
+}
+
+pub const MAX_VARIANTS: usize = 100;
+
+fn clean_text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, ApiError> {
+    let s = raw.trim();
+    if required && s.is_empty() {
+        return Err(ApiError::validation(format!("{field} must not be empty")));
+    }
+    if s.chars().count() > max {
+        return Err(ApiError::validation(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(s.to_owned())
+}
+
+/// A SKU: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn validate_sku(sku: &str) -> Result<(), ApiError> {
+    let ok = !sku.is_empty()
+        && sku.len() <= 64
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "sku {sku:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+fn build_variants(
+    product_title: &str,
+    variants: Vec<NewVariant>,
+) -> Result<Vec<Variant>, ApiError> {
+    if variants.is_empty() {
+        return Err(ApiError::validation("a product needs at least one variant"));
+    }
+    if variants.len() > MAX_VARIANTS {
+        return Err(ApiError::validation(format!(
+            "a product has at most {MAX_VARIANTS} variants"
+        )));
+    }
+    let mut seen = HashSet::new();
+    let currency = variants[0].price.currency.clone();
+    let mut out = Vec::with_capacity(variants.len());
+    for v in variants {
+        validate_sku(&v.sku)?;
+        if !seen.insert(v.sku.clone()) {
+            return Err(ApiError::validation(format!(
+                "sku {:?} appears twice",
+                v.sku
+            )));
+        }
+        if v.price.amount < 0 {
+            return Err(ApiError::validation("a price must not be negative"));
+        }
+        if v.price.currency != currency {
+            return Err(ApiError::validation(
+                "all variants of a product must be priced in one currency",
+            ));
+        }
+        let title = match v.title {
+            Some(t) => clean_text("variant title", &t, 200, true)?,
+            None => product_title.to_owned(),
+        };
+        out.push(Variant {
+            sku: v.sku,
+            title,
+            price: v.price,
+            attributes: v.attributes,
+        });
+    }
+    Ok(out)
+}
+
+impl ProductAggregate {
+    pub fn new(id: Uuid) -> Self {
+        Self {
+            id,
+            version: 0,
+            state: None,
+        }
+    }
+
+    /// Rebuilds a product from its history.
+    pub fn from_events(id: Uuid, events: impl IntoIterator<Item = CatalogEvent>) -> Self {
+        let mut agg = Self::new(id);
+        for e in events {
+            agg.apply(&e);
+        }
+        agg
+    }
+
+    pub fn apply(&mut self, event: &CatalogEvent) {
+        self.version += 1;
+        match event {
+            CatalogEvent::Created {
+                seller_id,
+                title,
+                description,
+                category,
+                variants,
+                at,
+            } => {
+                self.state = Some(Product {
+                    id: self.id,
+                    seller_id: *seller_id,
+                    title: title.clone(),
+                    description: description.clone(),
+                    category: category.clone(),
+                    status: ProductStatus::Active,
+                    variants: variants.clone(),
+                    created_at: *at,
+                    updated_at: *at,
+                })
+            }
+            CatalogEvent::DetailsChanged {
+                title,
+                description,
+                category,
+                at,
+            } => {
+                if let Some(p) = self.state.as_mut() {
+                    if let Some(t) = title {
+                        p.title = t.clone();
+                    }
+                    if let Some(d) = description {
+                        p.description = d.clone();
+                    }
+                    if let Some(c) = category {
+                        p.category = c.clone();
+                    }
+                    p.updated_at = *at;
+                }
+            }
+            CatalogEvent::VariantsReplaced { variants, at } => {
+                if let Some(p) = self.state.as_mut() {
+                    p.variants = variants.clone();
+                    p.updated_at = *at;
+                }
+            }
+            CatalogEvent::Archived { at } => {
+                if let Some(p) = self.state.as_mut() {
+                    p.status = ProductStatus::Archived;
+                    p.updated_at = *at;
+                }
+            }
+        }
+    }
+
+    /// Decides the events a command causes, without changing anything.
+    pub fn handle(
+        &self,
+        command: CatalogCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CatalogEvent>, ApiError> {
+        match (command, &self.state) {
+            (
+                CatalogCommand::Create {
+                    seller_id,
+                    title,
+                    description,
+                    category,
+                    variants,
+                },
+                None,
+            ) => {
+                let title = clean_text("title", &title, 200, true)?;
+                let description = clean_text("description", &description, 10_000, false)?;
+                let category = clean_text("category", &category, 100, true)?;
+                let variants = build_variants(&title, variants)?;
+                Ok(vec![CatalogEvent::Created {
+                    seller_id,
+                    title,
+                    description,
+                    category,
+                    variants,
+                    at: now,
+                }])
+            }
+            (CatalogCommand::Create { .. }, Some(_)) => Err(ApiError::conflict(
+                "product_exists",
+                "the product already exists",
+            )),
+            (_, None) => Err(ApiError::not_found("product")),
+            (CatalogCommand::Archive, Some(p)) => {
+                if p.status == ProductStatus::Archived {
+                    Ok(vec![])
+                } else {
+                    Ok(vec![CatalogEvent::Archived { at: now }])
+                }
+            }
+            (
+                CatalogCommand::Update {
+                    title,
+                    description,
+                    category,
+                    variants,
+                },
+                Some(p),
+            ) => {
+                if p.status == ProductStatus::Archived {
+                    return Err(ApiError::conflict(
+                        "product_archived",
+                        "an archived product cannot be changed",
+                    ));
+                }
+                let title = title
+                    .map(|t| clean_text("title", &t, 200, true))
+                    .transpose()?;
+                let description = description
+                    .map(|d| clean_text("description", &d, 10_000, false))
+                    .transpose()?;
+                let category = category
+                    .map(|c| clean_text("category", &c, 100, true))
+                    .transpose()?;
+                let effective_title = title.as_deref().unwrap_or(&p.title).to_owned();
+                let variants = variants
+                    .map(|v| build_variants(&effective_title, v))
+                    .transpose()?;
+
+                let mut events = Vec::new();
+                let title = title.filter(|t| *t != p.title);
+                let description = description.filter(|d| *d != p.description);
+                let category = category.filter(|c| *c != p.category);
+                if title.is_some() || description.is_some() || category.is_some() {
+                    events.push(CatalogEvent::DetailsChanged {
+                        title,
+                        description,
+                        category,
+                        at: now,
+                    });
+                }
+                if let Some(v) = variants.filter(|v| *v != p.variants) {
+                    events.push(CatalogEvent::VariantsReplaced {
+                        variants: v,
+                        at: now,
+                    });
+                }
+                Ok(events)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mercato_kernel::Currency;
+
+    fn eur(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("EUR").expect("currency"))
+    }
+
+    fn variant(sku: &str, amount: i64) -> NewVariant {
+        NewVariant {
+            sku: sku.into(),
+            title: None,
+            price: eur(amount),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    fn create(variants: Vec<NewVariant>) -> CatalogCommand {
+        CatalogCommand::Create {
+            seller_id: Uuid::nil(),
+            title: " Mug ".into(),
+            description: "A mug".into(),
+            category: "kitchen".into(),
+            variants,
+        }
+    }
+
+    fn given(events: Vec<CatalogEvent>) -> ProductAggregate {
+        ProductAggregate::from_events(Uuid::nil(), events)
+    }
+
+    #[test]
+    fn create_trims_and_defaults_variant_titles() {
+        let now = mercato_kernel::time::now();
+        let events = given(vec![])
+            .handle(create(vec![variant("MUG-1", 900)]), now)
+            .expect("valid");
+        let agg = given(events);
+        let p = agg.state.expect("created");
+        assert_eq!(p.title, "Mug");
+        assert_eq!(p.variants[0].title, "Mug");
+        assert_eq!(p.status, ProductStatus::Active);
+        assert_eq!(agg.version, 1);
+    }
+
+    #[test]
+    fn create_rejects_bad_variants() {
+        let now = mercato_kernel::time::now();
+        let agg = given(vec![]);
+        assert!(agg.handle(create(vec![]), now).is_err());
+        assert!(agg
+            .handle(create(vec![variant("A", 1), variant("A", 2)]), now)
+            .is_err());
+        assert!(agg
+            .handle(create(vec![variant("bad sku", 1)]), now)
+            .is_err());
+        assert!(agg.handle(create(vec![variant("A", -1)]), now).is_err());
+        let mut usd = variant("B", 1);
+        usd.price = Money::new(1, Currency::parse("USD").expect("currency"));
+        assert!(agg.handle(create(vec![variant("A", 1), usd]), now).is_err());
+    }
+
+    #[test]
+    fn update_emits_only_what_changed() {
+        let now = mercato_kernel::time::now();
+        let created = given(vec![])
+            .handle(create(vec![variant("MUG-1", 900)]), now)
+            .expect("valid");
+        let agg = given(created);
+        let same = agg
+            .handle(
+                CatalogCommand::Update {
+                    title: Some("Mug".into()),
+                    description: None,
+                    category: None,
+                    variants: Some(vec![variant("MUG-1", 900)]),
+                },
+                now,
+            )
+            .expect("valid");
+        assert!(same.is_empty(), "no change, no event: {same:?}");
+        let priced = agg
+            .handle(
+                CatalogCommand::Update {
+                    title: None,
+                    description: None,
+                    category: None,
+                    variants: Some(vec![variant("MUG-1", 1000)]),
+                },
+                now,
+            )
+            .expect("valid");
+        assert!(matches!(
+            priced.as_slice(),
+            [CatalogEvent::VariantsReplaced { .. }]
+        ));
+    }
+
+    #[test]
+    fn archived_products_cannot_change_and_archiving_twice_is_a_no_op() {
+        let now = mercato_kernel::time::now();
+        let mut events = given(vec![])
+            .handle(create(vec![variant("MUG-1", 900)]), now)
+            .expect("valid");
+        events.push(CatalogEvent::Archived { at: now });
+        let agg = given(events);
+        assert_eq!(
+            agg.handle(CatalogCommand::Archive, now).expect("no-op"),
+            vec![]
+        );
+        let update = CatalogCommand::Update {
+            title: Some("New".into()),
+            description: None,
+            category: None,
+            variants: None,
+        };
+        assert_eq!(
+            agg.handle(update, now).map_err(|e| e.code.into_owned()),
+            Err("product_archived".into())
+        );
+    }
+
+    #[test]
+    fn commands_on_missing_products_are_not_found() {
+        let now = mercato_kernel::time::now();
+        let err = given(vec![])
+            .handle(CatalogCommand::Archive, now)
+            .expect_err("missing");
+        assert_eq!(err.status.as_u16(), 404);
+    }
+}

@@ -1,0 +1,34 @@
+//! Catalog: products, their variants (SKUs), categories and prices.
+//!
+//! Products are event-sourced: [`domain::ProductAggregate`] decides which
+//! [`domain::CatalogEvent`]s a command causes; the store appends them to the
+//! event store with optimistic concurrency and, in the same transaction,
+//! updates the current-state projection the API reads and writes the
+//! integration events (`product.created`, `product.updated`,
+//! `price.changed`, `product.archived`) to the outbox.
+//!
+//! Rooms: [`domain`], [`store`], [`service`], [`routes`].
+
+pub mod domain;
+pub mod routes;
+pub mod service;
+pub mod store;
+
+pub use service::CatalogService;
+
+use mercato_kernel::db::{Migration, Migrations};
+
+pub const NAME: &str = "catalog";
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        name: "products",
+        sql: include_str!("../migrations/sqlite.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        name: "products",
+        sql: include_str!("../migrations/postgres.sql"),
+    }],
+};

@@ -1,0 +1,157 @@
+//! The gateway: the one public router of Mercato.
+//!
+//! It owns no data. It mounts the contexts' routers under `/api/v1` and wraps
+//! them in what every request needs: a request id (`x-request-id`, kept when
+//! the client sends one) that also becomes the correlation id of the events
+//! the request causes, a tracing span, access-token verification, Prometheus
+//! request metrics by route and status, a body size limit, a request
+//! time-out, CORS, and JSON errors for everything, including unknown routes.
+//! It also serves `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and
+//! `/docs`.
+
+mod observe;
+mod probes;
+
+pub use probes::{Probe, Probes};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::routing::get;
+use axum::Router;
+use mercato_kernel::auth::{authenticate, TokenKeys};
+use mercato_kernel::ApiError;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_scalar::{Scalar, Servable};
+
+/// What the gateway needs to know.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    /// Allowed CORS origins; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            cors_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Builds the public router from the contexts' routers.
+pub fn build(
+    config: &GatewayConfig,
+    api: OpenApiRouter,
+    keys: Arc<TokenKeys>,
+    probes: Probes,
+) -> Router {
+    let (api_router, openapi) = OpenApiRouter::with_openapi(base_openapi())
+        .nest(API_PREFIX, api)
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    let metrics = mercato_kernel::telemetry::metrics();
+
+    let ops = Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz).with_state(probes))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { metrics.render() }
+            }),
+        )
+        .route(
+            "/openapi.json",
+            get({
+                let openapi = openapi.clone();
+                move || {
+                    let openapi = openapi.clone();
+                    async move { axum::Json(openapi.as_ref().clone()) }
+                }
+            }),
+        )
+        .merge(Scalar::with_url("/docs", openapi.as_ref().clone()));
+
+    let timeout = config.request_timeout;
+    api_router
+        .layer(axum::middleware::from_fn_with_state(keys, authenticate))
+        .merge(ops)
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no such route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(cors(&config.cors_origins))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            observe::observe(timeout, req, next)
+        }))
+}
+
+fn base_openapi() -> OpenApi {
+    let mut api = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("Mercato API")
+                .version("1")
+                .description(Some(
+                    "The Mercato e-commerce backend. Errors are `{\"error\": {\"code\", \"message\"}}` \
+                     with a stable code. Lists take `limit` (default 20, at most 100) and `cursor`.",
+                ))
+                .build(),
+        )
+        .build();
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    api
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            axum::http::header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(3600))
+}

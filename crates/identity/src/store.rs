@@ -1,0 +1,118 @@
+//! Users, on SQLite or PostgreSQL.
+
+use crate::domain::{Email, User};
+use mercato_contracts::events::UserRegistered;
+use mercato_kernel::auth::Role;
+use mercato_kernel::db::Db;
+use mercato_kernel::error::is_unique_violation;
+use mercato_kernel::outbox::Outbox;
+use mercato_kernel::{time, Envelope};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct IdentityStore {
+    db: Db,
+    outbox: Outbox,
+}
+
+#[derive(Debug)]
+pub enum InsertUserError {
+    DuplicateEmail,
+    Store(sqlx::Error),
+}
+
+type UserRow = (String, String, String, String, String, String);
+
+fn user_from_row(row: UserRow) -> anyhow::Result<(User, String)> {
+    let (id, email, name, role, hash, created_at) = row;
+    Ok((
+        User {
+            id: Uuid::parse_str(&id)?,
+            email,
+            name,
+            role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?,
+            created_at: time::from_db(&created_at)?,
+        },
+        hash,
+    ))
+}
+
+const USER_COLUMNS: &str = "id, email, name, role, password_hash, created_at";
+
+impl IdentityStore {
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Stores a new user and its `user.registered` event in one transaction.
+    pub async fn insert_user(
+        &self,
+        user: &User,
+        password_hash: &str,
+    ) -> Result<(), InsertUserError> {
+        let event = Envelope::new(
+            crate::NAME,
+            user.id.to_string(),
+            &UserRegistered {
+                user_id: user.id,
+                email: user.email.clone(),
+                name: user.name.clone(),
+                role: user.role,
+            },
+        )
+        .map_err(|e| InsertUserError::Store(sqlx::Error::Protocol(e.to_string())))?;
+        let mut tx = self.db.begin().await.map_err(InsertUserError::Store)?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(password_hash)
+        .bind(time::to_db(&user.created_at))
+        .execute(tx.conn())
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(InsertUserError::DuplicateEmail),
+            Err(e) => return Err(InsertUserError::Store(e)),
+        }
+        self.outbox
+            .add(&mut tx, &[event])
+            .await
+            .map_err(InsertUserError::Store)?;
+        tx.commit().await.map_err(InsertUserError::Store)
+    }
+
+    /// The user and its password hash.
+    pub async fn by_email(&self, email: &Email) -> anyhow::Result<Option<(User, String)>> {
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(user_from_row).transpose()
+    }
+
+    pub async fn by_id(&self, id: Uuid) -> anyhow::Result<Option<User>> {
+        let row: Option<UserRow> =
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(row.map(user_from_row).transpose()?.map(|(u, _)| u))
+    }
+
+    pub async fn count(&self) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,117 @@
+//! Settings: defaults, then an optional TOML file, then `MERCATO_`
+//! environment variables (nested keys joined by `__`, e.g.
+//! `MERCATO_AUTH__TOKEN_TTL_SECS`), then command-line flags.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address the public API listens on.
+    pub addr: SocketAddr,
+    /// Where embedded mode keeps its databases, event log, index and secrets.
+    pub data_dir: PathBuf,
+    /// `json` (default) or `pretty`.
+    pub log_format: String,
+    pub auth: AuthSettings,
+    pub http: HttpSettings,
+    pub store: StoreSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// HS256 signing secret; generated and kept in the data dir when unset.
+    pub jwt_secret: Option<String>,
+    pub token_ttl_secs: i64,
+    /// argon2id memory cost in KiB.
+    pub password_memory_kib: u32,
+    pub password_iterations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    /// When set (`postgres://...`), every context keeps its tables in its own
+    /// schema of this database instead of SQLite files in the data dir.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            log_format: "json".into(),
+            auth: AuthSettings::default(),
+            http: HttpSettings::default(),
+            store: StoreSettings::default(),
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_ttl_secs: 24 * 3600,
+            password_memory_kib: 19 * 1024,
+            password_iterations: 2,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            cors_origins: vec!["*".into()],
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+        }
+    }
+}
+
+impl Settings {
+    /// Layers the sources; `file` is read when given or when `mercato.toml`
+    /// exists in the working directory.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "config file {} does not exist",
+                    path.display()
+                );
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("mercato.toml")),
+        }
+        figment = figment.merge(Env::prefixed("MERCATO_").split("__").ignore(&["log"]));
+        figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+}

@@ -1,0 +1,114 @@
+//! Demo data: a seller, a customer and a few products, loaded by
+//! `mercato serve --demo`. Loading twice changes nothing.
+
+use crate::app::Contexts;
+use mercato_catalog::domain::{CatalogCommand, NewVariant};
+use mercato_identity::service::{Registration, Session};
+use mercato_kernel::auth::{Caller, Role};
+use mercato_kernel::{Currency, Money};
+use std::collections::BTreeMap;
+
+pub const SELLER_EMAIL: &str = "seller@demo.mercato.dev";
+pub const CUSTOMER_EMAIL: &str = "customer@demo.mercato.dev";
+pub const PASSWORD: &str = "mercato-demo";
+
+struct DemoProduct {
+    title: &'static str,
+    description: &'static str,
+    category: &'static str,
+    variants: &'static [(&'static str, &'static str, i64)],
+}
+
+const PRODUCTS: &[DemoProduct] = &[
+    DemoProduct {
+        title: "Espresso Cup",
+        description: "A thick-walled porcelain cup that keeps an espresso hot.",
+        category: "kitchen",
+        variants: &[
+            ("CUP-ESP-WHT", "White", 1290),
+            ("CUP-ESP-BLK", "Black", 1290),
+        ],
+    },
+    DemoProduct {
+        title: "Pour-Over Kettle",
+        description: "Gooseneck kettle for a slow, even pour.",
+        category: "kitchen",
+        variants: &[("KETTLE-GOOSE", "1 litre", 4900)],
+    },
+    DemoProduct {
+        title: "Merino Beanie",
+        description: "Warm, soft merino wool beanie.",
+        category: "apparel",
+        variants: &[("BEANIE-GRY", "Grey", 2500), ("BEANIE-NVY", "Navy", 2500)],
+    },
+    DemoProduct {
+        title: "Canvas Tote Bag",
+        description: "A sturdy cotton canvas bag for the market.",
+        category: "accessories",
+        variants: &[("TOTE-NAT", "Natural", 1800)],
+    },
+];
+
+async fn ensure_user(
+    ctx: &Contexts,
+    email: &str,
+    name: &str,
+    role: Role,
+) -> anyhow::Result<Session> {
+    if let Ok(session) = ctx.identity.login(email, PASSWORD).await {
+        return Ok(session);
+    }
+    ctx.identity
+        .register(Registration {
+            email: email.to_owned(),
+            password: PASSWORD.to_owned(),
+            name: name.to_owned(),
+            role,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating demo user {email}: {}", e.message))
+}
+
+/// Loads the demo data and returns the text to print.
+pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
+    let seller = ensure_user(ctx, SELLER_EMAIL, "Demo Seller", Role::Seller).await?;
+    let customer = ensure_user(ctx, CUSTOMER_EMAIL, "Demo Customer", Role::Customer).await?;
+    let caller = Caller {
+        user_id: seller.user.id,
+        role: Role::Seller,
+    };
+    let eur = Currency::parse("EUR")?;
+    for p in PRODUCTS {
+        let first_sku = p.variants[0].0;
+        if ctx.catalog.store().sku(first_sku).await?.is_some() {
+            continue;
+        }
+        let variants = p
+            .variants
+            .iter()
+            .map(|(sku, title, amount)| NewVariant {
+                sku: (*sku).to_owned(),
+                title: Some((*title).to_owned()),
+                price: Money::new(*amount, eur.clone()),
+                attributes: BTreeMap::new(),
+            })
+            .collect();
+        ctx.catalog
+            .create(
+                caller,
+                CatalogCommand::Create {
+                    seller_id: seller.user.id,
+                    title: p.title.to_owned(),
+                    description: p.description.to_owned(),
+                    category: p.category.to_owned(),
+                    variants,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating demo product {}: {}", p.title, e.message))?;
+    }
+    Ok(format!(
+        "Demo data loaded.\n  seller:   {SELLER_EMAIL} / {PASSWORD}\n  customer: {CUSTOMER_EMAIL} / {PASSWORD}\n  customer token: {}\n",
+        customer.access_token
+    ))
+}

@@ -1,0 +1,9 @@
+//! The Mercato binary's library: settings, the composition root and the
+//! demo data, shared by `main.rs` and the black-box tests.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+
+pub use app::Application;
+pub use config::Settings;

@@ -1,0 +1,152 @@
+//! `mercato`: the e-commerce backend in one binary.
+
+use clap::{Args, Parser, Subcommand};
+use mercato::{Application, Settings};
+use mercato_identity::service::Registration;
+use mercato_kernel::auth::Role;
+use mercato_kernel::telemetry::{init_logs, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "mercato",
+    version,
+    about = "Mercato: an e-commerce backend platform"
+)]
+struct Cli {
+    /// A TOML configuration file (default: ./mercato.toml when it exists).
+    #[arg(long, global = true, env = "MERCATO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every context in one process (embedded mode).
+    Serve(ServeArgs),
+    /// Administrative tasks on the data dir.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [env: MERCATO_ADDR] [default: 127.0.0.1:8080]
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Where data is kept [env: MERCATO_DATA_DIR] [default: ./data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Load demo data and print its credentials.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user of any role, such as the first admin.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// The password; read from MERCATO_ADMIN_PASSWORD when omitted.
+        #[arg(long, env = "MERCATO_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        #[arg(long, default_value = "admin", value_parser = ["customer", "seller", "admin"])]
+        role: String,
+        /// Data dir to write to [env: MERCATO_DATA_DIR] [default: ./data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mercato: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "mercato failed");
+            eprintln!("mercato: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    let format = if settings.log_format == "pretty" {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            init_logs(format, "info,sqlx=warn");
+            if let Some(addr) = args.addr {
+                settings.addr = addr;
+            }
+            if let Some(dir) = args.data_dir {
+                settings.data_dir = dir;
+            }
+            let app = Application::build(settings).await?;
+            if args.demo {
+                let credentials = mercato::demo::load(&app.contexts).await?;
+                println!("{credentials}");
+            }
+            app.run(mercato::app::shutdown_signal()).await
+        }
+        Command::Admin { command } => {
+            init_logs(format, "warn");
+            match command {
+                AdminCommand::CreateUser {
+                    email,
+                    password,
+                    name,
+                    role,
+                    data_dir,
+                } => {
+                    if let Some(dir) = data_dir {
+                        settings.data_dir = dir;
+                    }
+                    // Admin commands must not take the server's port.
+                    settings.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+                    let app = Application::build(settings).await?;
+                    let role = Role::parse(&role).unwrap_or(Role::Customer);
+                    let session = app
+                        .contexts
+                        .identity
+                        .register(Registration {
+                            email,
+                            password,
+                            name,
+                            role,
+                        })
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    println!(
+                        "created {} {} ({})",
+                        role.as_str(),
+                        session.user.email,
+                        session.user.id
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+}
