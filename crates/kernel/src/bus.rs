@@ -52,6 +52,11 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Readiness: the bus can be written.
     async fn ping(&self) -> anyhow::Result<()>;
+
+    /// Moves a durable consumer back to the start of the retained history,
+    /// so that its next run sees every event again (rebuilding a read
+    /// model). Takes effect when the consumer next starts.
+    async fn rewind(&self, consumer: &str) -> anyhow::Result<()>;
 }
 
 /// How often a failing event is tried before it is parked as a dead letter.
@@ -371,6 +376,10 @@ impl EventBus for LogBus {
 
     async fn ping(&self) -> anyhow::Result<()> {
         Ok(self.db.ping().await?)
+    }
+
+    async fn rewind(&self, consumer: &str) -> anyhow::Result<()> {
+        self.save_position(consumer, 0).await
     }
 }
 

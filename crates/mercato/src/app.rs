@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 /// The services of every context, for the server, admin commands and demo data.
 #[derive(Clone)]
 pub struct Contexts {
+    /// The bus every context publishes to and consumes from.
+    pub bus: Arc<dyn EventBus>,
+    /// The embedded bus's log, for inspection (dead letters, replays).
+    pub log: LogBus,
     pub identity: Arc<mercato_identity::IdentityService>,
     pub catalog: Arc<mercato_catalog::CatalogService>,
 }
@@ -208,7 +212,12 @@ impl Application {
             shutdown,
             tasks,
             stores,
-            contexts: Contexts { identity, catalog },
+            contexts: Contexts {
+                bus,
+                log,
+                identity,
+                catalog,
+            },
         })
     }
 

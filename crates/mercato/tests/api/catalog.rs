@@ -1,0 +1,260 @@
+use crate::support::{unique, TestApp};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_seller_creates_a_product_anyone_reads_it() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let sku = unique("MUG");
+    let r = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": "Mug", "description": "Holds tea", "category": "kitchen",
+                   "variants": [{"sku": sku, "title": "Blue", "price": {"amount": 1299, "currency": "EUR"}, "attributes": {"color": "blue"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let p = r.body;
+    assert_eq!(p["seller_id"], seller.id.as_str());
+    assert_eq!(p["status"], "active");
+    assert_eq!(
+        p["variants"][0],
+        json!({"sku": sku, "title": "Blue", "price": {"amount": 1299, "currency": "EUR"}, "attributes": {"color": "blue"}})
+    );
+    for field in [
+        "id",
+        "title",
+        "description",
+        "category",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(p.get(field).is_some(), "{field} missing");
+    }
+    let id = p["id"].as_str().expect("id");
+    let got = app.get(&format!("/products/{id}"), None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, p);
+}
+
+#[tokio::test]
+async fn only_sellers_and_admins_create_products() {
+    let app = TestApp::spawn().await;
+    let customer = app.register("customer").await;
+    let body = json!({"title": "X", "description": "", "category": "c", "variants": [{"sku": unique("X"), "price": {"amount": 1, "currency": "EUR"}}]});
+    let anon = app.post("/products", None, body.clone()).await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    let r = app.post("/products", Some(&customer.token), body).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "forbidden");
+}
+
+#[tokio::test]
+async fn invalid_products_are_422() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    for body in [
+        json!({"title": "", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1, "currency": "EUR"}}]}),
+        json!({"title": "T", "category": "c", "variants": []}),
+        json!({"title": "T", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": -1, "currency": "EUR"}}]}),
+        json!({"title": "T", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1, "currency": "euro"}}]}),
+        json!({"title": "T", "category": "c", "variants": [{"sku": "has space", "price": {"amount": 1, "currency": "EUR"}}]}),
+        json!({"title": "T", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1.5, "currency": "EUR"}}]}),
+    ] {
+        let r = app
+            .post("/products", Some(&seller.token), body.clone())
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {:?}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sku_is_unique_across_the_shop() {
+    let app = TestApp::spawn().await;
+    let a = app.register("seller").await;
+    let b = app.register("seller").await;
+    let sku = unique("SHARED");
+    app.create_product(&a, "c", &[(&sku, 100)]).await;
+    let r = app
+        .post("/products", Some(&b.token), json!({"title": "Copy", "category": "c", "variants": [{"sku": sku, "price": {"amount": 1, "currency": "EUR"}}]}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "sku_taken");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_product_ids_are_404() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.get("/products/01930000-0000-7000-8000-000000000000", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app.get("/products/not-a-uuid", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "not_found");
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_changes_a_product() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("seller").await;
+    let other = app.register("seller").await;
+    let customer = app.register("customer").await;
+    let p = app
+        .create_product(&owner, "c", &[(&unique("S"), 100)])
+        .await;
+    let path = format!("/products/{}", p["id"].as_str().expect("id"));
+    assert_eq!(
+        app.patch(&path, Some(&other.token), json!({"title": "Mine"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.patch(&path, Some(&customer.token), json!({"title": "Mine"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.delete(&path, Some(&other.token)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.patch(&path, None, json!({"title": "Mine"}))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let r = app
+        .patch(
+            &path,
+            Some(&owner.token),
+            json!({"title": "Renamed", "category": "new"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["title"], "Renamed");
+    assert_eq!(r.body["category"], "new");
+    assert_eq!(app.get(&path, None).await.body["title"], "Renamed");
+}
+
+#[tokio::test]
+async fn patching_variants_replaces_them_and_reprices() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let sku = unique("V");
+    let p = app.create_product(&seller, "c", &[(&sku, 100)]).await;
+    let path = format!("/products/{}", p["id"].as_str().expect("id"));
+    let r = app
+        .patch(
+            &path,
+            Some(&seller.token),
+            json!({"variants": [{"sku": sku, "price": {"amount": 250, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["variants"][0]["price"]["amount"], 250);
+    assert_eq!(
+        app.get(&path, None).await.body["variants"][0]["price"]["amount"],
+        250
+    );
+}
+
+#[tokio::test]
+async fn delete_archives_the_product() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let p = app
+        .create_product(&seller, "c", &[(&unique("D"), 100)])
+        .await;
+    let path = format!("/products/{}", p["id"].as_str().expect("id"));
+    let r = app.delete(&path, Some(&seller.token)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let got = app.get(&path, None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body["status"], "archived");
+    let edit = app
+        .patch(&path, Some(&seller.token), json!({"title": "Back"}))
+        .await;
+    assert_eq!(edit.status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.delete(&path, Some(&seller.token)).await.status,
+        StatusCode::NO_CONTENT,
+        "archiving twice is harmless"
+    );
+}
+
+#[tokio::test]
+async fn lists_filter_by_category_and_seller_and_page_with_cursors() {
+    let app = TestApp::spawn().await;
+    let a = app.register("seller").await;
+    let b = app.register("seller").await;
+    let cat = unique("cat");
+    for i in 0..5 {
+        app.create_product(&a, &cat, &[(&unique(&format!("A{i}")), 100)])
+            .await;
+    }
+    app.create_product(&b, &cat, &[(&unique("B"), 100)]).await;
+    app.create_product(&b, "elsewhere", &[(&unique("B"), 100)])
+        .await;
+
+    let all = app.get(&format!("/products?category={cat}"), None).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(6));
+    assert!(all.body["next_cursor"].is_null());
+
+    let mine = app
+        .get(
+            &format!("/products?category={cat}&seller_id={}", a.id),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["items"].as_array().map(Vec::len), Some(5));
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/products?category={cat}&limit=2&cursor={c}"),
+            None => format!("/products?category={cat}&limit=2"),
+        };
+        let page = app.get(&path, None).await;
+        assert_eq!(page.status, StatusCode::OK);
+        for item in page.body["items"].as_array().expect("items") {
+            seen.push(item["id"].as_str().expect("id").to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first, no repeats");
+
+    assert_eq!(
+        app.get("/products?limit=0", None).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        app.get("/products?cursor=%25%25", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/products?seller_id=nope", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}

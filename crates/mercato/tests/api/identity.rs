@@ -1,0 +1,174 @@
+use crate::support::{unique, TestApp};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn register_returns_the_user_and_a_bearer_token() {
+    let app = TestApp::spawn().await;
+    let email = format!("{}@Example.com", unique("ada"));
+    let r = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": email, "password": "12345678", "name": "Ada"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert!(r.body["expires_in"].as_i64().unwrap_or(0) > 0);
+    let user = &r.body["user"];
+    assert_eq!(user["email"], email.to_lowercase());
+    assert_eq!(user["name"], "Ada");
+    assert_eq!(user["role"], "customer");
+    assert!(user["id"].as_str().is_some_and(|id| id.len() == 36));
+    assert!(user["created_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+
+    let token = r.body["access_token"].as_str().expect("token");
+    let me = app.get("/me", Some(token)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body, *user);
+}
+
+#[tokio::test]
+async fn sellers_can_register_but_admins_cannot() {
+    let app = TestApp::spawn().await;
+    let seller = app
+        .post("/auth/register", None, json!({"email": format!("{}@x.io", unique("s")), "password": "12345678", "name": "S", "role": "seller"}))
+        .await;
+    assert_eq!(seller.status, StatusCode::CREATED);
+    assert_eq!(seller.body["user"]["role"], "seller");
+    let admin = app
+        .post("/auth/register", None, json!({"email": format!("{}@x.io", unique("a")), "password": "12345678", "name": "A", "role": "admin"}))
+        .await;
+    assert_eq!(admin.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(admin.code(), "validation_failed");
+}
+
+#[tokio::test]
+async fn duplicate_email_is_409_whatever_its_case() {
+    let app = TestApp::spawn().await;
+    let email = format!("{}@example.com", unique("dup"));
+    let body = json!({"email": email, "password": "12345678", "name": "One"});
+    assert_eq!(
+        app.post("/auth/register", None, body).await.status,
+        StatusCode::CREATED
+    );
+    let again = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": email.to_uppercase(), "password": "87654321", "name": "Two"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.code(), "email_taken");
+}
+
+#[tokio::test]
+async fn short_passwords_and_malformed_emails_are_422() {
+    let app = TestApp::spawn().await;
+    let short = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": format!("{}@x.io", unique("p")), "password": "1234567", "name": "P"}),
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for email in ["not-an-email", "a@b", "@x.io", ""] {
+        let r = app
+            .post(
+                "/auth/register",
+                None,
+                json!({"email": email, "password": "12345678", "name": "P"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{email:?}");
+        assert_eq!(r.code(), "validation_failed");
+    }
+}
+
+#[tokio::test]
+async fn login_works_and_wrong_credentials_look_the_same_for_unknown_emails() {
+    let app = TestApp::spawn().await;
+    let user = app.register("customer").await;
+    let ok = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body["user"]["id"], user.id.as_str());
+    assert_eq!(ok.body["token_type"], "Bearer");
+
+    let wrong = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": "wrong password"}),
+        )
+        .await;
+    let unknown = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": "nobody@example.com", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.body, unknown.body);
+}
+
+#[tokio::test]
+async fn me_needs_a_valid_token() {
+    let app = TestApp::spawn().await;
+    let none = app.get("/me", None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.code(), "unauthorized");
+    let garbage = app.get("/me", Some("not.a.token")).await;
+    assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
+    let basic = app
+        .request(
+            reqwest::Method::GET,
+            "/me",
+            None,
+            None,
+            &[("authorization", "Basic YTpi")],
+        )
+        .await;
+    assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_and_missing_fields_422() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .request(
+            reqwest::Method::POST,
+            "/auth/register",
+            None,
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let broken = app
+        .client
+        .post(app.url("/auth/register"))
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    let missing = app
+        .post("/auth/register", None, json!({"email": "x@y.io"}))
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(missing.code(), "validation_failed");
+}

@@ -1,0 +1,127 @@
+use crate::support::TestApp;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let h = app.get("/healthz", None).await;
+    assert_eq!(h.status, StatusCode::OK);
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ready");
+    assert!(r.body["checks"]["bus"] == "ok");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = TestApp::spawn().await;
+    app.get("/products/00000000-0000-0000-0000-000000000000", None)
+        .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("mercato_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/api/v1/products/{id}\""), "{text}");
+    assert!(
+        text.contains("mercato_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_documents_the_contract_and_docs_render() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json", None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let paths = doc.body["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/v1/auth/register", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/products", "post"),
+        ("/api/v1/products", "get"),
+        ("/api/v1/products/{id}", "get"),
+        ("/api/v1/products/{id}", "patch"),
+        ("/api/v1/products/{id}", "delete"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+    let docs = app.client.get(app.url("/docs")).send().await.expect("sent");
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.expect("html").contains("openapi"));
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made() {
+    let app = TestApp::spawn().await;
+    let kept = app
+        .request(
+            reqwest::Method::GET,
+            "/healthz",
+            None,
+            None,
+            &[("x-request-id", "abc-123")],
+        )
+        .await;
+    assert_eq!(kept.headers["x-request-id"], "abc-123");
+    let made = app.get("/healthz", None).await;
+    assert!(made.headers.get("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_huge_bodies_get_json_errors() {
+    let app = TestApp::spawn().await;
+    let missing = app.get("/nowhere", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.code(), "route_not_found");
+    let wrong = app
+        .request(
+            reqwest::Method::PUT,
+            "/auth/login",
+            None,
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.code(), "method_not_allowed");
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let big = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": "a@b.io", "password": huge, "name": "n"}),
+        )
+        .await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(big.code(), "payload_too_large");
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/products"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
