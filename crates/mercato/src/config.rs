@@ -20,6 +20,84 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub http: HttpSettings,
     pub store: StoreSettings,
+    pub shop: ShopSettings,
+    pub inventory: InventorySettings,
+    pub payments: PaymentsSettings,
+    pub notifications: NotificationsSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShopSettings {
+    /// ISO 4217 code of the shop's currency (empty carts are priced in it).
+    pub currency: String,
+}
+
+impl Default for ShopSettings {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InventorySettings {
+    /// `stock.low` is published when available stock falls below this.
+    pub low_stock_threshold: i64,
+    /// How often expired reservations are looked for and released.
+    pub reservation_sweep_ms: u64,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self {
+            low_stock_threshold: 5,
+            reservation_sweep_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PaymentsSettings {
+    /// Base URL of the payment provider. Unset: the built-in test provider is
+    /// started on a loopback port.
+    pub provider_url: Option<String>,
+    /// Time-out of one call to the provider.
+    pub timeout_ms: u64,
+}
+
+impl Default for PaymentsSettings {
+    fn default() -> Self {
+        Self {
+            provider_url: None,
+            timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotificationsSettings {
+    /// `smtp://user:pass@host:port` or `smtps://...`. Unset: messages go to
+    /// the local sink, `<data_dir>/notifications/sent.jsonl`.
+    pub smtp_url: Option<String>,
+    /// Sender address of e-mails.
+    pub from: String,
+    /// Attempts before a notification is marked failed.
+    pub max_attempts: u32,
+}
+
+impl Default for NotificationsSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "Mercato <no-reply@mercato.local>".into(),
+            max_attempts: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +137,10 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
             store: StoreSettings::default(),
+            shop: ShopSettings::default(),
+            inventory: InventorySettings::default(),
+            payments: PaymentsSettings::default(),
+            notifications: NotificationsSettings::default(),
         }
     }
 }
