@@ -64,6 +64,17 @@ pub enum ChargeOutcome {
     Declined { payment_id: Uuid, reason: String },
 }
 
+/// What undoing an order's payment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// No money was ever taken (no charge, or a declined one).
+    NothingTaken,
+    /// A pending charge was voided at the provider.
+    Voided,
+    /// Captured money went back.
+    Refunded,
+}
+
 /// Payments, as the checkout saga sees it. Keyed by order id and idempotent.
 #[async_trait]
 pub trait PaymentsClient: Send + Sync + 'static {
@@ -74,8 +85,9 @@ pub trait PaymentsClient: Send + Sync + 'static {
         amount: &Money,
         token: &str,
     ) -> ClientResult<ChargeOutcome>;
-    /// Refunds whatever was captured for the order; a no-op when nothing was.
-    async fn refund(&self, order_id: Uuid) -> ClientResult<()>;
+    /// Refunds whatever was captured for the order, or voids a charge whose
+    /// outcome is unknown; a no-op when nothing was taken.
+    async fn refund(&self, order_id: Uuid) -> ClientResult<RefundOutcome>;
 }
 
 /// Cart, as the checkout sees it.

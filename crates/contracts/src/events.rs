@@ -98,6 +98,16 @@ pub struct InventoryCommitted {
 }
 event!(InventoryCommitted, "inventory.committed");
 
+// cart
+
+/// The cart gave up what an order bought.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartCheckedOut {
+    pub customer_id: Uuid,
+    pub order_id: Uuid,
+}
+event!(CartCheckedOut, "cart.checked_out");
+
 // orders
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

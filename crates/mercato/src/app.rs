@@ -26,6 +26,14 @@ pub struct Contexts {
     pub log: LogBus,
     pub identity: Arc<mercato_identity::IdentityService>,
     pub catalog: Arc<mercato_catalog::CatalogService>,
+    pub notifications: Arc<mercato_notifications::NotificationsService>,
+    pub search: Arc<mercato_search::SearchService>,
+    pub cart: Arc<mercato_cart::CartService>,
+    pub inventory: Arc<mercato_inventory::InventoryService>,
+    pub payments: Arc<mercato_payments::PaymentsService>,
+    pub orders: Arc<mercato_orders::OrdersService>,
+    /// The built-in test payment provider (idle when a real one is configured).
+    pub test_provider: mercato_payments::testprovider::TestProvider,
 }
 
 /// A built, not yet serving, Mercato.
@@ -182,11 +190,185 @@ impl Application {
             mercato_catalog::store::CatalogStore::new(catalog_db.clone(), catalog_outbox),
         ));
 
+        // cart
+        let cart_db = open_store(&settings, mercato_cart::NAME, &mercato_cart::MIGRATIONS).await?;
+        let cart_outbox = Outbox::new();
+        tasks.push(cart_outbox.spawn_relay(
+            mercato_cart::NAME,
+            cart_db.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        ));
+        let cart_currency = mercato_kernel::Currency::parse(&settings.shop.currency)
+            .map_err(|e| anyhow::anyhow!("invalid shop.currency: {e}"))?;
+        let cart = Arc::new(mercato_cart::CartService::new(
+            mercato_cart::store::CartStore::new(cart_db.clone(), cart_outbox),
+            catalog.clone(),
+            cart_currency,
+        ));
+        tasks.push(bus.subscribe(cart.subscription(), shutdown.clone()));
+
+        // inventory
+        let inventory_db = open_store(
+            &settings,
+            mercato_inventory::NAME,
+            &mercato_inventory::MIGRATIONS,
+        )
+        .await?;
+        let inventory_outbox = Outbox::new();
+        tasks.push(inventory_outbox.spawn_relay(
+            mercato_inventory::NAME,
+            inventory_db.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        ));
+        let inventory = Arc::new(mercato_inventory::InventoryService::new(
+            mercato_inventory::store::InventoryStore::new(
+                inventory_db.clone(),
+                inventory_outbox,
+                settings.inventory.low_stock_threshold,
+            ),
+            catalog.clone(),
+        ));
+        tasks.push(inventory.spawn_sweeper(
+            Duration::from_millis(settings.inventory.reservation_sweep_ms),
+            shutdown.clone(),
+        ));
+
+        let test_provider = mercato_payments::testprovider::TestProvider::default();
+        // payments, with the built-in test provider unless a real one is configured
+        let payments_db = open_store(
+            &settings,
+            mercato_payments::NAME,
+            &mercato_payments::MIGRATIONS,
+        )
+        .await?;
+        let payments_outbox = Outbox::new();
+        tasks.push(payments_outbox.spawn_relay(
+            mercato_payments::NAME,
+            payments_db.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        ));
+        let provider_url = match &settings.payments.provider_url {
+            Some(url) => url.clone(),
+            None => {
+                let (addr, task) = test_provider
+                    .serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown.clone())
+                    .await
+                    .context("starting the built-in test payment provider")?;
+                tasks.push(task);
+                tracing::info!(%addr, "built-in test payment provider listening");
+                format!("http://{addr}")
+            }
+        };
+        let provider = mercato_payments::provider::HttpProvider::new(
+            &provider_url,
+            Duration::from_millis(settings.payments.timeout_ms),
+        )?;
+        let payments = Arc::new(mercato_payments::PaymentsService::new(
+            mercato_payments::store::PaymentsStore::new(payments_db.clone(), payments_outbox),
+            Arc::new(provider),
+        ));
+
+        // orders and the checkout saga
+        let orders_db =
+            open_store(&settings, mercato_orders::NAME, &mercato_orders::MIGRATIONS).await?;
+        let orders_outbox = Outbox::new();
+        tasks.push(orders_outbox.spawn_relay(
+            mercato_orders::NAME,
+            orders_db.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        ));
+        let orders_store =
+            mercato_orders::store::OrdersStore::new(orders_db.clone(), orders_outbox);
+        let saga = Arc::new(mercato_orders::SagaRunner::new(
+            orders_store.clone(),
+            inventory.clone(),
+            payments.clone(),
+            cart.clone(),
+            mercato_orders::saga::SagaConfig {
+                deadline: Duration::from_millis(settings.orders.saga_deadline_ms),
+                step_timeout: Duration::from_millis(settings.orders.step_timeout_ms),
+                // A charge and, after a time-out, its void.
+                pay_timeout: Duration::from_millis(settings.payments.timeout_ms * 2 + 1000),
+                reservation_ttl: Duration::from_secs(settings.orders.reservation_ttl_secs),
+                poll_interval: Duration::from_millis(settings.orders.saga_poll_ms),
+            },
+        ));
+        tasks.push(saga.spawn_recovery(shutdown.clone()));
+        let orders = Arc::new(mercato_orders::OrdersService::new(
+            orders_store,
+            cart.clone(),
+            catalog.clone(),
+            saga,
+        ));
+
+        // search: a read model on local disk in every mode (one index per replica)
+        let search = Arc::new(
+            mercato_search::SearchService::open(&settings.data_dir.join(mercato_search::NAME))
+                .await
+                .context("opening the search index")?,
+        );
+        tasks.push(search.start(bus.clone(), shutdown.clone()).await?);
+
+        // notifications
+        let notifications_db = open_store(
+            &settings,
+            mercato_notifications::NAME,
+            &mercato_notifications::MIGRATIONS,
+        )
+        .await?;
+        let notifications_outbox = Outbox::new();
+        tasks.push(notifications_outbox.spawn_relay(
+            mercato_notifications::NAME,
+            notifications_db.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        ));
+        let notifications = Arc::new(mercato_notifications::NotificationsService::new(
+            mercato_notifications::store::NotificationsStore::new(
+                notifications_db.clone(),
+                notifications_outbox,
+            ),
+        )?);
+        for sub in notifications.subscriptions() {
+            tasks.push(bus.subscribe(sub, shutdown.clone()));
+        }
+        let email = mercato_notifications::channel::email_channel(
+            settings.notifications.smtp_url.as_deref(),
+            &settings.notifications.from,
+            Duration::from_millis(settings.notifications.smtp_timeout_ms),
+            &settings.data_dir,
+        )?;
+        tasks.push(notifications.spawn_dispatcher(
+            email,
+            mercato_notifications::DispatcherConfig {
+                max_attempts: settings.notifications.max_attempts,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ));
+
         let api = utoipa_axum::router::OpenApiRouter::new()
             .merge(mercato_identity::routes::router(identity.clone()))
-            .merge(mercato_catalog::routes::router(catalog.clone()));
+            .merge(mercato_catalog::routes::router(catalog.clone()))
+            .merge(mercato_cart::routes::router(cart.clone()));
+        let api = api.merge(mercato_inventory::routes::router(inventory.clone()));
+        let api = api
+            .merge(mercato_payments::routes::router(payments.clone()))
+            .merge(mercato_orders::routes::router(orders.clone()));
 
-        let stores = vec![bus_db.clone(), identity_db.clone(), catalog_db.clone()];
+        let api = api.merge(mercato_search::routes::router(search.clone()));
+        let mut stores = vec![bus_db.clone(), identity_db.clone(), catalog_db.clone()];
+        stores.push(search.store().db().clone());
+        stores.push(cart_db.clone());
+        stores.push(inventory_db.clone());
+        stores.push(payments_db.clone());
+        stores.push(orders_db.clone());
+        let api = api.merge(mercato_notifications::routes::router(notifications.clone()));
+        stores.push(notifications_db.clone());
         let mut probes: Vec<(String, Probe)> = vec![("bus".into(), {
             let bus = bus.clone();
             Arc::new(move || {
@@ -196,6 +378,12 @@ impl Application {
         })];
         probes.push(("identity".into(), store_probe(&identity_db)));
         probes.push(("catalog".into(), store_probe(&catalog_db)));
+        probes.push(("notifications".into(), store_probe(&notifications_db)));
+        probes.push(("search".into(), store_probe(search.store().db())));
+        probes.push(("cart".into(), store_probe(&cart_db)));
+        probes.push(("inventory".into(), store_probe(&inventory_db)));
+        probes.push(("payments".into(), store_probe(&payments_db)));
+        probes.push(("orders".into(), store_probe(&orders_db)));
 
         let gateway = GatewayConfig {
             body_limit_bytes: settings.http.body_limit_bytes,
@@ -217,6 +405,13 @@ impl Application {
                 log,
                 identity,
                 catalog,
+                notifications,
+                search,
+                cart,
+                inventory,
+                payments,
+                orders,
+                test_provider,
             },
         })
     }

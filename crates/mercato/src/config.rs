@@ -23,6 +23,7 @@ pub struct Settings {
     pub shop: ShopSettings,
     pub inventory: InventorySettings,
     pub payments: PaymentsSettings,
+    pub orders: OrdersSettings,
     pub notifications: NotificationsSettings,
 }
 
@@ -80,6 +81,30 @@ impl Default for PaymentsSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct OrdersSettings {
+    /// A checkout's forward steps give up and compensate after this long.
+    pub saga_deadline_ms: u64,
+    /// Time-out of one saga call to inventory or cart.
+    pub step_timeout_ms: u64,
+    /// How long stock stays reserved for a pending order.
+    pub reservation_ttl_secs: u64,
+    /// How often unfinished sagas are looked for.
+    pub saga_poll_ms: u64,
+}
+
+impl Default for OrdersSettings {
+    fn default() -> Self {
+        Self {
+            saga_deadline_ms: 4000,
+            step_timeout_ms: 3000,
+            reservation_ttl_secs: 900,
+            saga_poll_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NotificationsSettings {
     /// `smtp://user:pass@host:port` or `smtps://...`. Unset: messages go to
     /// the local sink, `<data_dir>/notifications/sent.jsonl`.
@@ -88,6 +113,8 @@ pub struct NotificationsSettings {
     pub from: String,
     /// Attempts before a notification is marked failed.
     pub max_attempts: u32,
+    /// Time-out of connecting to the SMTP server and of each of its commands.
+    pub smtp_timeout_ms: u64,
 }
 
 impl Default for NotificationsSettings {
@@ -96,6 +123,7 @@ impl Default for NotificationsSettings {
             smtp_url: None,
             from: "Mercato <no-reply@mercato.local>".into(),
             max_attempts: 8,
+            smtp_timeout_ms: 10_000,
         }
     }
 }
@@ -140,6 +168,7 @@ impl Default for Settings {
             shop: ShopSettings::default(),
             inventory: InventorySettings::default(),
             payments: PaymentsSettings::default(),
+            orders: OrdersSettings::default(),
             notifications: NotificationsSettings::default(),
         }
     }

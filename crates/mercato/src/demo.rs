@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 pub const SELLER_EMAIL: &str = "seller@demo.mercato.dev";
 pub const CUSTOMER_EMAIL: &str = "customer@demo.mercato.dev";
 pub const PASSWORD: &str = "mercato-demo";
+/// Units of every demo SKU in the `main` warehouse.
+pub const DEMO_STOCK: i64 = 100;
 
 struct DemoProduct {
     title: &'static str,
@@ -106,6 +108,20 @@ pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("creating demo product {}: {}", p.title, e.message))?;
+    }
+    // Stock only SKUs never stocked, so that a reload keeps what was sold since.
+    for (sku, _, _) in PRODUCTS.iter().flat_map(|p| p.variants.iter()) {
+        let stock = ctx
+            .inventory
+            .stock(sku)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading demo stock of {sku}: {}", e.message))?;
+        if stock.warehouses.is_empty() {
+            ctx.inventory
+                .set_stock(caller, sku, None, DEMO_STOCK)
+                .await
+                .map_err(|e| anyhow::anyhow!("stocking demo sku {sku}: {}", e.message))?;
+        }
     }
     Ok(format!(
         "Demo data loaded.\n  seller:   {SELLER_EMAIL} / {PASSWORD}\n  customer: {CUSTOMER_EMAIL} / {PASSWORD}\n  customer token: {}\n",

@@ -3,6 +3,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cart;
 mod catalog;
 mod identity;
+mod inventory;
+mod notifications;
+mod orders;
 mod platform;
+mod search;

@@ -18,6 +18,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub data_dir: Option<tempfile::TempDir>,
+    /// The in-process application's contexts (None against an external server).
+    pub contexts: Option<mercato::app::Contexts>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -78,6 +80,7 @@ impl TestApp {
                 base: base.trim_end_matches('/').to_owned(),
                 client,
                 data_dir: None,
+                contexts: None,
                 shutdown: None,
                 server: None,
             };
@@ -89,6 +92,7 @@ impl TestApp {
             .await
             .expect("application builds");
         let addr = app.local_addr();
+        let contexts = app.contexts.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(app.run(async move {
             let _ = rx.await;
@@ -97,6 +101,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             client,
             data_dir: Some(dir),
+            contexts: Some(contexts),
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -197,6 +202,44 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::CREATED, "register: {:?}", r.body);
         User {
             id: r.body["user"]["id"].as_str().expect("user id").to_owned(),
+            email,
+            token: r.body["access_token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// An admin: created in process, or signed in with `MERCATO_TEST_ADMIN_EMAIL`
+    /// and `MERCATO_TEST_ADMIN_PASSWORD` against an external server.
+    pub async fn admin(&self) -> User {
+        let password = "admin password for tests";
+        let email = match &self.contexts {
+            Some(ctx) => {
+                let email = format!("{}@example.com", unique("admin"));
+                ctx.identity
+                    .register(mercato_identity::service::Registration {
+                        email: email.clone(),
+                        password: password.into(),
+                        name: "Admin".into(),
+                        role: mercato_kernel::auth::Role::Admin,
+                    })
+                    .await
+                    .expect("admin created");
+                email
+            }
+            None => std::env::var("MERCATO_TEST_ADMIN_EMAIL")
+                .expect("MERCATO_TEST_ADMIN_EMAIL for an external server"),
+        };
+        let password =
+            std::env::var("MERCATO_TEST_ADMIN_PASSWORD").unwrap_or_else(|_| password.into());
+        let r = self
+            .post(
+                "/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "admin login: {:?}", r.body);
+        User {
+            id: r.body["user"]["id"].as_str().expect("id").to_owned(),
             email,
             token: r.body["access_token"].as_str().expect("token").to_owned(),
         }

@@ -1,0 +1,331 @@
+//! Cart lines and how they are priced.
+
+use mercato_contracts::types::{Line, ProductStatus, SkuInfo};
+use mercato_kernel::time::Timestamp;
+use mercato_kernel::{ApiError, Currency, Money};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+/// The most units of one SKU a cart holds: larger amounts are wholesale,
+/// and a bound keeps every line total far from overflowing.
+pub const MAX_LINE_QUANTITY: i64 = 999;
+
+/// The longest SKU the catalog issues; anything longer cannot be one.
+pub const MAX_SKU_LEN: usize = 64;
+
+/// A line as stored: what the customer chose, without prices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub added_at: Timestamp,
+}
+
+/// A cart as the API shows it, priced now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Cart {
+    /// In the order they were first added.
+    pub items: Vec<Line>,
+    pub subtotal: Money,
+    /// The subtotal: there are no taxes or shipping costs yet.
+    pub total: Money,
+}
+
+/// 422 unless `quantity` is between 1 and [`MAX_LINE_QUANTITY`].
+pub fn validate_quantity(quantity: i64) -> Result<(), ApiError> {
+    if quantity < 1 {
+        return Err(ApiError::unprocessable(
+            "invalid_quantity",
+            "quantity must be at least 1",
+        ));
+    }
+    if quantity > MAX_LINE_QUANTITY {
+        return Err(quantity_limit());
+    }
+    Ok(())
+}
+
+pub fn quantity_limit() -> ApiError {
+    ApiError::unprocessable(
+        "quantity_limit_exceeded",
+        format!("a cart holds at most {MAX_LINE_QUANTITY} units of one SKU"),
+    )
+}
+
+/// What a SKU the customer asks for must be: known to the catalog and on sale.
+pub fn require_sellable<'a>(sku: &str, info: Option<&'a SkuInfo>) -> Result<&'a SkuInfo, ApiError> {
+    match info {
+        None => Err(ApiError::unprocessable(
+            "unknown_sku",
+            format!("no product has sku {sku:?}"),
+        )),
+        Some(info) if info.status == ProductStatus::Archived => Err(ApiError::unprocessable(
+            "sku_unavailable",
+            format!("sku {sku:?} is no longer sold"),
+        )),
+        Some(info) => Ok(info),
+    }
+}
+
+/// A SKU that cannot share a cart with the other lines because its price is
+/// in another currency: amounts in two currencies have no sum.
+pub fn check_currency(cart: &Cart, info: &SkuInfo) -> Result<(), ApiError> {
+    match cart.items.iter().find(|l| l.sku != info.sku) {
+        Some(other) if other.unit_price.currency != info.price.currency => {
+            Err(ApiError::unprocessable(
+                "currency_mismatch",
+                format!(
+                    "sku {:?} is priced in {}, the cart in {}",
+                    info.sku, info.price.currency, other.unit_price.currency
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prices `lines` with the catalog's current `skus`.
+///
+/// Lines whose SKU the catalog no longer has, or whose product is archived,
+/// are left out: they cannot be bought. The cart's currency is that of its
+/// earliest line still on sale (the shop's currency when there is none);
+/// a line whose price has since moved to another currency is left out too,
+/// since it cannot be added to the others. Errors only when an amount
+/// overflows.
+pub fn price(
+    lines: &[CartLine],
+    skus: &HashMap<String, SkuInfo>,
+    shop_currency: &Currency,
+) -> Result<Cart, ApiError> {
+    let mut ordered: Vec<&CartLine> = lines.iter().collect();
+    ordered.sort_by(|a, b| a.added_at.cmp(&b.added_at).then_with(|| a.sku.cmp(&b.sku)));
+    let mut items = Vec::with_capacity(ordered.len());
+    let mut currency: Option<Currency> = None;
+    let mut subtotal: Option<Money> = None;
+    for line in ordered {
+        let Some(info) = skus.get(&line.sku) else {
+            continue;
+        };
+        if info.status == ProductStatus::Archived {
+            continue;
+        }
+        let cart_currency = currency.get_or_insert_with(|| info.price.currency.clone());
+        if info.price.currency != *cart_currency {
+            continue;
+        }
+        let line_total = info
+            .price
+            .checked_mul(line.quantity)
+            .map_err(|_| amount_out_of_range())?;
+        subtotal = Some(match subtotal {
+            None => line_total.clone(),
+            Some(s) => s
+                .checked_add(&line_total)
+                .map_err(|_| amount_out_of_range())?,
+        });
+        items.push(Line {
+            sku: line.sku.clone(),
+            product_id: info.product_id,
+            title: info.title.clone(),
+            quantity: line.quantity,
+            unit_price: info.price.clone(),
+            line_total,
+        });
+    }
+    let subtotal = subtotal.unwrap_or_else(|| Money::zero(shop_currency.clone()));
+    Ok(Cart {
+        items,
+        total: subtotal.clone(),
+        subtotal,
+    })
+}
+
+fn amount_out_of_range() -> ApiError {
+    ApiError::unprocessable(
+        "amount_out_of_range",
+        "the cart's total is too large to be represented",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn eur() -> Currency {
+        Currency::parse("EUR").expect("valid currency")
+    }
+
+    fn usd() -> Currency {
+        Currency::parse("USD").expect("valid currency")
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("valid time")
+    }
+
+    fn line(sku: &str, quantity: i64, added: i64) -> CartLine {
+        CartLine {
+            sku: sku.into(),
+            quantity,
+            added_at: at(added),
+        }
+    }
+
+    fn info(sku: &str, amount: i64, currency: Currency, status: ProductStatus) -> SkuInfo {
+        SkuInfo {
+            sku: sku.into(),
+            product_id: Uuid::now_v7(),
+            seller_id: Uuid::now_v7(),
+            title: format!("Title of {sku}"),
+            price: Money::new(amount, currency),
+            status,
+        }
+    }
+
+    fn catalog(infos: Vec<SkuInfo>) -> HashMap<String, SkuInfo> {
+        infos.into_iter().map(|i| (i.sku.clone(), i)).collect()
+    }
+
+    #[test]
+    fn an_empty_cart_costs_zero_in_the_shop_currency() {
+        let cart = price(&[], &HashMap::new(), &usd()).expect("priced");
+        assert!(cart.items.is_empty());
+        assert_eq!(cart.subtotal, Money::zero(usd()));
+        assert_eq!(cart.total, Money::zero(usd()));
+    }
+
+    #[test]
+    fn lines_are_priced_and_summed_in_the_order_they_were_added() {
+        let skus = catalog(vec![
+            info("A", 250, eur(), ProductStatus::Active),
+            info("B", 1999, eur(), ProductStatus::Active),
+        ]);
+        let lines = [line("B", 1, 20), line("A", 3, 10)];
+        let cart = price(&lines, &skus, &eur()).expect("priced");
+        let got: Vec<(&str, i64, i64, i64)> = cart
+            .items
+            .iter()
+            .map(|l| {
+                (
+                    l.sku.as_str(),
+                    l.quantity,
+                    l.unit_price.amount,
+                    l.line_total.amount,
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![("A", 3, 250, 750), ("B", 1, 1999, 1999)]);
+        assert_eq!(cart.subtotal, Money::new(2749, eur()));
+        assert_eq!(cart.total, cart.subtotal);
+        assert_eq!(cart.items[0].product_id, skus["A"].product_id);
+        assert_eq!(cart.items[0].title, "Title of A");
+    }
+
+    #[test]
+    fn archived_and_vanished_skus_are_left_out() {
+        let skus = catalog(vec![
+            info("LIVE", 100, eur(), ProductStatus::Active),
+            info("GONE", 500, eur(), ProductStatus::Archived),
+        ]);
+        let lines = [
+            line("GONE", 1, 1),
+            line("VANISHED", 2, 2),
+            line("LIVE", 2, 3),
+        ];
+        let cart = price(&lines, &skus, &eur()).expect("priced");
+        assert_eq!(cart.items.len(), 1);
+        assert_eq!(cart.items[0].sku, "LIVE");
+        assert_eq!(cart.total, Money::new(200, eur()));
+    }
+
+    #[test]
+    fn the_earliest_available_line_sets_the_currency() {
+        // An archived first line must not decide the currency of the others.
+        let skus = catalog(vec![
+            info("OLD", 100, eur(), ProductStatus::Archived),
+            info("USD1", 300, usd(), ProductStatus::Active),
+            info("EUR1", 700, eur(), ProductStatus::Active),
+        ]);
+        let lines = [line("OLD", 1, 1), line("USD1", 1, 2), line("EUR1", 1, 3)];
+        let cart = price(&lines, &skus, &eur()).expect("priced");
+        assert_eq!(cart.items.len(), 1);
+        assert_eq!(cart.items[0].sku, "USD1");
+        assert_eq!(cart.total, Money::new(300, usd()));
+    }
+
+    #[test]
+    fn overflowing_amounts_are_refused_not_wrapped() {
+        let skus = catalog(vec![
+            info("BIG", i64::MAX / 2, eur(), ProductStatus::Active),
+            info("MORE", i64::MAX / 2, eur(), ProductStatus::Active),
+        ]);
+        let err = price(&[line("BIG", 3, 1)], &skus, &eur()).expect_err("overflows");
+        assert_eq!(err.code, "amount_out_of_range");
+        let err = price(&[line("BIG", 1, 1), line("MORE", 2, 2)], &skus, &eur())
+            .expect_err("the sum overflows");
+        assert_eq!(err.code, "amount_out_of_range");
+    }
+
+    #[test]
+    fn quantities_are_between_one_and_the_cap() {
+        assert_eq!(
+            validate_quantity(0).expect_err("zero").code,
+            "invalid_quantity"
+        );
+        assert_eq!(
+            validate_quantity(-3).expect_err("negative").code,
+            "invalid_quantity"
+        );
+        assert!(validate_quantity(1).is_ok());
+        assert!(validate_quantity(MAX_LINE_QUANTITY).is_ok());
+        assert_eq!(
+            validate_quantity(MAX_LINE_QUANTITY + 1)
+                .expect_err("over the cap")
+                .code,
+            "quantity_limit_exceeded"
+        );
+    }
+
+    #[test]
+    fn unknown_and_archived_skus_cannot_be_added() {
+        assert_eq!(
+            require_sellable("X", None).expect_err("unknown").code,
+            "unknown_sku"
+        );
+        let archived = info("X", 1, eur(), ProductStatus::Archived);
+        assert_eq!(
+            require_sellable("X", Some(&archived))
+                .expect_err("archived")
+                .code,
+            "sku_unavailable"
+        );
+        let live = info("X", 1, eur(), ProductStatus::Active);
+        assert!(require_sellable("X", Some(&live)).is_ok());
+    }
+
+    #[test]
+    fn a_sku_in_another_currency_does_not_join_the_cart() {
+        let skus = catalog(vec![
+            info("A", 100, eur(), ProductStatus::Active),
+            info("B", 100, usd(), ProductStatus::Active),
+        ]);
+        let cart = price(&[line("A", 1, 1)], &skus, &eur()).expect("priced");
+        assert_eq!(
+            check_currency(&cart, &skus["B"])
+                .expect_err("mismatch")
+                .code,
+            "currency_mismatch"
+        );
+        assert!(check_currency(&cart, &skus["A"]).is_ok());
+        let empty = price(&[], &skus, &eur()).expect("priced");
+        assert!(
+            check_currency(&empty, &skus["B"]).is_ok(),
+            "the first line sets the currency"
+        );
+        // The only line being re-priced in a new currency is no conflict.
+        let only_b = price(&[line("B", 1, 1)], &skus, &eur()).expect("priced");
+        assert!(check_currency(&only_b, &skus["B"]).is_ok());
+    }
+}

@@ -1,0 +1,40 @@
+//! Cart: one cart per customer.
+//!
+//! The store keeps only what the customer chose: SKU, quantity and when it
+//! was first added. Prices, titles and availability belong to the catalog,
+//! so every read prices the lines afresh through
+//! [`mercato_contracts::clients::CatalogClient`]; a line whose product was
+//! archived or whose SKU is gone is left out of the priced cart, and the
+//! `product.archived` consumer ([`consumer`]) removes it for good.
+//!
+//! Checkout reads the cart and, once the order is confirmed, takes the
+//! bought quantities out of it through
+//! [`mercato_contracts::clients::CartClient`], once per order, publishing
+//! `cart.checked_out`.
+//!
+//! Rooms: [`domain`], [`store`], [`service`], [`routes`], [`consumer`].
+
+pub mod consumer;
+pub mod domain;
+pub mod routes;
+pub mod service;
+pub mod store;
+
+pub use service::CartService;
+
+use mercato_kernel::db::{Migration, Migrations};
+
+pub const NAME: &str = "cart";
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        name: "cart_lines",
+        sql: include_str!("../migrations/sqlite.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        name: "cart_lines",
+        sql: include_str!("../migrations/postgres.sql"),
+    }],
+};

@@ -1,0 +1,131 @@
+//! `/cart`, `/cart/items`, `/cart/items/{sku}`.
+
+use crate::domain::Cart;
+use crate::service::CartService;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use mercato_kernel::auth::{Caller, Role};
+use mercato_kernel::error::ErrorBody;
+use mercato_kernel::http::{Json, Path};
+use mercato_kernel::{ApiError, ApiResult};
+use serde::Deserialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+type AppState = Arc<CartService>;
+
+pub fn router(service: Arc<CartService>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(get_cart))
+        .routes(routes!(add_item))
+        .routes(routes!(update_item, remove_item))
+        .with_state(service)
+}
+
+/// The signed-in customer whose cart a request is about. Checked before the
+/// body is read, so that a seller learns it is not allowed (403) rather
+/// than what is wrong with its body.
+struct Customer(Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Customer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(&[Role::Customer])?;
+        Ok(Customer(caller.user_id))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddItemRequest {
+    pub sku: String,
+    /// Units to add, 1 to 999 in all for one SKU.
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateItemRequest {
+    /// The line's new quantity, 1 to 999.
+    pub quantity: i64,
+}
+
+/// The caller's cart, priced now.
+#[utoipa::path(get, path = "/cart", tag = "cart", security(("bearer" = [])),
+    responses(
+        (status = 200, body = Cart),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+    ))]
+async fn get_cart(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(service.cart(customer).await?))
+}
+
+/// Add units of a SKU; a SKU already in the cart gets the sum.
+#[utoipa::path(post, path = "/cart/items", tag = "cart", security(("bearer" = [])),
+    request_body = AddItemRequest,
+    responses(
+        (status = 200, body = Cart),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 422, description = "Unknown or archived SKU, a quantity out of range, or a currency other than the cart's", body = ErrorBody),
+        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+    ))]
+async fn add_item(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+    Json(body): Json<AddItemRequest>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(
+        service.add_item(customer, &body.sku, body.quantity).await?,
+    ))
+}
+
+/// Set the quantity of a SKU in the cart.
+#[utoipa::path(patch, path = "/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
+    params(("sku" = String, Path, description = "SKU")),
+    request_body = UpdateItemRequest,
+    responses(
+        (status = 200, body = Cart),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 404, description = "The SKU is not in the cart", body = ErrorBody),
+        (status = 422, description = "A quantity out of range, or the SKU is no longer sold", body = ErrorBody),
+        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+    ))]
+async fn update_item(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+    Path(sku): Path<String>,
+    Json(body): Json<UpdateItemRequest>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(
+        service.set_quantity(customer, &sku, body.quantity).await?,
+    ))
+}
+
+/// Remove a SKU from the cart (also when it is not there).
+#[utoipa::path(delete, path = "/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
+    params(("sku" = String, Path, description = "SKU")),
+    responses(
+        (status = 200, body = Cart),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+    ))]
+async fn remove_item(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+    Path(sku): Path<String>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(service.remove_item(customer, &sku).await?))
+}

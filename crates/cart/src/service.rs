@@ -1,0 +1,214 @@
+//! Cart use cases: the store keeps the customer's choices, the catalog prices them.
+
+use crate::domain::{
+    check_currency, price, quantity_limit, require_sellable, validate_quantity, Cart, CartLine,
+    MAX_LINE_QUANTITY, MAX_SKU_LEN,
+};
+use crate::store::CartStore;
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, ClientResult};
+use mercato_contracts::types::{Line, SkuInfo, SkuQuantity};
+use mercato_kernel::bus::Subscription;
+use mercato_kernel::{time, ApiError, Currency};
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct CartService {
+    store: CartStore,
+    catalog: Arc<dyn CatalogClient>,
+    /// What an empty cart is priced in.
+    currency: Currency,
+}
+
+impl CartService {
+    pub fn new(store: CartStore, catalog: Arc<dyn CatalogClient>, currency: Currency) -> Self {
+        Self {
+            store,
+            catalog,
+            currency,
+        }
+    }
+
+    pub fn store(&self) -> &CartStore {
+        &self.store
+    }
+
+    /// The durable consumer that keeps carts free of archived products.
+    pub fn subscription(&self) -> Subscription {
+        crate::consumer::subscription(self.store.clone())
+    }
+
+    /// The customer's cart, priced now.
+    pub async fn cart(&self, customer_id: Uuid) -> Result<Cart, ApiError> {
+        let lines = self.store.lines(customer_id).await?;
+        let mut skus = HashMap::new();
+        self.look_up(&lines, &mut skus).await?;
+        price(&lines, &skus, &self.currency)
+    }
+
+    /// Adds units of a SKU; a SKU already in the cart gets the sum.
+    pub async fn add_item(
+        &self,
+        customer_id: Uuid,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<Cart, ApiError> {
+        validate_quantity(quantity)?;
+        let info = self.sellable(sku).await?;
+        let lines = self.store.lines(customer_id).await?;
+        let mut skus = HashMap::from([(info.sku.clone(), info.clone())]);
+        self.look_up(&lines, &mut skus).await?;
+        let before = price(&lines, &skus, &self.currency)?;
+        check_currency(&before, &info)?;
+
+        // Priced as it would be, so that an amount too large is refused
+        // before it is stored rather than on every later read.
+        let mut after = lines.clone();
+        match after.iter_mut().find(|l| l.sku == info.sku) {
+            Some(l) => {
+                l.quantity = l.quantity.saturating_add(quantity);
+                if l.quantity > MAX_LINE_QUANTITY {
+                    return Err(quantity_limit());
+                }
+            }
+            None => after.push(CartLine {
+                sku: info.sku.clone(),
+                quantity,
+                added_at: time::now(),
+            }),
+        }
+        price(&after, &skus, &self.currency)?;
+
+        if !self
+            .store
+            .add(
+                customer_id,
+                &info.sku,
+                quantity,
+                MAX_LINE_QUANTITY,
+                time::now(),
+            )
+            .await?
+        {
+            return Err(quantity_limit());
+        }
+        metrics::counter!("mercato_cart_items_added_total").increment(1);
+        self.reread(customer_id, skus).await
+    }
+
+    /// Sets the quantity of a SKU in the cart; 404 when it is not there.
+    pub async fn set_quantity(
+        &self,
+        customer_id: Uuid,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<Cart, ApiError> {
+        validate_quantity(quantity)?;
+        let lines = self.store.lines(customer_id).await?;
+        let Some(line) = lines.iter().find(|l| l.sku == sku) else {
+            return Err(ApiError::not_found("cart item"));
+        };
+        let info = self.sellable(&line.sku).await?;
+        let mut skus = HashMap::from([(info.sku.clone(), info)]);
+        self.look_up(&lines, &mut skus).await?;
+        let after: Vec<CartLine> = lines
+            .iter()
+            .map(|l| CartLine {
+                quantity: if l.sku == sku { quantity } else { l.quantity },
+                ..l.clone()
+            })
+            .collect();
+        price(&after, &skus, &self.currency)?;
+        if !self.store.set_quantity(customer_id, sku, quantity).await? {
+            return Err(ApiError::not_found("cart item"));
+        }
+        self.reread(customer_id, skus).await
+    }
+
+    /// Removes a SKU from the cart; removing one that is not there is no error.
+    pub async fn remove_item(&self, customer_id: Uuid, sku: &str) -> Result<Cart, ApiError> {
+        self.store.remove(customer_id, sku).await?;
+        self.cart(customer_id).await
+    }
+
+    /// The cart as stored after a change, priced with what is already known.
+    async fn reread(
+        &self,
+        customer_id: Uuid,
+        mut skus: HashMap<String, SkuInfo>,
+    ) -> Result<Cart, ApiError> {
+        let lines = self.store.lines(customer_id).await?;
+        self.look_up(&lines, &mut skus).await?;
+        price(&lines, &skus, &self.currency)
+    }
+
+    /// A SKU the customer may put in the cart, as the catalog has it now.
+    async fn sellable(&self, sku: &str) -> Result<SkuInfo, ApiError> {
+        let info = if sku.is_empty() || sku.len() > MAX_SKU_LEN {
+            None
+        } else {
+            self.catalog.sku(sku).await.map_err(catalog_error)?
+        };
+        require_sellable(sku, info.as_ref()).cloned()
+    }
+
+    /// Asks the catalog, concurrently, about every line's SKU not yet in `skus`.
+    async fn look_up(
+        &self,
+        lines: &[CartLine],
+        skus: &mut HashMap<String, SkuInfo>,
+    ) -> Result<(), ApiError> {
+        let wanted: Vec<&str> = lines
+            .iter()
+            .map(|l| l.sku.as_str())
+            .filter(|s| !skus.contains_key(*s))
+            .collect();
+        let found = futures::future::try_join_all(wanted.iter().map(|s| self.catalog.sku(s)))
+            .await
+            .map_err(catalog_error)?;
+        skus.extend(found.into_iter().flatten().map(|i| (i.sku.clone(), i)));
+        Ok(())
+    }
+}
+
+fn catalog_error(e: ClientError) -> ApiError {
+    tracing::warn!(error = %e, "pricing the cart failed");
+    ApiError::unavailable("the catalog is temporarily unavailable")
+}
+
+fn client_error(e: ApiError) -> ClientError {
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        ClientError::Unavailable(crate::NAME, e.message)
+    } else {
+        ClientError::Failed(crate::NAME, format!("{} {}", e.code, e.message))
+    }
+}
+
+#[async_trait]
+impl CartClient for CartService {
+    async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>> {
+        self.cart(customer_id)
+            .await
+            .map(|c| c.items)
+            .map_err(client_error)
+    }
+
+    async fn checked_out(
+        &self,
+        customer_id: Uuid,
+        order_id: Uuid,
+        bought: &[SkuQuantity],
+    ) -> ClientResult<()> {
+        match self.store.check_out(customer_id, order_id, bought).await {
+            Ok(first) => {
+                if first {
+                    tracing::info!(%customer_id, %order_id, "cart checked out");
+                }
+                Ok(())
+            }
+            Err(e) => Err(client_error(ApiError::from(e))),
+        }
+    }
+}

@@ -1,0 +1,480 @@
+use crate::support::{unique, Response, TestApp, User};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub fn address() -> Value {
+    json!({"name": "Ada Lovelace", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1 7AA", "country": "GB"})
+}
+
+/// A seller with one product of `stock` units at 1500 minor units.
+pub async fn stocked_sku(app: &TestApp, stock: i64) -> (User, String) {
+    let seller = app.register("seller").await;
+    let sku = unique("SKU");
+    app.create_product(&seller, "test", &[(&sku, 1500)]).await;
+    let r = app
+        .put(
+            &format!("/inventory/{sku}"),
+            Some(&seller.token),
+            json!({"quantity": stock}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "set stock: {:?}", r.body);
+    (seller, sku)
+}
+
+pub async fn add_to_cart(app: &TestApp, customer: &User, sku: &str, quantity: i64) {
+    let r = app
+        .post(
+            "/cart/items",
+            Some(&customer.token),
+            json!({"sku": sku, "quantity": quantity}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "add to cart: {:?}", r.body);
+}
+
+pub async fn checkout(app: &TestApp, customer: &User, token: &str, key: &str) -> Response {
+    app.request(
+        Method::POST,
+        "/checkout",
+        Some(&customer.token),
+        Some(json!({"payment": {"token": token}, "shipping_address": address()})),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+/// Waits until the order leaves `pending` (the contract gives it 5 seconds).
+pub async fn settled(app: &TestApp, user: &User, order_id: &str) -> Value {
+    app.eventually("the order to settle", Duration::from_secs(5), || async {
+        let r = app
+            .get(&format!("/orders/{order_id}"), Some(&user.token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        (r.body["status"] != "pending").then_some(r.body)
+    })
+    .await
+}
+
+async fn stock(app: &TestApp, sku: &str) -> (i64, i64) {
+    let r = app.get(&format!("/inventory/{sku}"), None).await;
+    (
+        r.body["available"].as_i64().unwrap_or(-1),
+        r.body["reserved"].as_i64().unwrap_or(-1),
+    )
+}
+
+/// Places an order for `quantity` of a fresh SKU and waits for it to settle.
+async fn buy(
+    app: &TestApp,
+    token: &str,
+    stock_units: i64,
+    quantity: i64,
+) -> (User, User, String, Value) {
+    let (seller, sku) = stocked_sku(app, stock_units).await;
+    let customer = app.register("customer").await;
+    add_to_cart(app, &customer, &sku, quantity).await;
+    let r = checkout(app, &customer, token, &unique("key")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["status"], "pending");
+    let order = settled(app, &customer, r.body["id"].as_str().expect("id")).await;
+    (seller, customer, sku, order)
+}
+
+#[tokio::test]
+async fn a_paid_checkout_is_confirmed_sells_the_stock_and_empties_the_cart() {
+    let app = TestApp::spawn().await;
+    let (_, customer, sku, order) = buy(&app, "tok_visa", 5, 2).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert!(order["cancel_reason"].is_null());
+    assert_eq!(order["customer_id"], customer.id.as_str());
+    assert_eq!(order["total"], json!({"amount": 3000, "currency": "EUR"}));
+    assert_eq!(
+        order["payment"],
+        json!({"status": "captured", "amount": {"amount": 3000, "currency": "EUR"}})
+    );
+    let item = &order["items"][0];
+    assert_eq!(
+        (item["sku"].as_str(), item["quantity"].as_i64()),
+        (Some(sku.as_str()), Some(2))
+    );
+    assert_eq!(item["unit_price"]["amount"], 1500);
+    assert_eq!(item["line_total"]["amount"], 3000);
+    assert!(item["product_id"].is_string() && item["title"].is_string());
+    assert_eq!(order["shipping_address"], address());
+    let history: Vec<&str> = order["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(history, vec!["pending", "confirmed"]);
+    assert_eq!(stock(&app, &sku).await, (3, 0));
+    let cart = app.get("/cart", Some(&customer.token)).await;
+    assert_eq!(
+        cart.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "{:?}",
+        cart.body
+    );
+}
+
+#[tokio::test]
+async fn declined_cards_cancel_the_order_and_release_the_stock() {
+    let app = TestApp::spawn().await;
+    for token in ["tok_decline", "tok_insufficient_funds"] {
+        let (_, customer, sku, order) = buy(&app, token, 5, 2).await;
+        assert_eq!(order["status"], "cancelled", "{token}: {order}");
+        assert_eq!(order["cancel_reason"], "payment_failed");
+        assert_eq!(order["payment"]["status"], "declined");
+        assert_eq!(stock(&app, &sku).await, (5, 0), "{token}");
+        let cart = app.get("/cart", Some(&customer.token)).await;
+        assert_eq!(
+            cart.body["items"].as_array().map(Vec::len),
+            Some(1),
+            "the cart is kept for another try"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_never_answers_cancels_the_order_and_charges_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, _, sku, order) = buy(&app, "tok_timeout", 5, 1).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(order["cancel_reason"], "payment_failed");
+    assert_eq!(stock(&app, &sku).await, (5, 0));
+    let admin = app.admin().await;
+    let payment = app
+        .get(
+            &format!("/payments/orders/{}", order["id"].as_str().expect("id")),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(payment.status, StatusCode::OK, "{:?}", payment.body);
+    assert_eq!(payment.body["intent"]["status"], "failed");
+    assert_eq!(payment.body["ledger"], json!([]), "nothing captured");
+    if let Some(ctx) = &app.contexts {
+        assert!(
+            ctx.test_provider
+                .charges()
+                .iter()
+                .all(|c| c.status != "captured"),
+            "the provider holds no charge"
+        );
+    }
+}
+
+#[tokio::test]
+async fn too_little_stock_cancels_with_out_of_stock() {
+    let app = TestApp::spawn().await;
+    let (_, _, sku, order) = buy(&app, "tok_visa", 1, 2).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(order["cancel_reason"], "out_of_stock");
+    assert_eq!(order["payment"]["status"], "pending", "never charged");
+    assert_eq!(stock(&app, &sku).await, (1, 0));
+}
+
+#[tokio::test]
+async fn checkout_needs_a_key_a_customer_and_a_cart() {
+    let app = TestApp::spawn().await;
+    let customer = app.register("customer").await;
+    let seller = app.register("seller").await;
+    let body = json!({"payment": {"token": "tok_visa"}, "shipping_address": address()});
+    let no_key = app
+        .post("/checkout", Some(&customer.token), body.clone())
+        .await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_key.code(), "idempotency_key_required");
+    let empty = checkout(&app, &customer, "tok_visa", &unique("k")).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(empty.code(), "cart_empty");
+    assert_eq!(
+        checkout(&app, &seller, "tok_visa", &unique("k"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let anon = app
+        .request(
+            Method::POST,
+            "/checkout",
+            None,
+            Some(body),
+            &[("idempotency-key", "k")],
+        )
+        .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+
+    let (_, sku) = stocked_sku(&app, 5).await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let bad_address = app
+        .request(
+            Method::POST,
+            "/checkout",
+            Some(&customer.token),
+            Some(json!({"payment": {"token": "tok_visa"}, "shipping_address": {"name": "A", "line1": "", "city": "C", "postal_code": "1", "country": "GB"}})),
+            &[("idempotency-key", "addr")],
+        )
+        .await;
+    assert_eq!(bad_address.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let missing = app
+        .request(
+            Method::POST,
+            "/checkout",
+            Some(&customer.token),
+            Some(json!({"payment": {}})),
+            &[("idempotency-key", "m")],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_replayed_key_returns_the_same_order_and_another_body_is_409() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 5).await;
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let key = unique("key");
+    let first = checkout(&app, &customer, "tok_visa", &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let again = checkout(&app, &customer, "tok_visa", &key).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body, first.body, "the stored answer");
+    let other = checkout(&app, &customer, "tok_decline", &key).await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(other.code(), "idempotency_key_reused");
+    let orders = app.get("/orders", Some(&customer.token)).await;
+    assert_eq!(
+        orders.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "one order for one key"
+    );
+    let order = settled(&app, &customer, first.body["id"].as_str().expect("id")).await;
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(stock(&app, &sku).await, (4, 0), "sold once");
+}
+
+#[tokio::test]
+async fn orders_are_private_to_their_customer_their_sellers_and_admins() {
+    let app = TestApp::spawn().await;
+    let (seller, customer, _, order) = buy(&app, "tok_visa", 5, 1).await;
+    let id = order["id"].as_str().expect("id");
+    let path = format!("/orders/{id}");
+    let other_customer = app.register("customer").await;
+    let other_seller = app.register("seller").await;
+    let admin = app.admin().await;
+    assert_eq!(
+        app.get(&path, Some(&other_customer.token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&path, Some(&other_seller.token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get(&path, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get(&path, Some(&seller.token)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&path, Some(&admin.token)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/orders/not-an-id", Some(&customer.token))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let mine = app.get("/orders", Some(&customer.token)).await;
+    assert_eq!(mine.body["items"][0]["id"], id);
+    let theirs = app.get("/orders", Some(&other_customer.token)).await;
+    assert_eq!(theirs.body["items"], json!([]));
+    let all = app.get("/orders", Some(&admin.token)).await;
+    assert!(all.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .any(|o| o["id"] == id));
+    // Another customer cannot act on it either.
+    let cancel = app
+        .post(
+            &format!("{path}/cancel"),
+            Some(&other_customer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn sellers_ship_and_deliver_and_the_lifecycle_is_enforced() {
+    let app = TestApp::spawn().await;
+    let (seller, customer, _, order) = buy(&app, "tok_visa", 5, 1).await;
+    let id = order["id"].as_str().expect("id");
+    let other_seller = app.register("seller").await;
+    assert_eq!(
+        app.post(
+            &format!("/orders/{id}/ship"),
+            Some(&customer.token),
+            json!({})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post(
+            &format!("/orders/{id}/ship"),
+            Some(&other_seller.token),
+            json!({})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let early = app
+        .post(
+            &format!("/orders/{id}/deliver"),
+            Some(&seller.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    let shipped = app
+        .post(
+            &format!("/orders/{id}/ship"),
+            Some(&seller.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(shipped.status, StatusCode::OK, "{:?}", shipped.body);
+    assert_eq!(shipped.body["status"], "shipped");
+    let late_cancel = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            Some(&customer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        late_cancel.status,
+        StatusCode::CONFLICT,
+        "no cancelling after shipping"
+    );
+    let delivered = app
+        .post(
+            &format!("/orders/{id}/deliver"),
+            Some(&seller.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(delivered.body["status"], "delivered");
+    let history: Vec<&str> = delivered.body["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(
+        history,
+        vec!["pending", "confirmed", "shipped", "delivered"]
+    );
+}
+
+#[tokio::test]
+async fn cancelling_gives_stock_and_money_back() {
+    let app = TestApp::spawn().await;
+    let (_, customer, sku, order) = buy(&app, "tok_visa", 5, 2).await;
+    let id = order["id"].as_str().expect("id");
+    assert_eq!(stock(&app, &sku).await, (3, 0));
+    let r = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            Some(&customer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    assert_eq!(r.body["cancel_reason"], "customer_cancelled");
+    assert_eq!(r.body["payment"]["status"], "refunded");
+    assert_eq!(stock(&app, &sku).await, (5, 0));
+    let again = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            Some(&customer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn admins_refund_once_per_key() {
+    let app = TestApp::spawn().await;
+    let (_, customer, sku, order) = buy(&app, "tok_visa", 5, 1).await;
+    let id = order["id"].as_str().expect("id");
+    let admin = app.admin().await;
+    let path = format!("/orders/{id}/refund");
+    let no_key = app.post(&path, Some(&admin.token), json!({})).await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+    let by_customer = app
+        .request(
+            Method::POST,
+            &path,
+            Some(&customer.token),
+            None,
+            &[("idempotency-key", "r1")],
+        )
+        .await;
+    assert_eq!(by_customer.status, StatusCode::FORBIDDEN);
+    let r = app
+        .request(
+            Method::POST,
+            &path,
+            Some(&admin.token),
+            None,
+            &[("idempotency-key", "r1")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "refunded");
+    assert_eq!(r.body["payment"]["status"], "refunded");
+    let replay = app
+        .request(
+            Method::POST,
+            &path,
+            Some(&admin.token),
+            None,
+            &[("idempotency-key", "r1")],
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::OK);
+    assert_eq!(replay.body["status"], "refunded");
+    let other_key = app
+        .request(
+            Method::POST,
+            &path,
+            Some(&admin.token),
+            None,
+            &[("idempotency-key", "r2")],
+        )
+        .await;
+    assert_eq!(other_key.status, StatusCode::CONFLICT);
+    assert_eq!(stock(&app, &sku).await, (5, 0));
+    let payment = app
+        .get(&format!("/payments/orders/{id}"), Some(&admin.token))
+        .await;
+    let kinds: Vec<i64> = payment.body["ledger"]
+        .as_array()
+        .expect("ledger")
+        .iter()
+        .filter_map(|e| e["amount"]["amount"].as_i64())
+        .collect();
+    assert_eq!(kinds, vec![1500, -1500], "one capture, one refund");
+}

@@ -1,0 +1,12 @@
+//! The store suite: every test runs the same assertions against SQLite and
+//! PostgreSQL (a fresh database per test on the server named by
+//! `MERCATO_TEST_POSTGRES_URL`, dropped afterwards; set
+//! `MERCATO_TEST_SKIP_POSTGRES=1` to run SQLite only).
+
+mod support;
+
+mod bus;
+mod cart;
+mod catalog;
+mod identity;
+mod orders_payments;

@@ -1,0 +1,215 @@
+//! Orders and their state machine.
+
+use chrono::{DateTime, Utc};
+use mercato_contracts::types::Line;
+use mercato_kernel::{ApiError, Money};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+    Shipped,
+    Delivered,
+    Refunded,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OrderStatus::Pending,
+            "confirmed" => OrderStatus::Confirmed,
+            "cancelled" => OrderStatus::Cancelled,
+            "shipped" => OrderStatus::Shipped,
+            "delivered" => OrderStatus::Delivered,
+            "refunded" => OrderStatus::Refunded,
+            _ => return None,
+        })
+    }
+
+    /// The lifecycle of the contract.
+    pub fn can_become(self, next: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Confirmed)
+                | (Pending, Cancelled)
+                | (Confirmed, Cancelled)
+                | (Confirmed, Shipped)
+                | (Shipped, Delivered)
+                | (Confirmed, Refunded)
+                | (Shipped, Refunded)
+                | (Delivered, Refunded)
+        )
+    }
+
+    /// 409 unless `self` may become `next`.
+    pub fn check(self, next: OrderStatus) -> Result<(), ApiError> {
+        if self.can_become(next) {
+            Ok(())
+        } else if self == OrderStatus::Pending {
+            Err(ApiError::conflict(
+                "order_pending",
+                "the order is still being placed; try again in a moment",
+            ))
+        } else {
+            Err(ApiError::conflict(
+                "invalid_transition",
+                format!("a {} order cannot become {}", self.as_str(), next.as_str()),
+            ))
+        }
+    }
+}
+
+pub mod cancel_reason {
+    pub const OUT_OF_STOCK: &str = "out_of_stock";
+    pub const PAYMENT_FAILED: &str = "payment_failed";
+    pub const CUSTOMER_CANCELLED: &str = "customer_cancelled";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+impl ShippingAddress {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        for (field, value) in [
+            ("name", &self.name),
+            ("line1", &self.line1),
+            ("city", &self.city),
+            ("postal_code", &self.postal_code),
+            ("country", &self.country),
+        ] {
+            let v = value.trim();
+            if v.is_empty() || v.chars().count() > 200 {
+                return Err(ApiError::validation(format!(
+                    "shipping_address.{field} must be 1 to 200 characters"
+                )));
+            }
+        }
+        if self.line2.as_ref().is_some_and(|l| l.chars().count() > 200) {
+            return Err(ApiError::validation(
+                "shipping_address.line2 must be at most 200 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PaymentSummary {
+    /// `pending`, `captured`, `declined`, `failed`, `refunded`, `voided` or `not_required`.
+    pub status: String,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    pub status: OrderStatus,
+    pub at: DateTime<Utc>,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: OrderStatus,
+    /// `out_of_stock`, `payment_failed`, `customer_cancelled` or null.
+    pub cancel_reason: Option<String>,
+    pub items: Vec<Line>,
+    pub total: Money,
+    pub payment: PaymentSummary,
+    pub shipping_address: ShippingAddress,
+    pub history: Vec<HistoryEntry>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderStatus::*;
+    use super::*;
+
+    #[test]
+    fn the_lifecycle_is_the_contracts() {
+        let all = [Pending, Confirmed, Cancelled, Shipped, Delivered, Refunded];
+        let allowed = [
+            (Pending, Confirmed),
+            (Pending, Cancelled),
+            (Confirmed, Cancelled),
+            (Confirmed, Shipped),
+            (Shipped, Delivered),
+            (Confirmed, Refunded),
+            (Shipped, Refunded),
+            (Delivered, Refunded),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_go_nowhere() {
+        for to in [Pending, Confirmed, Cancelled, Shipped, Delivered, Refunded] {
+            assert!(!Cancelled.can_become(to));
+            assert!(!Refunded.can_become(to));
+        }
+    }
+
+    #[test]
+    fn pending_orders_answer_with_a_specific_conflict() {
+        assert_eq!(
+            Pending.check(Shipped).map_err(|e| e.code.into_owned()),
+            Err("order_pending".into())
+        );
+        assert_eq!(
+            Cancelled.check(Shipped).map_err(|e| e.code.into_owned()),
+            Err("invalid_transition".into())
+        );
+    }
+
+    #[test]
+    fn addresses_need_every_field() {
+        let ok = ShippingAddress {
+            name: "Ada".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        };
+        assert!(ok.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.city = "  ".into();
+        assert!(bad.validate().is_err());
+    }
+}

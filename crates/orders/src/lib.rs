@@ -1,0 +1,39 @@
+//! Orders: the order lifecycle, its audit trail, and the checkout saga that
+//! orchestrates inventory and payments.
+//!
+//! A checkout stores the order (`pending`), its saga and the answer to its
+//! `Idempotency-Key` in one transaction, then [`saga::SagaRunner`] drives the
+//! steps: reserve stock, take payment, commit the reservation, confirm the
+//! order, empty the cart. Each step is idempotent (keyed by the order id) and
+//! has an undo; a step that fails, or does not succeed before the saga's
+//! deadline, turns the saga around: refund, release, cancel. The saga's
+//! state is stored after every step, and a lease lets exactly one runner
+//! drive a saga at a time, so after a crash any runner resumes it.
+//!
+//! Rooms: [`domain`], [`store`], [`saga`], [`service`], [`routes`].
+
+pub mod domain;
+pub mod routes;
+pub mod saga;
+pub mod service;
+pub mod store;
+
+pub use saga::SagaRunner;
+pub use service::OrdersService;
+
+use mercato_kernel::db::{Migration, Migrations};
+
+pub const NAME: &str = "orders";
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        name: "orders_and_sagas",
+        sql: include_str!("../migrations/sqlite.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        name: "orders_and_sagas",
+        sql: include_str!("../migrations/postgres.sql"),
+    }],
+};

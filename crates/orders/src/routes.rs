@@ -1,0 +1,232 @@
+//! `/checkout` and `/orders`.
+
+use crate::domain::{Order, OrderStatus, ShippingAddress};
+use crate::service::{Answer, CheckoutRequest, OrdersService};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mercato_kernel::auth::Caller;
+use mercato_kernel::error::ErrorBody;
+use mercato_kernel::http::{Json, Path, Query};
+use mercato_kernel::idempotency::require_key;
+use mercato_kernel::page::{Page, PageQuery};
+use mercato_kernel::{ApiError, ApiResult};
+use serde::Deserialize;
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+type AppState = Arc<OrdersService>;
+
+pub fn router(service: Arc<OrdersService>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(checkout))
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+        .routes(routes!(ship_order))
+        .routes(routes!(deliver_order))
+        .routes(routes!(refund_order))
+        .with_state(service)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PaymentInput {
+    /// A token of the payment provider, e.g. `tok_visa`.
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CheckoutBody {
+    pub payment: PaymentInput,
+    pub shipping_address: ShippingAddress,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderListQuery {
+    /// Only orders in this status.
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+fn order_id(raw: &str) -> Result<Uuid, ApiError> {
+    mercato_kernel::id::parse_id(raw).ok_or_else(|| ApiError::not_found("order"))
+}
+
+fn json_answer(a: Answer) -> Response {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
+    (status, [(header::CONTENT_TYPE, "application/json")], a.body).into_response()
+}
+
+/// Place an order from the cart. Answers at once with the `pending` order;
+/// the checkout saga confirms or cancels it within seconds.
+#[utoipa::path(post, path = "/checkout", tag = "orders", security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Required. A replay with the same body returns the same answer.")),
+    request_body = CheckoutBody,
+    responses(
+        (status = 202, description = "Order placed, pending", body = Order),
+        (status = 400, description = "No Idempotency-Key, or malformed JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The key was used with another body", body = ErrorBody),
+        (status = 422, description = "Empty cart or invalid address", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn checkout(
+    State(service): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let key = require_key(&headers)?;
+    let parsed: CheckoutBody = parse_json(&headers, &body)?;
+    let answer = service
+        .checkout(
+            caller,
+            CheckoutRequest {
+                idempotency_key: key,
+                raw_body: body.to_vec(),
+                payment_token: parsed.payment.token,
+                shipping_address: parsed.shipping_address,
+            },
+        )
+        .await?;
+    Ok(json_answer(answer))
+}
+
+/// The body as JSON; the raw bytes are kept by the caller for fingerprinting.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error_free(&mut de) {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_data() => Err(ApiError::validation(e.to_string())),
+        Err(e) => Err(ApiError::bad_request("malformed_json", e.to_string())),
+    }
+}
+
+fn serde_path_to_error_free<'de, T: serde::Deserialize<'de>>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, serde_json::Error> {
+    let v = T::deserialize(&mut *de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// The caller's orders, newest first (sellers: orders with their lines; admins: all).
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])),
+    params(OrderListQuery),
+    responses((status = 200, body = Page<Order>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_orders(
+    State(service): State<AppState>,
+    caller: Caller,
+    Query(q): Query<OrderListQuery>,
+) -> ApiResult<Json<Page<Order>>> {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .validate()?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            OrderStatus::parse(s)
+                .ok_or_else(|| ApiError::validation(format!("unknown status {s:?}")))?,
+        ),
+    };
+    Ok(Json(service.list(caller, status, &page).await?))
+}
+
+/// One order: its customer, a seller of its lines, or an admin. Anyone else gets 404.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_order(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    Ok(Json(service.get(caller, order_id(&id)?).await?))
+}
+
+/// Cancel a confirmed order (its customer or an admin): money and stock go back.
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Pending, shipped or already final", body = ErrorBody),
+    ))]
+async fn cancel_order(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    Ok(Json(service.cancel(caller, order_id(&id)?).await?))
+}
+
+/// Mark a confirmed order shipped (a seller of its lines or an admin).
+#[utoipa::path(post, path = "/orders/{id}/ship", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+async fn ship_order(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    Ok(Json(service.ship(caller, order_id(&id)?).await?))
+}
+
+/// Mark a shipped order delivered (a seller of its lines or an admin).
+#[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+async fn deliver_order(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    Ok(Json(service.deliver(caller, order_id(&id)?).await?))
+}
+
+/// Refund a confirmed, shipped or delivered order (admins): money and stock go back.
+#[utoipa::path(post, path = "/orders/{id}/refund", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id"),
+           ("Idempotency-Key" = String, Header, description = "Required")),
+    responses(
+        (status = 200, body = Order), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+async fn refund_order(
+    State(service): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let key = require_key(&headers)?;
+    Ok(json_answer(
+        service.refund(caller, order_id(&id)?, &key).await?,
+    ))
+}

@@ -1,0 +1,488 @@
+//! The checkout saga, orchestrated.
+//!
+//! Forward steps: `reserve` → `pay` → `commit` → `confirm` → `clear_cart`.
+//! Compensation: `refund_payment` → `release_stock` → `cancel_order`.
+//! An unwind (cancellation or refund of a confirmed order): `refund_payment`
+//! → `restock`.
+//!
+//! Every step calls an idempotent operation keyed by the order id, then
+//! records the next step; a crash between the two repeats the call, which
+//! has no second effect. Undo operations are no-ops when there is nothing to
+//! undo, so compensation runs them all without having to know how far the
+//! forward steps got. A forward step that keeps failing until the saga's
+//! deadline turns the saga around.
+
+use crate::domain::{cancel_reason, Order, OrderStatus};
+use crate::store::{OrdersStore, Saga, SagaKind, SagaState, SagaUpdate};
+use mercato_contracts::clients::{
+    CartClient, ChargeOutcome, ClientError, InventoryClient, PaymentsClient, RefundOutcome,
+    ReserveOutcome,
+};
+use mercato_contracts::events::{OrderCancelled, OrderConfirmed};
+use mercato_contracts::types::SkuQuantity;
+use mercato_kernel::event::{with_correlation, Correlation};
+use mercato_kernel::resilience::backoff;
+use mercato_kernel::{time, Envelope};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// Forward steps give up and compensate after this long.
+    pub deadline: Duration,
+    /// Time-out of one call to inventory or cart.
+    pub step_timeout: Duration,
+    /// Time-out of one call to payments (a charge, and its void on time-out).
+    pub pay_timeout: Duration,
+    /// How long reserved stock is held for an order.
+    pub reservation_ttl: Duration,
+    /// How often unfinished sagas are looked for.
+    pub poll_interval: Duration,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(4),
+            step_timeout: Duration::from_secs(3),
+            pay_timeout: Duration::from_secs(5),
+            reservation_ttl: Duration::from_secs(15 * 60),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+pub struct SagaRunner {
+    store: OrdersStore,
+    inventory: Arc<dyn InventoryClient>,
+    payments: Arc<dyn PaymentsClient>,
+    cart: Arc<dyn CartClient>,
+    config: SagaConfig,
+    /// This runner's name in leases.
+    owner: String,
+}
+
+enum Step {
+    /// The step recorded what comes next.
+    Advanced,
+    /// Try again later.
+    Retry(String),
+}
+
+/// Attempts after which emptying the cart is given up: it never undoes an order.
+const CART_ATTEMPTS: i64 = 10;
+const LEASE: chrono::Duration = chrono::Duration::seconds(30);
+
+fn client_error(e: ClientError) -> String {
+    e.to_string()
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(what)))
+}
+
+impl SagaRunner {
+    pub fn new(
+        store: OrdersStore,
+        inventory: Arc<dyn InventoryClient>,
+        payments: Arc<dyn PaymentsClient>,
+        cart: Arc<dyn CartClient>,
+        config: SagaConfig,
+    ) -> Self {
+        Self {
+            store,
+            inventory,
+            payments,
+            cart,
+            config,
+            owner: format!("runner-{}", mercato_kernel::id::new_id().simple()),
+        }
+    }
+
+    pub fn config(&self) -> &SagaConfig {
+        &self.config
+    }
+
+    /// Starts driving a saga in the background.
+    pub fn start(self: &Arc<Self>, order_id: Uuid) {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runner.drive(order_id).await {
+                tracing::warn!(order_id = %order_id, error = %format!("{e:#}"), "saga run failed; it will be resumed");
+            }
+        });
+    }
+
+    /// Resumes unfinished sagas (after a crash, a retry pause, or another
+    /// runner's lost lease) until `shutdown`.
+    pub fn spawn_recovery(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match runner.store.due(64).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            runner.start(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "looking for unfinished sagas failed")
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(runner.config.poll_interval) => {}
+                }
+            }
+        })
+    }
+
+    /// Runs a saga's steps until it is done or must wait.
+    pub async fn drive(&self, order_id: Uuid) -> anyhow::Result<()> {
+        if !self.store.claim(order_id, &self.owner, LEASE).await? {
+            return Ok(());
+        }
+        let Some(saga) = self.store.saga(order_id).await? else {
+            return Ok(());
+        };
+        let correlation = Correlation {
+            correlation_id: saga.correlation_id.clone(),
+            causation_id: None,
+        };
+        let result = with_correlation(correlation, self.drive_claimed(order_id)).await;
+        if result.is_err() {
+            // Let any runner pick it up again at once.
+            let _ = self.store.release(order_id).await;
+        }
+        result
+    }
+
+    async fn drive_claimed(&self, order_id: Uuid) -> anyhow::Result<()> {
+        loop {
+            let Some(saga) = self.store.saga(order_id).await? else {
+                return Ok(());
+            };
+            if saga.state == SagaState::Done {
+                return Ok(());
+            }
+            let order = self
+                .store
+                .get(order_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("saga for missing order {order_id}"))?;
+            let started = Instant::now();
+            let step = self.step(&saga, &order).await?;
+            let outcome = match &step {
+                Step::Advanced => "ok",
+                Step::Retry(_) => "retry",
+            };
+            metrics::histogram!("mercato_saga_step_duration_seconds", "step" => saga.step.clone(), "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            if let Step::Retry(error) = step {
+                let forward = matches!(saga.step.as_str(), "reserve" | "pay" | "commit");
+                if saga.state == SagaState::Running && forward && time::now() >= saga.deadline {
+                    let reason = if saga.step == "pay" {
+                        cancel_reason::PAYMENT_FAILED
+                    } else {
+                        cancel_reason::OUT_OF_STOCK
+                    };
+                    tracing::warn!(order_id = %order_id, step = %saga.step, error = %error, "saga step timed out; compensating");
+                    self.store
+                        .advance(
+                            order_id,
+                            SagaState::Compensating,
+                            "refund_payment",
+                            Some(reason),
+                        )
+                        .await?;
+                    continue;
+                }
+                if saga.step == "clear_cart" && saga.attempts + 1 >= CART_ATTEMPTS {
+                    tracing::error!(order_id = %order_id, error = %error, "giving up emptying the cart of a confirmed order");
+                    self.store
+                        .advance(order_id, SagaState::Done, "done", None)
+                        .await?;
+                    return Ok(());
+                }
+                let attempts = saga.attempts + 1;
+                let pause = backoff(
+                    attempts.min(16) as u32,
+                    Duration::from_millis(50),
+                    Duration::from_secs(30),
+                );
+                tracing::info!(order_id = %order_id, step = %saga.step, attempts, error = %error, "saga step will be retried");
+                let next = time::now() + chrono::Duration::from_std(pause).unwrap_or_default();
+                self.store
+                    .retry_later(order_id, attempts, next, &error)
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn step(&self, saga: &Saga, order: &Order) -> anyhow::Result<Step> {
+        let id = order.id;
+        let cfg = &self.config;
+        Ok(match (saga.state, saga.step.as_str()) {
+            (SagaState::Running, "reserve") => {
+                let lines: Vec<SkuQuantity> = order
+                    .items
+                    .iter()
+                    .map(|l| SkuQuantity {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
+                    })
+                    .collect();
+                match within(
+                    cfg.step_timeout,
+                    "inventory",
+                    self.inventory.reserve(id, &lines, cfg.reservation_ttl),
+                )
+                .await
+                {
+                    Ok(ReserveOutcome::Reserved) => {
+                        self.store
+                            .advance(id, SagaState::Running, "pay", None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Ok(ReserveOutcome::OutOfStock { sku }) => {
+                        tracing::info!(order_id = %id, sku = %sku, "out of stock; cancelling");
+                        self.store
+                            .advance(
+                                id,
+                                SagaState::Compensating,
+                                "refund_payment",
+                                Some(cancel_reason::OUT_OF_STOCK),
+                            )
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Running, "pay") => {
+                if order.total.amount == 0 {
+                    self.store.set_payment_status(id, "not_required").await?;
+                    self.store
+                        .advance(id, SagaState::Running, "commit", None)
+                        .await?;
+                    return Ok(Step::Advanced);
+                }
+                let token = self.store.payment_token(id).await?;
+                match within(
+                    cfg.pay_timeout,
+                    "payments",
+                    self.payments
+                        .charge(id, order.customer_id, &order.total, &token),
+                )
+                .await
+                {
+                    Ok(ChargeOutcome::Captured { .. }) => {
+                        self.store.set_payment_status(id, "captured").await?;
+                        self.store
+                            .advance(id, SagaState::Running, "commit", None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Ok(ChargeOutcome::Declined { reason, .. }) => {
+                        let status = match reason.as_str() {
+                            "card_declined" | "insufficient_funds" | "invalid_token" => "declined",
+                            _ => "failed",
+                        };
+                        tracing::info!(order_id = %id, reason = %reason, "payment declined; cancelling");
+                        self.store.set_payment_status(id, status).await?;
+                        self.store
+                            .advance(
+                                id,
+                                SagaState::Compensating,
+                                "refund_payment",
+                                Some(cancel_reason::PAYMENT_FAILED),
+                            )
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Running, "commit") => {
+                match within(cfg.step_timeout, "inventory", self.inventory.commit(id)).await {
+                    Ok(()) => {
+                        self.store
+                            .advance(id, SagaState::Running, "confirm", None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(ClientError::Failed(_, why)) => {
+                        tracing::warn!(order_id = %id, error = %why, "reservation could not be committed; compensating");
+                        self.store
+                            .advance(
+                                id,
+                                SagaState::Compensating,
+                                "refund_payment",
+                                Some(cancel_reason::OUT_OF_STOCK),
+                            )
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Running, "confirm") => {
+                let event = Envelope::new(
+                    crate::NAME,
+                    id.to_string(),
+                    &OrderConfirmed {
+                        order_id: id,
+                        customer_id: order.customer_id,
+                        items: order.items.clone(),
+                        total: order.total.clone(),
+                    },
+                )?;
+                let moved = self
+                    .store
+                    .transition(
+                        id,
+                        &[OrderStatus::Pending],
+                        OrderStatus::Confirmed,
+                        None,
+                        &[event],
+                        SagaUpdate::Advance(SagaState::Running, "clear_cart"),
+                        None,
+                    )
+                    .await?;
+                if moved {
+                    metrics::counter!("mercato_orders_total", "event" => "confirmed", "reason" => "").increment(1);
+                    tracing::info!(order_id = %id, "order confirmed");
+                } else {
+                    self.store
+                        .advance(id, SagaState::Running, "clear_cart", None)
+                        .await?;
+                }
+                Step::Advanced
+            }
+            (SagaState::Running, "clear_cart") => {
+                let bought: Vec<SkuQuantity> = order
+                    .items
+                    .iter()
+                    .map(|l| SkuQuantity {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
+                    })
+                    .collect();
+                match within(
+                    cfg.step_timeout,
+                    "cart",
+                    self.cart.checked_out(order.customer_id, id, &bought),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        self.store
+                            .advance(id, SagaState::Done, "done", None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Compensating, "refund_payment") => {
+                match within(cfg.pay_timeout, "payments", self.payments.refund(id)).await {
+                    Ok(outcome) => {
+                        let status = match outcome {
+                            RefundOutcome::Refunded => Some("refunded"),
+                            RefundOutcome::Voided => Some("voided"),
+                            RefundOutcome::NothingTaken => None,
+                        };
+                        if let Some(s) = status {
+                            self.store.set_payment_status(id, s).await?;
+                        }
+                        let next = match saga.kind {
+                            SagaKind::Checkout => "release_stock",
+                            SagaKind::Unwind => "restock",
+                        };
+                        self.store
+                            .advance(id, SagaState::Compensating, next, None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Compensating, "release_stock") => {
+                match within(cfg.step_timeout, "inventory", self.inventory.release(id)).await {
+                    Ok(()) => {
+                        self.store
+                            .advance(id, SagaState::Compensating, "cancel_order", None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Compensating, "cancel_order") => {
+                let reason = saga
+                    .cancel_reason
+                    .clone()
+                    .unwrap_or_else(|| cancel_reason::PAYMENT_FAILED.to_owned());
+                let event = Envelope::new(
+                    crate::NAME,
+                    id.to_string(),
+                    &OrderCancelled {
+                        order_id: id,
+                        customer_id: order.customer_id,
+                        reason: reason.clone(),
+                        total: order.total.clone(),
+                    },
+                )?;
+                let moved = self
+                    .store
+                    .transition(
+                        id,
+                        &[OrderStatus::Pending],
+                        OrderStatus::Cancelled,
+                        Some(&reason),
+                        &[event],
+                        SagaUpdate::Advance(SagaState::Done, "done"),
+                        None,
+                    )
+                    .await?;
+                if moved {
+                    metrics::counter!("mercato_orders_total", "event" => "cancelled", "reason" => reason.clone()).increment(1);
+                    tracing::info!(order_id = %id, reason = %reason, "order cancelled");
+                } else {
+                    self.store
+                        .advance(id, SagaState::Done, "done", None)
+                        .await?;
+                }
+                Step::Advanced
+            }
+            (SagaState::Compensating, "restock") => {
+                match within(cfg.step_timeout, "inventory", self.inventory.restock(id)).await {
+                    Ok(()) => {
+                        self.store
+                            .advance(id, SagaState::Done, "done", None)
+                            .await?;
+                        Step::Advanced
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (state, step) => {
+                anyhow::bail!("saga of order {id} is at an unknown step {step:?} ({state:?})")
+            }
+        })
+    }
+}

@@ -1,0 +1,430 @@
+//! Order use cases: checkout, reading, and the status changes people make.
+
+use crate::domain::{cancel_reason, Order, OrderStatus, PaymentSummary, ShippingAddress};
+use crate::saga::SagaRunner;
+use crate::store::{CreateOutcome, IdempotencyRecord, OrdersStore, SagaUpdate, Viewer};
+use mercato_contracts::clients::{CartClient, CatalogClient};
+use mercato_contracts::events::{
+    OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
+};
+use mercato_kernel::auth::{Caller, Role};
+use mercato_kernel::idempotency::{self, StoredResponse};
+use mercato_kernel::page::{Page, PageRequest};
+use mercato_kernel::{id, time, ApiError, Envelope, Money};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct OrdersService {
+    store: OrdersStore,
+    cart: Arc<dyn CartClient>,
+    catalog: Arc<dyn CatalogClient>,
+    saga: Arc<SagaRunner>,
+}
+
+/// What a checkout asks for.
+pub struct CheckoutRequest {
+    pub idempotency_key: String,
+    /// The request body as sent, for the idempotency fingerprint.
+    pub raw_body: Vec<u8>,
+    pub payment_token: String,
+    pub shipping_address: ShippingAddress,
+}
+
+/// An answer that may be a replay.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+fn dependency(e: mercato_contracts::clients::ClientError) -> ApiError {
+    tracing::warn!(error = %e, "a dependency of orders failed");
+    ApiError::unavailable("a service the order depends on is unavailable; try again")
+}
+
+impl OrdersService {
+    pub fn new(
+        store: OrdersStore,
+        cart: Arc<dyn CartClient>,
+        catalog: Arc<dyn CatalogClient>,
+        saga: Arc<SagaRunner>,
+    ) -> Self {
+        Self {
+            store,
+            cart,
+            catalog,
+            saga,
+        }
+    }
+
+    pub fn store(&self) -> &OrdersStore {
+        &self.store
+    }
+
+    pub fn saga(&self) -> &Arc<SagaRunner> {
+        &self.saga
+    }
+
+    /// Places an order from the caller's cart and starts its saga. The
+    /// answer is stored with the key; a replay returns it unchanged.
+    pub async fn checkout(&self, caller: Caller, req: CheckoutRequest) -> Result<Answer, ApiError> {
+        caller.require(&[Role::Customer])?;
+        let scope = format!("checkout:{}", caller.user_id);
+        let hash = idempotency::fingerprint(&[caller.user_id.as_bytes(), &req.raw_body]);
+        if let Some(stored) =
+            idempotency::lookup(self.store.db(), &scope, &req.idempotency_key, &hash).await?
+        {
+            return Ok(Answer {
+                status: stored.status,
+                body: stored.body,
+            });
+        }
+        let token = req.payment_token.trim();
+        if token.is_empty() || token.len() > 200 {
+            return Err(ApiError::validation(
+                "payment.token must be 1 to 200 characters",
+            ));
+        }
+        req.shipping_address.validate()?;
+
+        let items = self.cart.lines(caller.user_id).await.map_err(dependency)?;
+        let Some(first) = items.first() else {
+            return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
+        };
+        let mut total = Money::zero(first.unit_price.currency.clone());
+        let mut sellers = BTreeSet::new();
+        for line in &items {
+            total = total.checked_add(&line.line_total)?;
+            let info = self
+                .catalog
+                .sku(&line.sku)
+                .await
+                .map_err(dependency)?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "sku_unavailable",
+                        format!("{} can no longer be bought", line.sku),
+                    )
+                })?;
+            sellers.insert(info.seller_id);
+        }
+        let now = time::now();
+        let order = Order {
+            id: id::new_id(),
+            customer_id: caller.user_id,
+            status: OrderStatus::Pending,
+            cancel_reason: None,
+            items,
+            payment: PaymentSummary {
+                status: "pending".into(),
+                amount: total.clone(),
+            },
+            total,
+            shipping_address: req.shipping_address,
+            history: vec![crate::domain::HistoryEntry {
+                status: OrderStatus::Pending,
+                at: now,
+            }],
+            created_at: now,
+            updated_at: now,
+        };
+        let body = serde_json::to_string(&order).map_err(ApiError::internal)?;
+        let placed = Envelope::new(
+            crate::NAME,
+            order.id.to_string(),
+            &OrderPlaced {
+                order_id: order.id,
+                customer_id: order.customer_id,
+                items: order.items.clone(),
+                total: order.total.clone(),
+            },
+        )
+        .map_err(ApiError::internal)?;
+        let deadline =
+            now + chrono::Duration::from_std(self.saga.config().deadline).unwrap_or_default();
+        let record = IdempotencyRecord {
+            scope: &scope,
+            key: &req.idempotency_key,
+            request_hash: &hash,
+            response: StoredResponse {
+                status: 202,
+                body: body.clone(),
+            },
+        };
+        let sellers: Vec<Uuid> = sellers.into_iter().collect();
+        match self
+            .store
+            .create_checkout(
+                &order,
+                token,
+                &sellers,
+                "reserve",
+                &deadline,
+                &record,
+                &[placed],
+            )
+            .await?
+        {
+            CreateOutcome::Created => {}
+            CreateOutcome::KeyTaken => {
+                // A concurrent request with the same key committed first.
+                return match idempotency::lookup(
+                    self.store.db(),
+                    &scope,
+                    &req.idempotency_key,
+                    &hash,
+                )
+                .await?
+                {
+                    Some(stored) => Ok(Answer {
+                        status: stored.status,
+                        body: stored.body,
+                    }),
+                    None => Err(ApiError::conflict(
+                        "idempotency_key_in_use",
+                        "a request with this key is in progress",
+                    )),
+                };
+            }
+        }
+        metrics::counter!("mercato_orders_total", "event" => "placed", "reason" => "").increment(1);
+        tracing::info!(order_id = %order.id, total = %order.total, "order placed");
+        self.saga.start(order.id);
+        Ok(Answer { status: 202, body })
+    }
+
+    /// The order if the caller may see it; 404 otherwise, so that another
+    /// customer's order ids reveal nothing.
+    pub async fn get(&self, caller: Caller, id: Uuid) -> Result<Order, ApiError> {
+        let order = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("order"))?;
+        match caller.role {
+            Role::Admin => Ok(order),
+            Role::Customer if order.customer_id == caller.user_id => Ok(order),
+            Role::Seller
+                if order.customer_id == caller.user_id
+                    || self.store.sellers(id).await?.contains(&caller.user_id) =>
+            {
+                Ok(order)
+            }
+            _ => Err(ApiError::not_found("order")),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        caller: Caller,
+        status: Option<OrderStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Order>, ApiError> {
+        let viewer = match caller.role {
+            Role::Admin => Viewer::Admin,
+            Role::Seller => Viewer::Seller(caller.user_id),
+            Role::Customer => Viewer::Customer(caller.user_id),
+        };
+        Ok(self.store.list(viewer, status, page).await?)
+    }
+
+    /// Cancels a confirmed order (its customer or an admin) and gives its
+    /// money and stock back.
+    pub async fn cancel(&self, caller: Caller, id: Uuid) -> Result<Order, ApiError> {
+        let order = self.get(caller, id).await?;
+        if !(caller.is_admin()
+            || (caller.role == Role::Customer && order.customer_id == caller.user_id))
+        {
+            return Err(ApiError::forbidden(
+                "only the order's customer or an admin may cancel it",
+            ));
+        }
+        order.status.check(OrderStatus::Cancelled)?;
+        if order.status == OrderStatus::Pending {
+            return Err(ApiError::conflict(
+                "order_pending",
+                "the order is still being placed; try again in a moment",
+            ));
+        }
+        let event = Envelope::new(
+            crate::NAME,
+            id.to_string(),
+            &OrderCancelled {
+                order_id: id,
+                customer_id: order.customer_id,
+                reason: cancel_reason::CUSTOMER_CANCELLED.into(),
+                total: order.total.clone(),
+            },
+        )
+        .map_err(ApiError::internal)?;
+        let moved = self
+            .store
+            .transition(
+                id,
+                &[OrderStatus::Confirmed],
+                OrderStatus::Cancelled,
+                Some(cancel_reason::CUSTOMER_CANCELLED),
+                &[event],
+                SagaUpdate::StartUnwind,
+                None,
+            )
+            .await?;
+        if !moved {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                "the order changed meanwhile; reload it",
+            ));
+        }
+        metrics::counter!("mercato_orders_total", "event" => "cancelled", "reason" => cancel_reason::CUSTOMER_CANCELLED).increment(1);
+        self.unwind_now(id).await;
+        self.get(caller, id).await
+    }
+
+    /// Runs an unwind saga in the request, so that the answer shows the money
+    /// back when the dependencies are up; the saga finishes later otherwise.
+    async fn unwind_now(&self, id: Uuid) {
+        if let Err(e) = self.saga.drive(id).await {
+            tracing::warn!(order_id = %id, error = %format!("{e:#}"), "unwinding will be resumed");
+        }
+    }
+
+    fn seller_or_admin(&self, caller: &Caller, sellers: &[Uuid]) -> Result<(), ApiError> {
+        if caller.is_admin() || (caller.role == Role::Seller && sellers.contains(&caller.user_id)) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "only a seller of the order's lines or an admin may do this",
+            ))
+        }
+    }
+
+    pub async fn ship(&self, caller: Caller, id: Uuid) -> Result<Order, ApiError> {
+        self.fulfil(caller, id, OrderStatus::Confirmed, OrderStatus::Shipped)
+            .await
+    }
+
+    pub async fn deliver(&self, caller: Caller, id: Uuid) -> Result<Order, ApiError> {
+        self.fulfil(caller, id, OrderStatus::Shipped, OrderStatus::Delivered)
+            .await
+    }
+
+    async fn fulfil(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        from: OrderStatus,
+        to: OrderStatus,
+    ) -> Result<Order, ApiError> {
+        let order = self.get(caller, id).await?;
+        let sellers = self.store.sellers(id).await?;
+        self.seller_or_admin(&caller, &sellers)?;
+        order.status.check(to)?;
+        let event = match to {
+            OrderStatus::Shipped => Envelope::new(
+                crate::NAME,
+                id.to_string(),
+                &OrderShipped {
+                    order_id: id,
+                    customer_id: order.customer_id,
+                },
+            ),
+            _ => Envelope::new(
+                crate::NAME,
+                id.to_string(),
+                &OrderDelivered {
+                    order_id: id,
+                    customer_id: order.customer_id,
+                },
+            ),
+        }
+        .map_err(ApiError::internal)?;
+        if !self
+            .store
+            .transition(id, &[from], to, None, &[event], SagaUpdate::None, None)
+            .await?
+        {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                "the order changed meanwhile; reload it",
+            ));
+        }
+        metrics::counter!("mercato_orders_total", "event" => to.as_str(), "reason" => "")
+            .increment(1);
+        self.get(caller, id).await
+    }
+
+    async fn current(&self, caller: Caller, id: Uuid) -> Result<Answer, ApiError> {
+        let order = self.get(caller, id).await?;
+        Ok(Answer {
+            status: 200,
+            body: serde_json::to_string(&order).map_err(ApiError::internal)?,
+        })
+    }
+
+    /// Refunds a confirmed, shipped or delivered order (admins), idempotent by key.
+    pub async fn refund(&self, caller: Caller, id: Uuid, key: &str) -> Result<Answer, ApiError> {
+        caller.require(&[Role::Admin])?;
+        let scope = format!("refund:{}", caller.user_id);
+        let hash = idempotency::fingerprint(&[id.as_bytes()]);
+        if idempotency::lookup(self.store.db(), &scope, key, &hash)
+            .await?
+            .is_some()
+        {
+            return self.current(caller, id).await;
+        }
+        let order = self.get(caller, id).await?;
+        order.status.check(OrderStatus::Refunded)?;
+        let event = Envelope::new(
+            crate::NAME,
+            id.to_string(),
+            &OrderRefunded {
+                order_id: id,
+                customer_id: order.customer_id,
+                amount: order.total.clone(),
+            },
+        )
+        .map_err(ApiError::internal)?;
+        // A replay answers with the order as it is then, so the record keeps no body.
+        let record = IdempotencyRecord {
+            scope: &scope,
+            key,
+            request_hash: &hash,
+            response: StoredResponse {
+                status: 200,
+                body: String::new(),
+            },
+        };
+        let moved = self
+            .store
+            .transition(
+                id,
+                &[
+                    OrderStatus::Confirmed,
+                    OrderStatus::Shipped,
+                    OrderStatus::Delivered,
+                ],
+                OrderStatus::Refunded,
+                None,
+                &[event],
+                SagaUpdate::StartUnwind,
+                Some(&record),
+            )
+            .await?;
+        if !moved {
+            if idempotency::lookup(self.store.db(), &scope, key, &hash)
+                .await?
+                .is_some()
+            {
+                return self.current(caller, id).await;
+            }
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                "the order changed meanwhile; reload it",
+            ));
+        }
+        metrics::counter!("mercato_orders_total", "event" => "refunded", "reason" => "")
+            .increment(1);
+        self.unwind_now(id).await;
+        self.current(caller, id).await
+    }
+}

@@ -1,0 +1,610 @@
+//! Orders, their history and sellers, and the saga log.
+
+use crate::domain::{HistoryEntry, Order, OrderStatus, PaymentSummary, ShippingAddress};
+use chrono::{DateTime, Utc};
+use mercato_contracts::types::Line;
+use mercato_kernel::db::{Db, Tx};
+use mercato_kernel::idempotency::{self, StoredResponse};
+use mercato_kernel::outbox::Outbox;
+use mercato_kernel::page::{Page, PageRequest};
+use mercato_kernel::{time, Currency, Envelope, Money};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct OrdersStore {
+    db: Db,
+    outbox: Outbox,
+}
+
+/// Which saga an order runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaKind {
+    /// Reserve, pay, commit, confirm, empty the cart; or compensate.
+    Checkout,
+    /// Money and stock back after a cancellation or refund.
+    Unwind,
+}
+
+impl SagaKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SagaKind::Checkout => "checkout",
+            SagaKind::Unwind => "unwind",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaState {
+    Running,
+    Compensating,
+    Done,
+}
+
+impl SagaState {
+    fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Running => "running",
+            SagaState::Compensating => "compensating",
+            SagaState::Done => "done",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => SagaState::Running,
+            "compensating" => SagaState::Compensating,
+            _ => SagaState::Done,
+        }
+    }
+}
+
+/// A saga as stored.
+#[derive(Debug, Clone)]
+pub struct Saga {
+    pub order_id: Uuid,
+    pub kind: SagaKind,
+    pub state: SagaState,
+    pub step: String,
+    pub cancel_reason: Option<String>,
+    pub attempts: i64,
+    pub deadline: DateTime<Utc>,
+    pub correlation_id: Option<String>,
+}
+
+/// Who is asking for a list.
+#[derive(Debug, Clone, Copy)]
+pub enum Viewer {
+    Customer(Uuid),
+    Seller(Uuid),
+    Admin,
+}
+
+/// What a status change does to the order's saga.
+#[derive(Debug, Clone, Copy)]
+pub enum SagaUpdate<'a> {
+    None,
+    /// Start giving money and stock back (a cancellation or refund).
+    StartUnwind,
+    /// Move the running saga on, in the same transaction as the change.
+    Advance(SagaState, &'a str),
+}
+
+/// An idempotency record to store with a change.
+pub struct IdempotencyRecord<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a str,
+    pub response: StoredResponse,
+}
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created,
+    /// Another request with the same key won the race.
+    KeyTaken,
+}
+
+type OrderRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+const ORDER_COLUMNS: &str =
+    "id, customer_id, status, cancel_reason, items, total_amount, currency, payment_status, shipping_address, created_at, updated_at";
+
+impl OrdersStore {
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn insert_history(
+        tx: &mut Tx,
+        order_id: Uuid,
+        status: OrderStatus,
+        at: &DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO order_history (order_id, seq, status, at)
+             VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_history WHERE order_id = $1), $2, $3)",
+        )
+        .bind(order_id.to_string())
+        .bind(status.as_str())
+        .bind(time::to_db(at))
+        .execute(tx.conn())
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_saga(
+        tx: &mut Tx,
+        order_id: Uuid,
+        kind: SagaKind,
+        step: &str,
+        deadline: &DateTime<Utc>,
+        reason: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let now = time::to_db(&time::now());
+        let state = match kind {
+            SagaKind::Checkout => SagaState::Running,
+            SagaKind::Unwind => SagaState::Compensating,
+        };
+        sqlx::query(
+            "INSERT INTO sagas (order_id, kind, state, step, cancel_reason, attempts, deadline, next_run_at, correlation_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $7, $7)
+             ON CONFLICT (order_id) DO UPDATE SET kind = excluded.kind, state = excluded.state, step = excluded.step,
+                cancel_reason = excluded.cancel_reason, attempts = 0, deadline = excluded.deadline,
+                next_run_at = excluded.next_run_at, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(order_id.to_string())
+        .bind(kind.as_str())
+        .bind(state.as_str())
+        .bind(step)
+        .bind(reason)
+        .bind(time::to_db(deadline))
+        .bind(&now)
+        .bind(mercato_kernel::event::current_correlation().correlation_id)
+        .execute(tx.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a new pending order with its sellers, history, saga,
+    /// idempotency record and `order.placed`, in one transaction.
+    pub async fn create_checkout(
+        &self,
+        order: &Order,
+        payment_token: &str,
+        sellers: &[Uuid],
+        first_step: &str,
+        deadline: &DateTime<Utc>,
+        idem: &IdempotencyRecord<'_>,
+        events: &[Envelope],
+    ) -> anyhow::Result<CreateOutcome> {
+        let mut tx = self.db.begin().await?;
+        if !idempotency::record(
+            &mut tx,
+            idem.scope,
+            idem.key,
+            idem.request_hash,
+            &idem.response,
+        )
+        .await?
+        {
+            return Ok(CreateOutcome::KeyTaken);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}, payment_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(order.id.to_string())
+        .bind(order.customer_id.to_string())
+        .bind(order.status.as_str())
+        .bind(order.cancel_reason.as_deref())
+        .bind(serde_json::to_string(&order.items)?)
+        .bind(order.total.amount)
+        .bind(order.total.currency.as_str())
+        .bind(&order.payment.status)
+        .bind(serde_json::to_string(&order.shipping_address)?)
+        .bind(time::to_db(&order.created_at))
+        .bind(time::to_db(&order.updated_at))
+        .bind(payment_token)
+        .execute(tx.conn())
+        .await?;
+        for seller in sellers {
+            sqlx::query("INSERT INTO order_sellers (order_id, seller_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(order.id.to_string())
+                .bind(seller.to_string())
+                .execute(tx.conn())
+                .await?;
+        }
+        Self::insert_history(&mut tx, order.id, order.status, &order.created_at).await?;
+        Self::insert_saga(
+            &mut tx,
+            order.id,
+            SagaKind::Checkout,
+            first_step,
+            deadline,
+            None,
+        )
+        .await?;
+        self.outbox.add(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    /// Moves an order from one of `from` to `to`, with history and events,
+    /// optionally starting an unwind saga and recording an idempotent answer.
+    /// `false` when the order was not in one of `from` any more.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition(
+        &self,
+        order_id: Uuid,
+        from: &[OrderStatus],
+        to: OrderStatus,
+        cancel_reason: Option<&str>,
+        events: &[Envelope],
+        saga: SagaUpdate<'_>,
+        idem: Option<&IdempotencyRecord<'_>>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let now = time::now();
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
+        let sql = format!(
+            "UPDATE orders SET status = $1, cancel_reason = COALESCE($2, cancel_reason), updated_at = $3
+             WHERE id = $4 AND status IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(cancel_reason)
+            .bind(time::to_db(&now))
+            .bind(order_id.to_string());
+        for f in from {
+            q = q.bind(f.as_str());
+        }
+        if q.execute(tx.conn()).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(idem) = idem {
+            if !idempotency::record(
+                &mut tx,
+                idem.scope,
+                idem.key,
+                idem.request_hash,
+                &idem.response,
+            )
+            .await?
+            {
+                return Ok(false);
+            }
+        }
+        Self::insert_history(&mut tx, order_id, to, &now).await?;
+        match saga {
+            SagaUpdate::None => {}
+            SagaUpdate::StartUnwind => {
+                Self::insert_saga(
+                    &mut tx,
+                    order_id,
+                    SagaKind::Unwind,
+                    "refund_payment",
+                    &now,
+                    cancel_reason,
+                )
+                .await?
+            }
+            SagaUpdate::Advance(state, step) => {
+                Self::advance_in(&mut tx, order_id, state, step, None).await?
+            }
+        }
+        self.outbox.add(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn set_payment_status(&self, order_id: Uuid, status: &str) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(time::to_db(&time::now()))
+            .bind(order_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn payment_token(&self, order_id: Uuid) -> anyhow::Result<String> {
+        let (token,): (String,) = sqlx::query_as("SELECT payment_token FROM orders WHERE id = $1")
+            .bind(order_id.to_string())
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(token)
+    }
+
+    fn order_from_row(row: OrderRow, history: Vec<HistoryEntry>) -> anyhow::Result<Order> {
+        let (
+            id,
+            customer_id,
+            status,
+            cancel_reason,
+            items,
+            total_amount,
+            currency,
+            payment_status,
+            address,
+            created_at,
+            updated_at,
+        ) = row;
+        let total = Money::new(total_amount, Currency::parse(&currency)?);
+        Ok(Order {
+            id: Uuid::parse_str(&id)?,
+            customer_id: Uuid::parse_str(&customer_id)?,
+            status: OrderStatus::parse(&status)
+                .ok_or_else(|| anyhow::anyhow!("unknown order status {status:?}"))?,
+            cancel_reason,
+            items: serde_json::from_str::<Vec<Line>>(&items)?,
+            payment: PaymentSummary {
+                status: payment_status,
+                amount: total.clone(),
+            },
+            total,
+            shipping_address: serde_json::from_str::<ShippingAddress>(&address)?,
+            history,
+            created_at: time::from_db(&created_at)?,
+            updated_at: time::from_db(&updated_at)?,
+        })
+    }
+
+    async fn history(&self, order_id: &str) -> anyhow::Result<Vec<HistoryEntry>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT status, at FROM order_history WHERE order_id = $1 ORDER BY seq")
+                .bind(order_id)
+                .fetch_all(self.db.pool())
+                .await?;
+        rows.into_iter()
+            .map(|(s, at)| {
+                Ok(HistoryEntry {
+                    status: OrderStatus::parse(&s)
+                        .ok_or_else(|| anyhow::anyhow!("unknown status {s:?}"))?,
+                    at: time::from_db(&at)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn get(&self, id: Uuid) -> anyhow::Result<Option<Order>> {
+        let row: Option<OrderRow> =
+            sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let history = self.history(&row.0).await?;
+                Ok(Some(Self::order_from_row(row, history)?))
+            }
+        }
+    }
+
+    pub async fn sellers(&self, order_id: Uuid) -> anyhow::Result<Vec<Uuid>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT seller_id FROM order_sellers WHERE order_id = $1")
+                .bind(order_id.to_string())
+                .fetch_all(self.db.pool())
+                .await?;
+        rows.into_iter()
+            .map(|(s,)| Ok(Uuid::parse_str(&s)?))
+            .collect()
+    }
+
+    /// Newest first.
+    pub async fn list(
+        &self,
+        viewer: Viewer,
+        status: Option<OrderStatus>,
+        page: &PageRequest,
+    ) -> anyhow::Result<Page<Order>> {
+        let cols = ORDER_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sql = format!("SELECT {cols} FROM orders o");
+        let mut args: Vec<String> = Vec::new();
+        match viewer {
+            Viewer::Customer(id) => {
+                args.push(id.to_string());
+                sql.push_str(" WHERE o.customer_id = $1");
+            }
+            Viewer::Seller(id) => {
+                args.push(id.to_string());
+                sql.push_str(" JOIN order_sellers s ON s.order_id = o.id WHERE s.seller_id = $1");
+            }
+            Viewer::Admin => sql.push_str(" WHERE 1 = 1"),
+        }
+        if let Some(s) = status {
+            args.push(s.as_str().to_owned());
+            sql.push_str(&format!(" AND o.status = ${}", args.len()));
+        }
+        if let Some(after) = &page.after {
+            args.push(after.clone());
+            sql.push_str(&format!(" AND o.id < ${}", args.len()));
+        }
+        sql.push_str(&format!(
+            " ORDER BY o.id DESC LIMIT {}",
+            i64::from(page.limit) + 1
+        ));
+        let mut q = sqlx::query_as::<_, OrderRow>(&sql);
+        for a in args {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(self.db.pool()).await?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in rows {
+            let history = self.history(&row.0).await?;
+            orders.push(Self::order_from_row(row, history)?);
+        }
+        Ok(Page::from_rows(orders, page.limit, |o| o.id.to_string()))
+    }
+
+    // The saga log.
+
+    /// Takes the saga's lease unless another runner holds a live one.
+    pub async fn claim(
+        &self,
+        order_id: Uuid,
+        owner: &str,
+        lease: chrono::Duration,
+    ) -> anyhow::Result<bool> {
+        let now = time::now();
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(
+            "UPDATE sagas SET lease_owner = $1, lease_until = $2
+             WHERE order_id = $3 AND state <> 'done' AND (lease_until IS NULL OR lease_until < $4)",
+        )
+        .bind(owner)
+        .bind(time::to_db(&(now + lease)))
+        .bind(order_id.to_string())
+        .bind(time::to_db(&now))
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn saga(&self, order_id: Uuid) -> anyhow::Result<Option<Saga>> {
+        let row: Option<(String, String, String, Option<String>, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT kind, state, step, cancel_reason, attempts, deadline, correlation_id FROM sagas WHERE order_id = $1",
+        )
+        .bind(order_id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(
+            |(kind, state, step, cancel_reason, attempts, deadline, correlation_id)| {
+                Ok(Saga {
+                    order_id,
+                    kind: if kind == "unwind" {
+                        SagaKind::Unwind
+                    } else {
+                        SagaKind::Checkout
+                    },
+                    state: SagaState::parse(&state),
+                    step,
+                    cancel_reason,
+                    attempts,
+                    deadline: time::from_db(&deadline)?,
+                    correlation_id,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// Records the saga's next step; in `tx` when given (with the step's own effect).
+    pub async fn advance_in(
+        tx: &mut Tx,
+        order_id: Uuid,
+        state: SagaState,
+        step: &str,
+        reason: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE sagas SET state = $1, step = $2, cancel_reason = COALESCE($3, cancel_reason), attempts = 0,
+                last_error = NULL, updated_at = $4, lease_owner = CASE WHEN $1 = 'done' THEN NULL ELSE lease_owner END,
+                lease_until = CASE WHEN $1 = 'done' THEN NULL ELSE lease_until END
+             WHERE order_id = $5",
+        )
+        .bind(state.as_str())
+        .bind(step)
+        .bind(reason)
+        .bind(time::to_db(&time::now()))
+        .bind(order_id.to_string())
+        .execute(tx.conn())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn advance(
+        &self,
+        order_id: Uuid,
+        state: SagaState,
+        step: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        Self::advance_in(&mut tx, order_id, state, step, reason).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A step failed for now: try again at `next_run_at`, by whichever runner is free.
+    pub async fn retry_later(
+        &self,
+        order_id: Uuid,
+        attempts: i64,
+        next_run_at: DateTime<Utc>,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "UPDATE sagas SET attempts = $1, next_run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
+             WHERE order_id = $5",
+        )
+        .bind(attempts)
+        .bind(time::to_db(&next_run_at))
+        .bind(error.chars().take(500).collect::<String>())
+        .bind(time::to_db(&time::now()))
+        .bind(order_id.to_string())
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lets go of a lease without changing anything else.
+    pub async fn release(&self, order_id: Uuid) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sagas that should run now and that nobody holds.
+    pub async fn due(&self, limit: i64) -> anyhow::Result<Vec<Uuid>> {
+        let now = time::to_db(&time::now());
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT order_id FROM sagas WHERE state <> 'done' AND next_run_at <= $1
+               AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_run_at LIMIT $2",
+        )
+        .bind(&now)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(s,)| Ok(Uuid::parse_str(&s)?))
+            .collect()
+    }
+
+    /// Sagas not finished yet, for readiness and tests.
+    pub async fn unfinished(&self) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sagas WHERE state <> 'done'")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,272 @@
+//! Payment intents and the ledger.
+
+use mercato_contracts::events::{PaymentCaptured, PaymentFailed, PaymentRefunded};
+use mercato_kernel::db::Db;
+use mercato_kernel::outbox::Outbox;
+use mercato_kernel::{id, time, Currency, Envelope, Money};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// One order's payment.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Intent {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: Money,
+    /// `pending`, `captured`, `declined`, `failed`, `voided` or `refunded`.
+    pub status: String,
+    pub provider_charge_id: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub id: Uuid,
+    /// `capture` or `refund`.
+    pub kind: String,
+    /// Positive for captures, negative for refunds.
+    pub amount: Money,
+    pub provider_ref: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Clone)]
+pub struct PaymentsStore {
+    db: Db,
+    outbox: Outbox,
+}
+
+type IntentRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn intent_from_row(r: IntentRow) -> anyhow::Result<Intent> {
+    Ok(Intent {
+        id: Uuid::parse_str(&r.0)?,
+        order_id: Uuid::parse_str(&r.1)?,
+        customer_id: Uuid::parse_str(&r.2)?,
+        amount: Money::new(r.3, Currency::parse(&r.4)?),
+        status: r.5,
+        provider_charge_id: r.6,
+        failure_reason: r.7,
+    })
+}
+
+const INTENT_COLUMNS: &str =
+    "id, order_id, customer_id, amount, currency, status, provider_charge_id, failure_reason";
+
+impl PaymentsStore {
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The order's intent, created `pending` on first use.
+    pub async fn ensure_intent(
+        &self,
+        order_id: Uuid,
+        customer_id: Uuid,
+        amount: &Money,
+    ) -> anyhow::Result<Intent> {
+        if let Some(i) = self.by_order(order_id).await? {
+            return Ok(i);
+        }
+        let now = time::to_db(&time::now());
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO payment_intents (id, order_id, customer_id, amount, currency, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(id::new_id().to_string())
+        .bind(order_id.to_string())
+        .bind(customer_id.to_string())
+        .bind(amount.amount)
+        .bind(amount.currency.as_str())
+        .bind(&now)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        self.by_order(order_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("payment intent for order {order_id} vanished"))
+    }
+
+    pub async fn by_order(&self, order_id: Uuid) -> anyhow::Result<Option<Intent>> {
+        let row: Option<IntentRow> = sqlx::query_as(&format!(
+            "SELECT {INTENT_COLUMNS} FROM payment_intents WHERE order_id = $1"
+        ))
+        .bind(order_id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(intent_from_row).transpose()
+    }
+
+    /// Moves an intent from one status to another, with its ledger entry and
+    /// event, in one transaction. `false` when it was no longer in `from`.
+    async fn transition(
+        &self,
+        intent: &Intent,
+        from: &str,
+        to: &str,
+        charge_id: Option<&str>,
+        reason: Option<&str>,
+        ledger: Option<(&str, i64, &str)>,
+        event: Envelope,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let now = time::to_db(&time::now());
+        let done = sqlx::query(
+            "UPDATE payment_intents SET status = $1, provider_charge_id = COALESCE($2, provider_charge_id),
+                failure_reason = COALESCE($3, failure_reason), updated_at = $4
+             WHERE id = $5 AND status = $6",
+        )
+        .bind(to)
+        .bind(charge_id)
+        .bind(reason)
+        .bind(&now)
+        .bind(intent.id.to_string())
+        .bind(from)
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some((kind, amount, provider_ref)) = ledger {
+            sqlx::query(
+                "INSERT INTO ledger_entries (id, intent_id, kind, amount, currency, provider_ref, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id::new_id().to_string())
+            .bind(intent.id.to_string())
+            .bind(kind)
+            .bind(amount)
+            .bind(intent.amount.currency.as_str())
+            .bind(provider_ref)
+            .bind(&now)
+            .execute(tx.conn())
+            .await?;
+        }
+        self.outbox.add(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn mark_captured(&self, intent: &Intent, charge_id: &str) -> anyhow::Result<bool> {
+        let event = Envelope::new(
+            crate::NAME,
+            intent.order_id.to_string(),
+            &PaymentCaptured {
+                payment_id: intent.id,
+                order_id: intent.order_id,
+                amount: intent.amount.clone(),
+            },
+        )?;
+        self.transition(
+            intent,
+            "pending",
+            "captured",
+            Some(charge_id),
+            None,
+            Some(("capture", intent.amount.amount, charge_id)),
+            event,
+        )
+        .await
+    }
+
+    /// `declined` by the card network, or `failed` for anything else.
+    pub async fn mark_failed(
+        &self,
+        intent: &Intent,
+        status: &str,
+        reason: &str,
+    ) -> anyhow::Result<bool> {
+        let event = Envelope::new(
+            crate::NAME,
+            intent.order_id.to_string(),
+            &PaymentFailed {
+                payment_id: intent.id,
+                order_id: intent.order_id,
+                reason: reason.to_owned(),
+            },
+        )?;
+        self.transition(intent, "pending", status, None, Some(reason), None, event)
+            .await
+    }
+
+    /// A pending intent whose charge was voided at the provider: nothing was taken.
+    pub async fn mark_voided(&self, intent: &Intent) -> anyhow::Result<bool> {
+        let event = Envelope::new(
+            crate::NAME,
+            intent.order_id.to_string(),
+            &PaymentFailed {
+                payment_id: intent.id,
+                order_id: intent.order_id,
+                reason: "voided".into(),
+            },
+        )?;
+        self.transition(
+            intent,
+            "pending",
+            "voided",
+            None,
+            Some("voided"),
+            None,
+            event,
+        )
+        .await
+    }
+
+    pub async fn mark_refunded(&self, intent: &Intent, refund_ref: &str) -> anyhow::Result<bool> {
+        let event = Envelope::new(
+            crate::NAME,
+            intent.order_id.to_string(),
+            &PaymentRefunded {
+                payment_id: intent.id,
+                order_id: intent.order_id,
+                amount: intent.amount.clone(),
+            },
+        )?;
+        self.transition(
+            intent,
+            "captured",
+            "refunded",
+            None,
+            None,
+            Some(("refund", -intent.amount.amount, refund_ref)),
+            event,
+        )
+        .await
+    }
+
+    pub async fn ledger(&self, intent_id: Uuid) -> anyhow::Result<Vec<LedgerEntry>> {
+        let rows: Vec<(String, String, i64, String, String, String)> = sqlx::query_as(
+            "SELECT id, kind, amount, currency, provider_ref, created_at FROM ledger_entries WHERE intent_id = $1 ORDER BY created_at, id",
+        )
+        .bind(intent_id.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, kind, amount, currency, provider_ref, created_at)| {
+                Ok(LedgerEntry {
+                    id: Uuid::parse_str(&id)?,
+                    kind,
+                    amount: Money::new(amount, Currency::parse(&currency)?),
+                    provider_ref,
+                    created_at: time::from_db(&created_at)?,
+                })
+            })
+            .collect()
+    }
+}

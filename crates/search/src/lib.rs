@@ -1,0 +1,74 @@
+//! Search: a tantivy read model of the catalog and inventory.
+//!
+//! The `search` consumer hears `product.created`, `product.updated`,
+//! `product.archived` and `stock.changed` and keeps one document per active
+//! product: its title and description (full text), category (exact, with
+//! facet counts), lowest variant price, seller, SKUs, and the stock
+//! available over its SKUs. `GET /search` answers from it with typo
+//! tolerance, completion of the last word, filters and category facets.
+//!
+//! # Freshness
+//!
+//! Events are written to the index writer as they arrive, but not committed
+//! one by one, which would make bulk loads crawl: a committer task commits
+//! and reopens the reader at most every 250 ms when something changed, so a
+//! change is searchable well within the 2 seconds the API promises.
+//!
+//! # Durability: a rebuildable read model
+//!
+//! Everything here is derived from the event log, so the index is not
+//! backed up or repaired: it is rebuilt. The read model lives in
+//! `<data_dir>/search`: the tantivy index in `index/`, and in `state.db`
+//! the state documents are built from (each product's last known state, the
+//! available stock of every SKU), which lets a stock change rebuild its
+//! product's document without reading uncommitted index state.
+//!
+//! The bus records the consumer's position as events are handled, ahead of
+//! the index commit, so after a crash the index may lack events the bus
+//! counts as delivered. Hence a marker: on a clean shutdown the committer
+//! waits for the consumer to stop, makes a final commit, then writes
+//! `<data_dir>/search/clean-shutdown`; at start the marker is removed. When
+//! at start the index folder is missing, the marker is absent (the previous
+//! run crashed or was killed), or the index has another schema, the whole
+//! folder is wiped and the consumer is rewound with
+//! [`EventBus::rewind`](mercato_kernel::bus::EventBus::rewind) before it
+//! subscribes: it replays the whole event log and the index is rebuilt.
+//! Deleting `<data_dir>/search` by hand forces the same rebuild.
+//!
+//! Handling an event twice is harmless (see [`consumer`]), so the consumer
+//! needs no inbox. The state stays on local disk in every mode, because in
+//! distributed mode each search replica builds its own index from the stream.
+//!
+//! # Metrics
+//!
+//! `mercato_search_latency_seconds` (histogram of search time) and
+//! `mercato_search_documents` (gauge of indexed products).
+//!
+//! Rooms: [`domain`], [`index`], [`store`], [`service`], [`consumer`],
+//! [`routes`].
+
+pub mod consumer;
+pub mod domain;
+pub mod index;
+pub mod routes;
+pub mod service;
+pub mod store;
+
+pub use service::SearchService;
+
+use mercato_kernel::db::{Migration, Migrations};
+
+pub const NAME: &str = "search";
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        name: "search_state",
+        sql: include_str!("../migrations/sqlite.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        name: "search_state",
+        sql: include_str!("../migrations/postgres.sql"),
+    }],
+};
