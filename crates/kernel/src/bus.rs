@@ -271,10 +271,8 @@ impl LogBus {
                 continue;
             }
             for (seq, env) in batch {
-                if sub.wants(&env.event_type) {
-                    if !self.deliver(&sub, seq, &env, &shutdown).await {
-                        return;
-                    }
+                if sub.wants(&env.event_type) && !self.deliver(&sub, seq, &env, &shutdown).await {
+                    return;
                 }
                 position = seq;
             }

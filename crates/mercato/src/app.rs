@@ -297,6 +297,8 @@ impl Application {
                 poll_interval: Duration::from_millis(settings.orders.saga_poll_ms),
             },
         ));
+        // Embedded mode runs the only saga runner of this store.
+        saga.take_over().await?;
         tasks.push(saga.spawn_recovery(shutdown.clone()));
         let orders = Arc::new(mercato_orders::OrdersService::new(
             orders_store,

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Where every checkout saga starts.
+pub const FIRST_STEP: &str = "reserve";
+
 #[derive(Debug, Clone)]
 pub struct SagaConfig {
     /// Forward steps give up and compensate after this long.
@@ -74,10 +77,28 @@ enum Step {
 
 /// Attempts after which emptying the cart is given up: it never undoes an order.
 const CART_ATTEMPTS: i64 = 10;
-const LEASE: chrono::Duration = chrono::Duration::seconds(30);
+const LEASE: chrono::Duration = chrono::Duration::seconds(15);
 
 fn client_error(e: ClientError) -> String {
     e.to_string()
+}
+
+/// Fault injection for the crash tests: with
+/// `MERCATO_FAILPOINT=saga_crash_after:<step>` the process dies at once when
+/// that step has had its effect but before the saga records it (for the
+/// steps that change the order itself, before that change). Unset, it costs
+/// one comparison.
+fn crash_point(step: &str) {
+    static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let target = TARGET.get_or_init(|| {
+        std::env::var("MERCATO_FAILPOINT")
+            .ok()
+            .and_then(|v| v.strip_prefix("saga_crash_after:").map(str::to_owned))
+    });
+    if target.as_deref() == Some(step) {
+        eprintln!("failpoint: crashing after saga step {step}");
+        std::process::abort();
+    }
 }
 
 async fn within<T>(
@@ -120,6 +141,16 @@ impl SagaRunner {
                 tracing::warn!(order_id = %order_id, error = %format!("{e:#}"), "saga run failed; it will be resumed");
             }
         });
+    }
+
+    /// Declares this runner the only one on its store, voiding leases a
+    /// crashed earlier process left behind, so its sagas resume at once.
+    pub async fn take_over(&self) -> anyhow::Result<()> {
+        let n = self.store.release_all().await?;
+        if n > 0 {
+            tracing::info!(sagas = n, "resuming sagas left by an earlier process");
+        }
+        Ok(())
     }
 
     /// Resumes unfinished sagas (after a crash, a retry pause, or another
@@ -232,6 +263,18 @@ impl SagaRunner {
         }
     }
 
+    /// Records the step after `saga.step` once its effect has happened.
+    async fn advance(
+        &self,
+        saga: &Saga,
+        state: SagaState,
+        next: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        crash_point(&saga.step);
+        self.store.advance(saga.order_id, state, next, reason).await
+    }
+
     async fn step(&self, saga: &Saga, order: &Order) -> anyhow::Result<Step> {
         let id = order.id;
         let cfg = &self.config;
@@ -253,21 +296,18 @@ impl SagaRunner {
                 .await
                 {
                     Ok(ReserveOutcome::Reserved) => {
-                        self.store
-                            .advance(id, SagaState::Running, "pay", None)
-                            .await?;
+                        self.advance(saga, SagaState::Running, "pay", None).await?;
                         Step::Advanced
                     }
                     Ok(ReserveOutcome::OutOfStock { sku }) => {
                         tracing::info!(order_id = %id, sku = %sku, "out of stock; cancelling");
-                        self.store
-                            .advance(
-                                id,
-                                SagaState::Compensating,
-                                "refund_payment",
-                                Some(cancel_reason::OUT_OF_STOCK),
-                            )
-                            .await?;
+                        self.advance(
+                            saga,
+                            SagaState::Compensating,
+                            "refund_payment",
+                            Some(cancel_reason::OUT_OF_STOCK),
+                        )
+                        .await?;
                         Step::Advanced
                     }
                     Err(e) => Step::Retry(client_error(e)),
@@ -276,8 +316,7 @@ impl SagaRunner {
             (SagaState::Running, "pay") => {
                 if order.total.amount == 0 {
                     self.store.set_payment_status(id, "not_required").await?;
-                    self.store
-                        .advance(id, SagaState::Running, "commit", None)
+                    self.advance(saga, SagaState::Running, "commit", None)
                         .await?;
                     return Ok(Step::Advanced);
                 }
@@ -292,8 +331,7 @@ impl SagaRunner {
                 {
                     Ok(ChargeOutcome::Captured { .. }) => {
                         self.store.set_payment_status(id, "captured").await?;
-                        self.store
-                            .advance(id, SagaState::Running, "commit", None)
+                        self.advance(saga, SagaState::Running, "commit", None)
                             .await?;
                         Step::Advanced
                     }
@@ -304,14 +342,13 @@ impl SagaRunner {
                         };
                         tracing::info!(order_id = %id, reason = %reason, "payment declined; cancelling");
                         self.store.set_payment_status(id, status).await?;
-                        self.store
-                            .advance(
-                                id,
-                                SagaState::Compensating,
-                                "refund_payment",
-                                Some(cancel_reason::PAYMENT_FAILED),
-                            )
-                            .await?;
+                        self.advance(
+                            saga,
+                            SagaState::Compensating,
+                            "refund_payment",
+                            Some(cancel_reason::PAYMENT_FAILED),
+                        )
+                        .await?;
                         Step::Advanced
                     }
                     Err(e) => Step::Retry(client_error(e)),
@@ -320,27 +357,26 @@ impl SagaRunner {
             (SagaState::Running, "commit") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.commit(id)).await {
                     Ok(()) => {
-                        self.store
-                            .advance(id, SagaState::Running, "confirm", None)
+                        self.advance(saga, SagaState::Running, "confirm", None)
                             .await?;
                         Step::Advanced
                     }
                     Err(ClientError::Failed(_, why)) => {
                         tracing::warn!(order_id = %id, error = %why, "reservation could not be committed; compensating");
-                        self.store
-                            .advance(
-                                id,
-                                SagaState::Compensating,
-                                "refund_payment",
-                                Some(cancel_reason::OUT_OF_STOCK),
-                            )
-                            .await?;
+                        self.advance(
+                            saga,
+                            SagaState::Compensating,
+                            "refund_payment",
+                            Some(cancel_reason::OUT_OF_STOCK),
+                        )
+                        .await?;
                         Step::Advanced
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
             (SagaState::Running, "confirm") => {
+                crash_point("confirm");
                 let event = Envelope::new(
                     crate::NAME,
                     id.to_string(),
@@ -367,8 +403,7 @@ impl SagaRunner {
                     metrics::counter!("mercato_orders_total", "event" => "confirmed", "reason" => "").increment(1);
                     tracing::info!(order_id = %id, "order confirmed");
                 } else {
-                    self.store
-                        .advance(id, SagaState::Running, "clear_cart", None)
+                    self.advance(saga, SagaState::Running, "clear_cart", None)
                         .await?;
                 }
                 Step::Advanced
@@ -390,9 +425,7 @@ impl SagaRunner {
                 .await
                 {
                     Ok(()) => {
-                        self.store
-                            .advance(id, SagaState::Done, "done", None)
-                            .await?;
+                        self.advance(saga, SagaState::Done, "done", None).await?;
                         Step::Advanced
                     }
                     Err(e) => Step::Retry(client_error(e)),
@@ -413,8 +446,7 @@ impl SagaRunner {
                             SagaKind::Checkout => "release_stock",
                             SagaKind::Unwind => "restock",
                         };
-                        self.store
-                            .advance(id, SagaState::Compensating, next, None)
+                        self.advance(saga, SagaState::Compensating, next, None)
                             .await?;
                         Step::Advanced
                     }
@@ -424,8 +456,7 @@ impl SagaRunner {
             (SagaState::Compensating, "release_stock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.release(id)).await {
                     Ok(()) => {
-                        self.store
-                            .advance(id, SagaState::Compensating, "cancel_order", None)
+                        self.advance(saga, SagaState::Compensating, "cancel_order", None)
                             .await?;
                         Step::Advanced
                     }
@@ -433,6 +464,7 @@ impl SagaRunner {
                 }
             }
             (SagaState::Compensating, "cancel_order") => {
+                crash_point("cancel_order");
                 let reason = saga
                     .cancel_reason
                     .clone()
@@ -463,18 +495,14 @@ impl SagaRunner {
                     metrics::counter!("mercato_orders_total", "event" => "cancelled", "reason" => reason.clone()).increment(1);
                     tracing::info!(order_id = %id, reason = %reason, "order cancelled");
                 } else {
-                    self.store
-                        .advance(id, SagaState::Done, "done", None)
-                        .await?;
+                    self.advance(saga, SagaState::Done, "done", None).await?;
                 }
                 Step::Advanced
             }
             (SagaState::Compensating, "restock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.restock(id)).await {
                     Ok(()) => {
-                        self.store
-                            .advance(id, SagaState::Done, "done", None)
-                            .await?;
+                        self.advance(saga, SagaState::Done, "done", None).await?;
                         Step::Advanced
                     }
                     Err(e) => Step::Retry(client_error(e)),

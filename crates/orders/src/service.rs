@@ -154,15 +154,7 @@ impl OrdersService {
         let sellers: Vec<Uuid> = sellers.into_iter().collect();
         match self
             .store
-            .create_checkout(
-                &order,
-                token,
-                &sellers,
-                "reserve",
-                &deadline,
-                &record,
-                &[placed],
-            )
+            .create_checkout(&order, token, &sellers, &deadline, &record, &[placed])
             .await?
         {
             CreateOutcome::Created => {}

@@ -104,6 +104,16 @@ pub enum CreateOutcome {
     KeyTaken,
 }
 
+/// kind, state, step, cancel_reason, attempts, deadline, correlation_id
+type SagaRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    Option<String>,
+);
 type OrderRow = (
     String,
     String,
@@ -187,7 +197,6 @@ impl OrdersStore {
         order: &Order,
         payment_token: &str,
         sellers: &[Uuid],
-        first_step: &str,
         deadline: &DateTime<Utc>,
         idem: &IdempotencyRecord<'_>,
         events: &[Envelope],
@@ -233,7 +242,7 @@ impl OrdersStore {
             &mut tx,
             order.id,
             SagaKind::Checkout,
-            first_step,
+            crate::saga::FIRST_STEP,
             deadline,
             None,
         )
@@ -485,7 +494,7 @@ impl OrdersStore {
     }
 
     pub async fn saga(&self, order_id: Uuid) -> anyhow::Result<Option<Saga>> {
-        let row: Option<(String, String, String, Option<String>, i64, String, Option<String>)> = sqlx::query_as(
+        let row: Option<SagaRow> = sqlx::query_as(
             "SELECT kind, state, step, cancel_reason, attempts, deadline, correlation_id FROM sagas WHERE order_id = $1",
         )
         .bind(order_id.to_string())
@@ -582,6 +591,20 @@ impl OrdersStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Drops every lease. Only for a runner that knows it is the only one
+    /// on this store (embedded mode): leases left by a crashed earlier
+    /// process would otherwise hold their sagas until they expire.
+    pub async fn release_all(&self) -> anyhow::Result<u64> {
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(
+            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+        )
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// Sagas that should run now and that nobody holds.

@@ -32,6 +32,16 @@ pub struct LedgerEntry {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A status change of an intent, with what it records.
+struct Change<'a> {
+    from: &'a str,
+    to: &'a str,
+    charge_id: Option<&'a str>,
+    reason: Option<&'a str>,
+    /// A ledger entry: kind, signed amount, provider reference.
+    ledger: Option<(&'a str, i64, &'a str)>,
+}
+
 #[derive(Clone)]
 pub struct PaymentsStore {
     db: Db,
@@ -118,13 +128,16 @@ impl PaymentsStore {
     async fn transition(
         &self,
         intent: &Intent,
-        from: &str,
-        to: &str,
-        charge_id: Option<&str>,
-        reason: Option<&str>,
-        ledger: Option<(&str, i64, &str)>,
+        change: Change<'_>,
         event: Envelope,
     ) -> anyhow::Result<bool> {
+        let Change {
+            from,
+            to,
+            charge_id,
+            reason,
+            ledger,
+        } = change;
         let mut tx = self.db.begin().await?;
         let now = time::to_db(&time::now());
         let done = sqlx::query(
@@ -175,11 +188,13 @@ impl PaymentsStore {
         )?;
         self.transition(
             intent,
-            "pending",
-            "captured",
-            Some(charge_id),
-            None,
-            Some(("capture", intent.amount.amount, charge_id)),
+            Change {
+                from: "pending",
+                to: "captured",
+                charge_id: Some(charge_id),
+                reason: None,
+                ledger: Some(("capture", intent.amount.amount, charge_id)),
+            },
             event,
         )
         .await
@@ -201,8 +216,18 @@ impl PaymentsStore {
                 reason: reason.to_owned(),
             },
         )?;
-        self.transition(intent, "pending", status, None, Some(reason), None, event)
-            .await
+        self.transition(
+            intent,
+            Change {
+                from: "pending",
+                to: status,
+                charge_id: None,
+                reason: Some(reason),
+                ledger: None,
+            },
+            event,
+        )
+        .await
     }
 
     /// A pending intent whose charge was voided at the provider: nothing was taken.
@@ -216,16 +241,14 @@ impl PaymentsStore {
                 reason: "voided".into(),
             },
         )?;
-        self.transition(
-            intent,
-            "pending",
-            "voided",
-            None,
-            Some("voided"),
-            None,
-            event,
-        )
-        .await
+        let change = Change {
+            from: "pending",
+            to: "voided",
+            charge_id: None,
+            reason: Some("voided"),
+            ledger: None,
+        };
+        self.transition(intent, change, event).await
     }
 
     pub async fn mark_refunded(&self, intent: &Intent, refund_ref: &str) -> anyhow::Result<bool> {
@@ -240,11 +263,13 @@ impl PaymentsStore {
         )?;
         self.transition(
             intent,
-            "captured",
-            "refunded",
-            None,
-            None,
-            Some(("refund", -intent.amount.amount, refund_ref)),
+            Change {
+                from: "captured",
+                to: "refunded",
+                charge_id: None,
+                reason: None,
+                ledger: Some(("refund", -intent.amount.amount, refund_ref)),
+            },
             event,
         )
         .await

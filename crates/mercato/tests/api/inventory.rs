@@ -387,3 +387,56 @@ async fn stock_changes_and_low_stock_are_published() {
     assert_eq!(low.len(), 1, "once, when falling below the threshold");
     assert_eq!(low[0].payload, json!({"sku": sku, "available": 2}));
 }
+
+#[tokio::test]
+async fn openapi_documents_the_inventory_routes() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json", None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let path = &doc.body["paths"]["/api/v1/inventory/{sku}"];
+    for method in ["get", "put"] {
+        assert!(path.get(method).is_some(), "{method} missing: {path}");
+    }
+    for code in ["401", "403", "404", "409", "422"] {
+        assert!(
+            path["put"]["responses"].get(code).is_some(),
+            "PUT does not document {code}"
+        );
+    }
+    let schemas = &doc.body["components"]["schemas"];
+    for name in ["Stock", "WarehouseStock", "SetStockRequest"] {
+        assert!(schemas.get(name).is_some(), "schema {name} missing");
+    }
+}
+
+#[tokio::test]
+async fn demo_data_stocks_every_demo_sku_once() {
+    let app = TestApp::spawn().await;
+    let Some(ctx) = app.contexts.clone() else {
+        return;
+    };
+    mercato::demo::load(&ctx).await.expect("demo loads");
+    let s = stock(&app, "KETTLE-GOOSE").await;
+    assert_eq!(
+        s["warehouses"],
+        json!([{"warehouse": "main", "on_hand": mercato::demo::DEMO_STOCK, "reserved": 0}])
+    );
+    ctx.inventory
+        .reserve(
+            Uuid::now_v7(),
+            &one("KETTLE-GOOSE", 1),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("reserve");
+    mercato::demo::load(&ctx).await.expect("demo loads again");
+    let s = stock(&app, "KETTLE-GOOSE").await;
+    assert_eq!(
+        (s["available"].as_i64(), s["reserved"].as_i64()),
+        (Some(mercato::demo::DEMO_STOCK - 1), Some(1))
+    );
+    assert_eq!(
+        stock(&app, "TOTE-NAT").await["available"],
+        mercato::demo::DEMO_STOCK
+    );
+}

@@ -478,3 +478,53 @@ async fn admins_refund_once_per_key() {
         .collect();
     assert_eq!(kinds, vec![1500, -1500], "one capture, one refund");
 }
+
+#[tokio::test]
+async fn two_hundred_buyers_for_ten_units_make_exactly_ten_orders() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 10).await;
+    let mut customers = Vec::new();
+    for _ in 0..200 {
+        customers.push(app.register("customer").await);
+    }
+    for c in &customers {
+        add_to_cart(&app, c, &sku, 1).await;
+    }
+    let placed = futures::future::join_all(customers.iter().map(|c| {
+        let app = &app;
+        async move {
+            let r = checkout(app, c, "tok_visa", &unique("flash")).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+            (c, r.body["id"].as_str().expect("id").to_owned())
+        }
+    }))
+    .await;
+    let mut confirmed = 0;
+    let mut out_of_stock = 0;
+    for (customer, id) in &placed {
+        let order = app
+            .eventually("every order to settle", Duration::from_secs(30), || async {
+                let r = app
+                    .get(&format!("/orders/{id}"), Some(&customer.token))
+                    .await;
+                (r.body["status"] != "pending").then_some(r.body)
+            })
+            .await;
+        match (order["status"].as_str(), order["cancel_reason"].as_str()) {
+            (Some("confirmed"), _) => confirmed += 1,
+            (Some("cancelled"), Some("out_of_stock")) => out_of_stock += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(confirmed, 10);
+    assert_eq!(out_of_stock, 190);
+    let s = app.get(&format!("/inventory/{sku}"), None).await;
+    assert_eq!(
+        (s.body["available"].as_i64(), s.body["reserved"].as_i64()),
+        (Some(0), Some(0)),
+        "{:?}",
+        s.body
+    );
+    let on_hand = s.body["warehouses"][0]["on_hand"].as_i64();
+    assert_eq!(on_hand, Some(0), "ten sold out of ten, never below zero");
+}

@@ -26,9 +26,11 @@ pub struct TestApp {
 
 /// Settings for a throw-away server: port 0, its own data dir, cheap password hashing.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    s.data_dir = data_dir.to_path_buf();
+    let mut s = Settings {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
     // argon2id all the same, at a cost that keeps hundreds of sign-ups fast.
     s.auth.password_memory_kib = 1024;
     s.auth.password_iterations = 1;

@@ -1,0 +1,334 @@
+//! The measured phases. Each starts new work only until its deadline; work in
+//! flight then finishes (bounded by the request timeout, and for an order by
+//! [`ORDER_SETTLE_LIMIT`]) and the rates are taken over the whole elapsed time,
+//! drain included.
+
+use crate::api::{Api, DataSet};
+use crate::stats::{rate, Samples, Summary};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// An order still `pending` this long after its checkout counts as timed
+/// out (the contract promises a final status within 5 seconds).
+pub const ORDER_SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Pause after a failed request, so that a failing server is not hammered in
+/// a tight loop.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+pub struct ReadsReport {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency: Summary,
+}
+
+impl ReadsReport {
+    pub fn per_sec(&self) -> f64 {
+        rate(self.requests, self.elapsed)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "reads: {} requests in {:.2} s = {:.0} req/s; latency {}; errors {}",
+            self.requests,
+            self.elapsed.as_secs_f64(),
+            self.per_sec(),
+            self.latency.describe(true),
+            self.errors
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "requests": self.requests,
+            "errors": self.errors,
+            "elapsed_secs": self.elapsed.as_secs_f64(),
+            "requests_per_sec": self.per_sec(),
+            "latency": self.latency.to_json(),
+        })
+    }
+}
+
+/// `GET /api/v1/products/{id}` over random ids from `concurrency` tasks, each
+/// with at most one request in flight (so at most `concurrency` connections).
+pub async fn reads(
+    api: &Api,
+    data: &DataSet,
+    concurrency: usize,
+    duration: Duration,
+) -> ReadsReport {
+    let urls: Arc<Vec<String>> = Arc::new(
+        data.product_ids
+            .iter()
+            .map(|id| api.url(&format!("/api/v1/products/{id}")))
+            .collect(),
+    );
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for worker in 0..concurrency {
+        let client = api.client().clone();
+        let urls = urls.clone();
+        tasks.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(worker as u64);
+            let mut samples = Samples::default();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let url = &urls[rng.gen_range(0..urls.len())];
+                let t0 = Instant::now();
+                // The body is read whole but not parsed: parsing would spend
+                // the cores the server is being measured on.
+                let ok = match client.get(url).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => r.bytes().await.is_ok(),
+                    Ok(r) => {
+                        let _ = r.bytes().await;
+                        false
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    samples.record(t0.elapsed());
+                } else {
+                    errors += 1;
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            }
+            (samples, errors)
+        });
+    }
+    let mut samples = Samples::default();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((s, e)) => {
+                samples.merge(s);
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    ReadsReport {
+        requests: samples.len() as u64,
+        errors,
+        elapsed,
+        latency: samples.summary(),
+    }
+}
+
+pub struct CheckoutReport {
+    pub confirmed: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub poll_interval: Duration,
+    /// From sending `POST /checkout` to the poll that saw `confirmed`.
+    pub to_confirmed: Summary,
+    /// The `POST /checkout` call alone (202 answers).
+    pub checkout_call: Summary,
+}
+
+impl CheckoutReport {
+    pub fn per_sec(&self) -> f64 {
+        rate(self.confirmed, self.elapsed)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "checkout: {} orders confirmed in {:.2} s = {:.0} orders/s; \
+             checkout-to-confirmed {} (polling every {} ms); POST /checkout {}; \
+             cancelled {}, timed out (> {} s) {}, errors {}",
+            self.confirmed,
+            self.elapsed.as_secs_f64(),
+            self.per_sec(),
+            self.to_confirmed.describe(true),
+            self.poll_interval.as_millis(),
+            self.checkout_call.describe(true),
+            self.cancelled,
+            ORDER_SETTLE_LIMIT.as_secs(),
+            self.timed_out,
+            self.errors
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "confirmed": self.confirmed,
+            "cancelled": self.cancelled,
+            "timed_out": self.timed_out,
+            "errors": self.errors,
+            "elapsed_secs": self.elapsed.as_secs_f64(),
+            "confirmed_per_sec": self.per_sec(),
+            "poll_interval_ms": self.poll_interval.as_millis() as u64,
+            "checkout_to_confirmed": self.to_confirmed.to_json(),
+            "checkout_call": self.checkout_call.to_json(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct CheckoutTally {
+    to_confirmed: Samples,
+    checkout_call: Samples,
+    cancelled: u64,
+    timed_out: u64,
+    errors: u64,
+}
+
+enum Outcome {
+    Confirmed,
+    Cancelled,
+    TimedOut,
+    Failed,
+}
+
+fn shipping_address() -> Value {
+    json!({"name": "Bench Buyer", "line1": "1 Load Street", "city": "Loopback", "postal_code": "12345", "country": "DE"})
+}
+
+/// One customer per task: add a random SKU to the cart, check out with a
+/// fresh `Idempotency-Key` and `tok_visa`, then poll the order every
+/// `poll_interval` until it leaves `pending`.
+pub async fn checkout(
+    api: &Api,
+    data: &DataSet,
+    run: &str,
+    concurrency: usize,
+    duration: Duration,
+    poll_interval: Duration,
+) -> CheckoutReport {
+    let skus = Arc::new(data.skus.clone());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for (worker, token) in data
+        .customer_tokens
+        .iter()
+        .take(concurrency)
+        .cloned()
+        .enumerate()
+    {
+        let api = api.clone();
+        let skus = skus.clone();
+        let run = run.to_owned();
+        tasks.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(0x5eed ^ worker as u64);
+            let mut tally = CheckoutTally::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let sku = &skus[rng.gen_range(0..skus.len())];
+                let key = format!("bench-{run}-{worker}-{n}");
+                let outcome = buy_once(&api, &token, sku, &key, poll_interval, &mut tally).await;
+                match outcome {
+                    Outcome::Confirmed => {}
+                    Outcome::Cancelled => tally.cancelled += 1,
+                    Outcome::TimedOut => tally.timed_out += 1,
+                    Outcome::Failed => {
+                        tally.errors += 1;
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                    }
+                }
+            }
+            tally
+        });
+    }
+    let mut total = CheckoutTally::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(t) => {
+                total.to_confirmed.merge(t.to_confirmed);
+                total.checkout_call.merge(t.checkout_call);
+                total.cancelled += t.cancelled;
+                total.timed_out += t.timed_out;
+                total.errors += t.errors;
+            }
+            Err(_) => total.errors += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    CheckoutReport {
+        confirmed: total.to_confirmed.len() as u64,
+        cancelled: total.cancelled,
+        timed_out: total.timed_out,
+        errors: total.errors,
+        elapsed,
+        poll_interval,
+        to_confirmed: total.to_confirmed.summary(),
+        checkout_call: total.checkout_call.summary(),
+    }
+}
+
+async fn buy_once(
+    api: &Api,
+    token: &str,
+    sku: &str,
+    key: &str,
+    poll_interval: Duration,
+    tally: &mut CheckoutTally,
+) -> Outcome {
+    let added = api
+        .call(
+            Method::POST,
+            "/cart/items",
+            Some(token),
+            Some(&json!({"sku": sku, "quantity": 1})),
+            None,
+        )
+        .await;
+    if !matches!(added, Ok(ref r) if r.status == StatusCode::OK) {
+        return Outcome::Failed;
+    }
+    let body = json!({"payment": {"token": "tok_visa"}, "shipping_address": shipping_address()});
+    let t0 = Instant::now();
+    let placed = match api
+        .call(
+            Method::POST,
+            "/checkout",
+            Some(token),
+            Some(&body),
+            Some(key),
+        )
+        .await
+    {
+        Ok(r) if r.status == StatusCode::ACCEPTED => r,
+        _ => return Outcome::Failed,
+    };
+    tally.checkout_call.record(t0.elapsed());
+    let Some(order_id) = placed.body["id"].as_str().map(str::to_owned) else {
+        return Outcome::Failed;
+    };
+    let path = format!("/orders/{order_id}");
+    let mut status = placed.body["status"]
+        .as_str()
+        .unwrap_or("pending")
+        .to_owned();
+    loop {
+        match status.as_str() {
+            "pending" => {}
+            "confirmed" => {
+                tally.to_confirmed.record(t0.elapsed());
+                return Outcome::Confirmed;
+            }
+            "cancelled" => return Outcome::Cancelled,
+            _ => return Outcome::Failed,
+        }
+        if t0.elapsed() > ORDER_SETTLE_LIMIT {
+            return Outcome::TimedOut;
+        }
+        tokio::time::sleep(poll_interval).await;
+        status = match api.call(Method::GET, &path, Some(token), None, None).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                r.body["status"].as_str().unwrap_or_default().to_owned()
+            }
+            _ => return Outcome::Failed,
+        };
+    }
+}

@@ -1,0 +1,83 @@
+//! Architecture invariant 1: a context crate never depends on another
+//! context crate; contexts share only the kernel and the contracts.
+
+use std::process::Command;
+
+const CONTEXTS: &[&str] = &[
+    "mercato-gateway",
+    "mercato-identity",
+    "mercato-catalog",
+    "mercato-search",
+    "mercato-cart",
+    "mercato-inventory",
+    "mercato-orders",
+    "mercato-payments",
+    "mercato-notifications",
+];
+
+const SHARED: &[&str] = &["mercato-kernel", "mercato-contracts"];
+
+#[test]
+fn context_crates_do_not_depend_on_each_other() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    let mut seen = Vec::new();
+    let mut violations = Vec::new();
+    for p in packages {
+        let name = p["name"].as_str().unwrap_or_default();
+        if !CONTEXTS.contains(&name) {
+            continue;
+        }
+        seen.push(name.to_owned());
+        for dep in p["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or_default();
+            if dep_name.starts_with("mercato") && !SHARED.contains(&dep_name) {
+                violations.push(format!("{name} -> {dep_name}"));
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        CONTEXTS.len(),
+        "every context crate is in the workspace: {seen:?}"
+    );
+    assert!(
+        violations.is_empty(),
+        "contexts depend on each other: {violations:?}"
+    );
+}
+
+#[test]
+fn the_kernel_and_contracts_know_no_context() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    for p in meta["packages"].as_array().expect("packages") {
+        let name = p["name"].as_str().unwrap_or_default();
+        if !SHARED.contains(&name) {
+            continue;
+        }
+        for dep in p["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or_default();
+            assert!(
+                !CONTEXTS.contains(&dep_name),
+                "{name} depends on the context {dep_name}"
+            );
+        }
+    }
+}
