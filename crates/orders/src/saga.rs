@@ -275,6 +275,18 @@ impl SagaRunner {
         self.store.advance(saga.order_id, state, next, reason).await
     }
 
+    /// Turns the saga around: everything done so far is undone.
+    async fn compensate(&self, saga: &Saga, reason: &str) -> anyhow::Result<Step> {
+        self.advance(
+            saga,
+            SagaState::Compensating,
+            "refund_payment",
+            Some(reason),
+        )
+        .await?;
+        Ok(Step::Advanced)
+    }
+
     async fn step(&self, saga: &Saga, order: &Order) -> anyhow::Result<Step> {
         let id = order.id;
         let cfg = &self.config;
@@ -301,14 +313,7 @@ impl SagaRunner {
                     }
                     Ok(ReserveOutcome::OutOfStock { sku }) => {
                         tracing::info!(order_id = %id, sku = %sku, "out of stock; cancelling");
-                        self.advance(
-                            saga,
-                            SagaState::Compensating,
-                            "refund_payment",
-                            Some(cancel_reason::OUT_OF_STOCK),
-                        )
-                        .await?;
-                        Step::Advanced
+                        self.compensate(saga, cancel_reason::OUT_OF_STOCK).await?
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
@@ -342,14 +347,7 @@ impl SagaRunner {
                         };
                         tracing::info!(order_id = %id, reason = %reason, "payment declined; cancelling");
                         self.store.set_payment_status(id, status).await?;
-                        self.advance(
-                            saga,
-                            SagaState::Compensating,
-                            "refund_payment",
-                            Some(cancel_reason::PAYMENT_FAILED),
-                        )
-                        .await?;
-                        Step::Advanced
+                        self.compensate(saga, cancel_reason::PAYMENT_FAILED).await?
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
@@ -363,14 +361,7 @@ impl SagaRunner {
                     }
                     Err(ClientError::Failed(_, why)) => {
                         tracing::warn!(order_id = %id, error = %why, "reservation could not be committed; compensating");
-                        self.advance(
-                            saga,
-                            SagaState::Compensating,
-                            "refund_payment",
-                            Some(cancel_reason::OUT_OF_STOCK),
-                        )
-                        .await?;
-                        Step::Advanced
+                        self.compensate(saga, cancel_reason::OUT_OF_STOCK).await?
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }

@@ -538,7 +538,9 @@ async fn notified(app: &TestApp, customer: &User, order_id: &str, template: &str
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|n| n["order_id"] == order_id && n["template"] == template && n["status"] == "sent")
+            .filter(|n| {
+                n["order_id"] == order_id && n["template"] == template && n["status"] == "sent"
+            })
             .collect();
         (!items.is_empty()).then_some(items)
     })
@@ -553,17 +555,46 @@ async fn customers_are_told_once_about_confirmation_shipping_and_cancellation() 
     let confirmed = notified(&app, &customer, id, "order_confirmed").await;
     assert_eq!(confirmed.len(), 1);
     assert_eq!(confirmed[0]["channel"], "email");
-    assert!(confirmed[0]["subject"].as_str().is_some_and(|s| !s.is_empty()));
-    app.post(&format!("/orders/{id}/ship"), Some(&seller.token), json!({})).await;
-    assert_eq!(notified(&app, &customer, id, "order_shipped").await.len(), 1);
+    assert!(confirmed[0]["subject"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    app.post(
+        &format!("/orders/{id}/ship"),
+        Some(&seller.token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        notified(&app, &customer, id, "order_shipped").await.len(),
+        1
+    );
 
     let (_, declined_customer, _, declined) = buy(&app, "tok_decline", 5, 1).await;
     let declined_id = declined["id"].as_str().expect("id");
-    assert_eq!(notified(&app, &declined_customer, declined_id, "order_cancelled").await.len(), 1);
+    assert_eq!(
+        notified(&app, &declined_customer, declined_id, "order_cancelled")
+            .await
+            .len(),
+        1
+    );
     // Still exactly one each a moment later, however often events were delivered.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let all = app.get("/notifications", Some(&customer.token)).await;
-    let templates: Vec<&str> = all.body["items"].as_array().expect("items").iter().filter_map(|n| n["template"].as_str()).collect();
-    assert_eq!(templates.iter().filter(|t| **t == "order_confirmed").count(), 1);
-    assert_eq!(templates.iter().filter(|t| **t == "order_shipped").count(), 1);
+    let templates: Vec<&str> = all.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|n| n["template"].as_str())
+        .collect();
+    assert_eq!(
+        templates
+            .iter()
+            .filter(|t| **t == "order_confirmed")
+            .count(),
+        1
+    );
+    assert_eq!(
+        templates.iter().filter(|t| **t == "order_shipped").count(),
+        1
+    );
 }
