@@ -83,13 +83,18 @@ async fn checkout(
     body: Bytes,
 ) -> ApiResult<Response> {
     let key = require_key(&headers)?;
-    let parsed: CheckoutBody = parse_json(&headers, &body)?;
+    let value: serde_json::Value = parse_json(&headers, &body)?;
+    // Fingerprint the canonical JSON, so that key order and spacing do not
+    // make the same request look different.
+    let canonical = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+    let parsed: CheckoutBody =
+        serde_json::from_value(value).map_err(|e| ApiError::validation(e.to_string()))?;
     let answer = service
         .checkout(
             caller,
             CheckoutRequest {
                 idempotency_key: key,
-                raw_body: body.to_vec(),
+                request_body: canonical,
                 payment_token: parsed.payment.token,
                 shipping_address: parsed.shipping_address,
             },
@@ -98,7 +103,7 @@ async fn checkout(
     Ok(json_answer(answer))
 }
 
-/// The body as JSON; the raw bytes are kept by the caller for fingerprinting.
+/// Parses a JSON body by hand, because checkout keeps the body for fingerprinting.
 fn parse_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
@@ -114,20 +119,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             "expected Content-Type: application/json",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error_free(&mut de) {
-        Ok(v) => Ok(v),
-        Err(e) if e.is_data() => Err(ApiError::validation(e.to_string())),
-        Err(e) => Err(ApiError::bad_request("malformed_json", e.to_string())),
-    }
-}
-
-fn serde_path_to_error_free<'de, T: serde::Deserialize<'de>>(
-    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
-) -> Result<T, serde_json::Error> {
-    let v = T::deserialize(&mut *de)?;
-    de.end()?;
-    Ok(v)
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::validation(e.to_string())
+        } else {
+            ApiError::bad_request("malformed_json", e.to_string())
+        }
+    })
 }
 
 /// The caller's orders, newest first (sellers: orders with their lines; admins: all).

@@ -25,8 +25,8 @@ pub struct OrdersService {
 /// What a checkout asks for.
 pub struct CheckoutRequest {
     pub idempotency_key: String,
-    /// The request body as sent, for the idempotency fingerprint.
-    pub raw_body: Vec<u8>,
+    /// The request body as canonical JSON, for the idempotency fingerprint.
+    pub request_body: Vec<u8>,
     pub payment_token: String,
     pub shipping_address: ShippingAddress,
 }
@@ -70,7 +70,7 @@ impl OrdersService {
     pub async fn checkout(&self, caller: Caller, req: CheckoutRequest) -> Result<Answer, ApiError> {
         caller.require(&[Role::Customer])?;
         let scope = format!("checkout:{}", caller.user_id);
-        let hash = idempotency::fingerprint(&[caller.user_id.as_bytes(), &req.raw_body]);
+        let hash = idempotency::fingerprint(&[caller.user_id.as_bytes(), &req.request_body]);
         if let Some(stored) =
             idempotency::lookup(self.store.db(), &scope, &req.idempotency_key, &hash).await?
         {

@@ -598,3 +598,33 @@ async fn customers_are_told_once_about_confirmation_shipping_and_cancellation() 
         1
     );
 }
+
+#[tokio::test]
+async fn the_same_body_with_other_key_order_and_spacing_is_the_same_request() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 5).await;
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let send = |body: &'static str| {
+        app.client
+            .post(app.url("/checkout"))
+            .bearer_auth(&customer.token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "same")
+            .body(body)
+            .send()
+    };
+    let first = send(r#"{"payment":{"token":"tok_visa"},"shipping_address":{"name":"A","line1":"L","city":"C","postal_code":"P","country":"GB"}}"#)
+        .await
+        .expect("sent");
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.expect("json");
+    let second = send(r#"{ "shipping_address": {"country":"GB","postal_code":"P","city":"C","line1":"L","name":"A"}, "payment": {"token": "tok_visa"} }"#)
+        .await
+        .expect("sent");
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    let second: Value = second.json().await.expect("json");
+    assert_eq!(first["id"], second["id"]);
+    let broken = send(r#"{"payment": "#).await.expect("sent");
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+}
