@@ -36,7 +36,17 @@ fn mercato(data_dir: &Path) -> Command {
 }
 
 async fn start(data_dir: &Path, port: u16, failpoint: Option<&str>) -> Server {
+    start_with(data_dir, port, failpoint, &[]).await
+}
+
+async fn start_with(
+    data_dir: &Path,
+    port: u16,
+    failpoint: Option<&str>,
+    env: &[(&str, &str)],
+) -> Server {
     let mut cmd = mercato(data_dir);
+    cmd.envs(env.iter().copied());
     cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")]);
     if let Some(f) = failpoint {
         cmd.env("MERCATO_FAILPOINT", f);
@@ -436,4 +446,83 @@ async fn a_saga_resumes_after_a_crash_at_every_step() {
             "crash after {step}: {cart}"
         );
     }
+}
+
+/// The commit step fails (the reservation expired while the payment was
+/// taken): the payment is refunded, nothing stays reserved, and the order is
+/// cancelled.
+#[tokio::test]
+async fn a_failed_commit_refunds_the_payment_and_cancels() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    create_admin(dir.path());
+    let port = free_port();
+    let server = start_with(
+        dir.path(),
+        port,
+        Some("saga_pause_before:commit:400"),
+        &[
+            ("MERCATO_ORDERS__RESERVATION_TTL_SECS", "0"),
+            ("MERCATO_INVENTORY__RESERVATION_SWEEP_MS", "20"),
+        ],
+    )
+    .await;
+    let api = Api::new(&server.base);
+    let admin = api.login("admin@crash.test", "admin-password").await;
+    let (_, sku) = shop(&api, 10).await;
+    let (_, customer) = api
+        .register(
+            &format!("c-{}@crash.test", uuid::Uuid::now_v7().simple()),
+            "customer",
+        )
+        .await;
+    api.ok(
+        reqwest::Method::POST,
+        "/cart/items",
+        Some(&customer),
+        Some(json!({"sku": sku, "quantity": 3})),
+    )
+    .await;
+    let (status, order) = api
+        .call(
+            reqwest::Method::POST,
+            "/checkout",
+            Some(&customer),
+            Some(json!({"payment": {"token": "tok_visa"}, "shipping_address": address()})),
+            Some("expiring"),
+        )
+        .await
+        .expect("checkout");
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = order["id"].as_str().expect("id").to_owned();
+    audit(&api, &admin, &sku, 10, &[(customer.clone(), id.clone())]).await;
+    let order = api
+        .ok(
+            reqwest::Method::GET,
+            &format!("/orders/{id}"),
+            Some(&customer),
+            None,
+        )
+        .await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(order["cancel_reason"], "out_of_stock");
+    assert_eq!(order["payment"]["status"], "refunded");
+    let payment = api
+        .ok(
+            reqwest::Method::GET,
+            &format!("/payments/orders/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let amounts: Vec<i64> = payment["ledger"]
+        .as_array()
+        .expect("ledger")
+        .iter()
+        .filter_map(|e| e["amount"]["amount"].as_i64())
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![2100, -2100],
+        "captured, then refunded: {payment}"
+    );
 }

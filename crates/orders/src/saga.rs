@@ -83,21 +83,51 @@ fn client_error(e: ClientError) -> String {
     e.to_string()
 }
 
-/// Fault injection for the crash tests: with
-/// `MERCATO_FAILPOINT=saga_crash_after:<step>` the process dies at once when
-/// that step has had its effect but before the saga records it (for the
-/// steps that change the order itself, before that change). Unset, it costs
-/// one comparison.
+/// Fault injection for the crash and saga tests, from `MERCATO_FAILPOINT`:
+/// - `saga_crash_after:<step>`: the process dies at once when that step has
+///   had its effect but before the saga records it (for the steps that
+///   change the order itself, before that change);
+/// - `saga_pause_before:<step>:<ms>`: the saga waits before running the step.
+///
+/// Unset, each check costs one comparison.
+#[derive(Debug)]
+enum Failpoint {
+    CrashAfter(String),
+    PauseBefore(String, Duration),
+}
+
+fn failpoint() -> Option<&'static Failpoint> {
+    static POINT: std::sync::OnceLock<Option<Failpoint>> = std::sync::OnceLock::new();
+    POINT
+        .get_or_init(|| {
+            let raw = std::env::var("MERCATO_FAILPOINT").ok()?;
+            if let Some(step) = raw.strip_prefix("saga_crash_after:") {
+                return Some(Failpoint::CrashAfter(step.to_owned()));
+            }
+            let rest = raw.strip_prefix("saga_pause_before:")?;
+            let (step, ms) = rest.rsplit_once(':')?;
+            Some(Failpoint::PauseBefore(
+                step.to_owned(),
+                Duration::from_millis(ms.parse().ok()?),
+            ))
+        })
+        .as_ref()
+}
+
 fn crash_point(step: &str) {
-    static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let target = TARGET.get_or_init(|| {
-        std::env::var("MERCATO_FAILPOINT")
-            .ok()
-            .and_then(|v| v.strip_prefix("saga_crash_after:").map(str::to_owned))
-    });
-    if target.as_deref() == Some(step) {
-        eprintln!("failpoint: crashing after saga step {step}");
-        std::process::abort();
+    if let Some(Failpoint::CrashAfter(target)) = failpoint() {
+        if target == step {
+            eprintln!("failpoint: crashing after saga step {step}");
+            std::process::abort();
+        }
+    }
+}
+
+async fn pause_point(step: &str) {
+    if let Some(Failpoint::PauseBefore(target, pause)) = failpoint() {
+        if target == step {
+            tokio::time::sleep(*pause).await;
+        }
     }
 }
 
@@ -214,6 +244,7 @@ impl SagaRunner {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("saga for missing order {order_id}"))?;
             let started = Instant::now();
+            pause_point(&saga.step).await;
             let step = self.step(&saga, &order).await?;
             let outcome = match &step {
                 Step::Advanced => "ok",
