@@ -11,6 +11,7 @@
 
 mod observe;
 mod probes;
+pub mod ratelimit;
 
 pub use probes::{Probe, Probes};
 
@@ -29,12 +30,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_scalar::{Scalar, Servable};
 
 /// What the gateway needs to know.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     /// Allowed CORS origins; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Limits on `/api/v1` requests per client; `None` for none.
+    pub rate_limit: Option<ratelimit::RateLimit>,
 }
 
 impl Default for GatewayConfig {
@@ -43,6 +46,7 @@ impl Default for GatewayConfig {
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             cors_origins: vec!["*".to_owned()],
+            rate_limit: None,
         }
     }
 }
@@ -85,8 +89,15 @@ pub fn build(
         .merge(Scalar::with_url("/docs", openapi.as_ref().clone()));
 
     let timeout = config.request_timeout;
+    let api_router = api_router.layer(axum::middleware::from_fn_with_state(keys, authenticate));
+    let api_router = match &config.rate_limit {
+        Some(rl) => api_router.layer(axum::middleware::from_fn_with_state(
+            rl.clone(),
+            ratelimit::limit,
+        )),
+        None => api_router,
+    };
     api_router
-        .layer(axum::middleware::from_fn_with_state(keys, authenticate))
         .merge(ops)
         .fallback(|| async {
             ApiError::new(

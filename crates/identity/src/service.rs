@@ -14,6 +14,9 @@ pub struct IdentityService {
     /// Verified against when the e-mail is unknown, so that an unknown
     /// address takes as long to refuse as a wrong password.
     decoy_hash: String,
+    /// Bounds concurrent hashing to the cores: each argon2id run holds its
+    /// memory cost (19 MiB by default) and a core while it runs.
+    hashing: tokio::sync::Semaphore,
 }
 
 /// A new account's details, as sent.
@@ -38,11 +41,15 @@ impl IdentityService {
         hasher: PasswordHasherConfig,
     ) -> anyhow::Result<Self> {
         let decoy_hash = hasher.hash("decoy password, never matches")?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(Self {
             store,
             keys,
             hasher,
             decoy_hash,
+            hashing: tokio::sync::Semaphore::new(cores),
         })
     }
 
@@ -51,6 +58,7 @@ impl IdentityService {
     }
 
     async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || hasher.hash(&password))
             .await
@@ -59,6 +67,7 @@ impl IdentityService {
     }
 
     async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
+        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || hasher.verify(&password, &hash))
             .await

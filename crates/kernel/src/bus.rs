@@ -59,6 +59,9 @@ pub trait EventBus: Send + Sync + 'static {
     async fn rewind(&self, consumer: &str) -> anyhow::Result<()>;
 }
 
+/// How often a busy consumer saves its offset.
+const SAVE_EVERY: Duration = Duration::from_millis(250);
+
 /// How often a failing event is tried before it is parked as a dead letter.
 pub const MAX_ATTEMPTS: u32 = 6;
 
@@ -235,6 +238,32 @@ impl LogBus {
         Ok(())
     }
 
+    /// Rows after `after`, with only the envelopes `sub` wants parsed.
+    async fn read_for(
+        &self,
+        sub: &Subscription,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(i64, Option<Envelope>)>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, event_type, envelope FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(seq, event_type, json)| {
+                let env = if sub.wants(&event_type) {
+                    Some(serde_json::from_str(&json)?)
+                } else {
+                    None
+                };
+                Ok((seq, env))
+            })
+            .collect()
+    }
+
     async fn consume(self, sub: Subscription, shutdown: CancellationToken) {
         let mut head = self.head.subscribe();
         let mut position = loop {
@@ -249,36 +278,63 @@ impl LogBus {
                 }
             }
         };
+        // The offset is saved at most every SAVE_EVERY while busy, and at
+        // once when idle or stopping. Consumers are idempotent, so after a
+        // crash the events since the last save are simply delivered again.
+        let mut saved = position;
+        let mut saved_at = std::time::Instant::now();
+        let save = |position: i64| {
+            let bus = self.clone();
+            let consumer = sub.consumer.clone();
+            async move {
+                if let Err(e) = bus.save_position(&consumer, position).await {
+                    tracing::warn!(consumer = %consumer, error = %format!("{e:#}"), "saving consumer offset failed");
+                    false
+                } else {
+                    true
+                }
+            }
+        };
         while !shutdown.is_cancelled() {
             head.mark_unchanged();
-            let batch = match self.read(position, 128).await {
+            let batch = match self.read_for(&sub, position, 128).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(consumer = %sub.consumer, error = %format!("{e:#}"), "reading the event log failed");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                     continue;
                 }
             };
             if batch.is_empty() {
+                if saved != position && save(position).await {
+                    saved = position;
+                    saved_at = std::time::Instant::now();
+                }
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break,
                     _ = head.changed() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
             for (seq, env) in batch {
-                if sub.wants(&env.event_type) && !self.deliver(&sub, seq, &env, &shutdown).await {
-                    return;
+                if let Some(env) = env {
+                    if !self.deliver(&sub, seq, &env, &shutdown).await {
+                        break;
+                    }
                 }
                 position = seq;
             }
-            if let Err(e) = self.save_position(&sub.consumer, position).await {
-                tracing::warn!(consumer = %sub.consumer, error = %format!("{e:#}"), "saving consumer offset failed");
+            if saved_at.elapsed() >= SAVE_EVERY && save(position).await {
+                saved = position;
+                saved_at = std::time::Instant::now();
             }
+        }
+        if saved != position {
+            save(position).await;
         }
     }
 

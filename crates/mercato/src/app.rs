@@ -391,6 +391,14 @@ impl Application {
             body_limit_bytes: settings.http.body_limit_bytes,
             request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
             cors_origins: settings.http.cors_origins.clone(),
+            rate_limit: mercato_gateway::ratelimit::LocalLimiter::new(
+                settings.http.rate_limit_per_second,
+                settings.http.rate_limit_burst,
+            )
+            .map(|limiter| mercato_gateway::ratelimit::RateLimit {
+                limiter: Arc::new(limiter),
+                trust_forwarded_for: settings.http.trust_forwarded_for,
+            }),
         };
         let router = mercato_gateway::build(&gateway, api, keys, Probes::new(probes));
         let listener = TcpListener::bind(settings.addr)
@@ -437,10 +445,14 @@ impl Application {
             server_shutdown.cancel();
         });
         tracing::info!(addr = %self.local_addr(), "mercato is listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .context("serving HTTP")?;
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving HTTP")?;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -145,6 +145,12 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
     pub cors_origins: Vec<String>,
+    /// Sustained API requests per second per client address; 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may make at once before the sustained rate applies.
+    pub rate_limit_burst: u32,
+    /// Identify clients by `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +197,9 @@ impl Default for HttpSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             cors_origins: vec!["*".into()],
+            rate_limit_per_second: 1000,
+            rate_limit_burst: 2000,
+            trust_forwarded_for: false,
         }
     }
 }

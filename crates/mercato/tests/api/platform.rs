@@ -125,3 +125,35 @@ async fn cors_preflight_is_answered() {
     assert!(r.status().is_success());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 }
+
+#[tokio::test]
+async fn clients_over_their_rate_get_429_with_retry_after() {
+    let app = TestApp::spawn_with(|s| {
+        s.http.rate_limit_per_second = 1;
+        s.http.rate_limit_burst = 3;
+    })
+    .await;
+    if app.contexts.is_none() {
+        return; // an external server has its own limits
+    }
+    for _ in 0..3 {
+        assert_eq!(app.get("/products", None).await.status, StatusCode::OK);
+    }
+    let limited = app.get("/products", None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.code(), "rate_limited");
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Operations endpoints are not limited.
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.get("/products", None).await.status,
+        StatusCode::OK,
+        "the bucket refills"
+    );
+}
