@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub struct CatalogService {
     store: CatalogStore,
     products: Cache<Uuid, Arc<Product>>,
+    /// SKU lookups of carts and orders, unknown SKUs included.
+    skus: Cache<String, Option<SkuInfo>>,
 }
 
 const APPEND_ATTEMPTS: usize = 3;
@@ -28,6 +30,10 @@ impl CatalogService {
             products: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(300))
+                .build(),
+            skus: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(Duration::from_secs(30))
                 .build(),
         }
     }
@@ -106,6 +112,10 @@ impl CatalogService {
             Err(AppendError::Store(e)) => return Err(e.into()),
         }
         self.products.invalidate(&product.id).await;
+        let old_skus = before.state.iter().flat_map(|p| p.variants.iter());
+        for v in old_skus.chain(product.variants.iter()) {
+            self.skus.invalidate(&v.sku).await;
+        }
         for e in &events {
             metrics::counter!("mercato_catalog_events_total", "event" => e.name()).increment(1);
         }
@@ -222,9 +232,15 @@ fn integration_events(
 #[async_trait]
 impl CatalogClient for CatalogService {
     async fn sku(&self, sku: &str) -> ClientResult<Option<SkuInfo>> {
-        self.store
+        if let Some(hit) = self.skus.get(sku).await {
+            return Ok(hit);
+        }
+        let info = self
+            .store
             .sku(sku)
             .await
-            .map_err(|e| ClientError::Failed("catalog", format!("{e:#}")))
+            .map_err(|e| ClientError::Failed("catalog", format!("{e:#}")))?;
+        self.skus.insert(sku.to_owned(), info.clone()).await;
+        Ok(info)
     }
 }

@@ -1,8 +1,8 @@
 //! The event bus. [`EventBus`] is what contexts see; [`LogBus`] is the
 //! embedded implementation: a durable, append-only log in its own store with
 //! a persisted offset per consumer, so delivery resumes where it stopped
-//! after a restart. A distributed implementation (JetStream) plugs in behind
-//! the same trait.
+//! after a restart. [`jetstream::JetStreamBus`] is the distributed
+//! implementation behind the same trait.
 
 use crate::db::{Backend, Db, Migration, Migrations};
 use crate::event::{with_correlation, Envelope};
@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+pub mod jetstream;
 
 /// Handles one event. Must be idempotent (see [`crate::inbox`]): an event
 /// may be delivered more than once.

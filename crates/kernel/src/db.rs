@@ -139,7 +139,7 @@ impl Db {
         Self::connect(&StoreConfig {
             url: format!("sqlite://{}?mode=rwc", path.display()),
             schema: None,
-            max_connections: 4,
+            max_connections: 8,
         })
         .await
     }

@@ -116,7 +116,14 @@ impl Outbox {
         let wake = self.wake.clone();
         tokio::spawn(async move {
             let mut failures = 0u32;
+            let mut pruned_at = std::time::Instant::now();
             loop {
+                if pruned_at.elapsed() >= PRUNE_EVERY {
+                    pruned_at = std::time::Instant::now();
+                    if let Err(e) = prune(&db, chrono::Duration::hours(24)).await {
+                        tracing::warn!(context = name, error = %format!("{e:#}"), "pruning the outbox failed");
+                    }
+                }
                 match relay_batch(&db, bus.as_ref()).await {
                     Ok(n) if n > 0 => {
                         failures = 0;
@@ -148,6 +155,7 @@ impl Outbox {
 }
 
 const RELAY_BATCH: i64 = 256;
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Publishes one batch of pending events; returns how many.
 pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
@@ -176,14 +184,29 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     .bind(last)
     .execute(tx.conn())
     .await?;
-    // Published rows are kept for a day, for inspection, then dropped.
-    let horizon = crate::time::to_db(&(crate::time::now() - chrono::Duration::hours(24)));
-    sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-        .bind(horizon)
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// Drops published rows older than `keep`: they stay a while for inspection.
+/// Rows are deleted in sequence order, so the scan stops at the first row
+/// that is still wanted.
+pub async fn prune(db: &Db, keep: chrono::Duration) -> anyhow::Result<u64> {
+    let horizon = crate::time::to_db(&(crate::time::now() - keep));
+    let mut tx = db.begin().await?;
+    let (upto,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM outbox WHERE published_at IS NOT NULL AND published_at < $1
+           AND seq < (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM outbox WHERE published_at IS NULL)",
+    )
+    .bind(&horizon)
+    .fetch_one(tx.conn())
+    .await?;
+    let done = sqlx::query("DELETE FROM outbox WHERE seq <= $1 AND published_at IS NOT NULL")
+        .bind(upto)
         .execute(tx.conn())
         .await?;
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(done.rows_affected())
 }
 
 /// Events recorded but not yet published, for readiness and tests.

@@ -64,7 +64,7 @@ async fn open_store(
                 settings.data_dir.join(format!("{context}.db")).display()
             ),
             schema: None,
-            max_connections: 4,
+            max_connections: 8,
         },
     };
     let db = Db::connect(&config)

@@ -199,8 +199,50 @@ fn create_admin(data_dir: &Path) {
 }
 
 /// Checks every order settled, stock is conserved, and no payment was captured twice.
+/// Units of every confirmed order in the shop; waits until none is pending.
+async fn sold_units(api: &Api, admin: &str) -> i64 {
+    let started = Instant::now();
+    loop {
+        let mut sold = 0;
+        let mut pending = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/orders?limit=100&cursor={c}"),
+                None => "/orders?limit=100".to_owned(),
+            };
+            let page = api.ok(reqwest::Method::GET, &path, Some(admin), None).await;
+            for o in page["items"].as_array().expect("items") {
+                match o["status"].as_str() {
+                    Some("confirmed") => {
+                        sold += o["items"]
+                            .as_array()
+                            .expect("items")
+                            .iter()
+                            .filter_map(|i| i["quantity"].as_i64())
+                            .sum::<i64>()
+                    }
+                    Some("pending") => pending += 1,
+                    _ => {}
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        if pending == 0 {
+            return sold;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{pending} orders never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn audit(api: &Api, admin: &str, sku: &str, initial: i64, orders: &[(String, String)]) {
-    let mut confirmed_units = 0;
     for (token, id) in orders {
         let started = Instant::now();
         let order = loop {
@@ -245,7 +287,6 @@ async fn audit(api: &Api, admin: &str, sku: &str, initial: i64, orders: &[(Strin
             Some("confirmed") => {
                 assert_eq!(captures, 1, "confirmed without a capture: {order}");
                 assert_eq!(order["payment"]["status"], "captured");
-                confirmed_units += order["items"][0]["quantity"].as_i64().unwrap_or(0);
             }
             Some("cancelled") => {
                 let refunds = payment["ledger"]
@@ -265,6 +306,9 @@ async fn audit(api: &Api, admin: &str, sku: &str, initial: i64, orders: &[(Strin
             None,
         )
         .await;
+    // Orders whose 202 never reached their client (the process died first)
+    // may exist too and are just as real: count every order in the shop.
+    let confirmed_units = sold_units(api, admin).await;
     let on_hand = stock["warehouses"][0]["on_hand"].as_i64().unwrap_or(-1);
     assert_eq!(stock["reserved"], 0, "no reservation left behind: {stock}");
     assert_eq!(

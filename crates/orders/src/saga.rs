@@ -231,6 +231,13 @@ impl SagaRunner {
     }
 
     async fn drive_claimed(&self, order_id: Uuid) -> anyhow::Result<()> {
+        // What the steps read of the order (lines, total, customer) never
+        // changes, so it is read once.
+        let order = self
+            .store
+            .get(order_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("saga for missing order {order_id}"))?;
         loop {
             let Some(saga) = self.store.saga(order_id).await? else {
                 return Ok(());
@@ -238,11 +245,6 @@ impl SagaRunner {
             if saga.state == SagaState::Done {
                 return Ok(());
             }
-            let order = self
-                .store
-                .get(order_id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("saga for missing order {order_id}"))?;
             let started = Instant::now();
             pause_point(&saga.step).await;
             let step = self.step(&saga, &order).await?;
@@ -306,6 +308,26 @@ impl SagaRunner {
         self.store.advance(saga.order_id, state, next, reason).await
     }
 
+    /// Like [`Self::advance`], recording the payment's status in the same transaction.
+    async fn advance_paying(
+        &self,
+        saga: &Saga,
+        payment_status: Option<&str>,
+        state: SagaState,
+        next: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        match payment_status {
+            None => self.advance(saga, state, next, reason).await,
+            Some(status) => {
+                crash_point(&saga.step);
+                self.store
+                    .advance_paying(saga.order_id, status, state, next, reason)
+                    .await
+            }
+        }
+    }
+
     /// Turns the saga around: everything done so far is undone.
     async fn compensate(&self, saga: &Saga, reason: &str) -> anyhow::Result<Step> {
         self.advance(
@@ -351,9 +373,14 @@ impl SagaRunner {
             }
             (SagaState::Running, "pay") => {
                 if order.total.amount == 0 {
-                    self.store.set_payment_status(id, "not_required").await?;
-                    self.advance(saga, SagaState::Running, "commit", None)
-                        .await?;
+                    self.advance_paying(
+                        saga,
+                        Some("not_required"),
+                        SagaState::Running,
+                        "commit",
+                        None,
+                    )
+                    .await?;
                     return Ok(Step::Advanced);
                 }
                 let token = self.store.payment_token(id).await?;
@@ -366,9 +393,14 @@ impl SagaRunner {
                 .await
                 {
                     Ok(ChargeOutcome::Captured { .. }) => {
-                        self.store.set_payment_status(id, "captured").await?;
-                        self.advance(saga, SagaState::Running, "commit", None)
-                            .await?;
+                        self.advance_paying(
+                            saga,
+                            Some("captured"),
+                            SagaState::Running,
+                            "commit",
+                            None,
+                        )
+                        .await?;
                         Step::Advanced
                     }
                     Ok(ChargeOutcome::Declined { reason, .. }) => {
@@ -377,8 +409,15 @@ impl SagaRunner {
                             _ => "failed",
                         };
                         tracing::info!(order_id = %id, reason = %reason, "payment declined; cancelling");
-                        self.store.set_payment_status(id, status).await?;
-                        self.compensate(saga, cancel_reason::PAYMENT_FAILED).await?
+                        self.advance_paying(
+                            saga,
+                            Some(status),
+                            SagaState::Compensating,
+                            "refund_payment",
+                            Some(cancel_reason::PAYMENT_FAILED),
+                        )
+                        .await?;
+                        Step::Advanced
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
@@ -461,14 +500,11 @@ impl SagaRunner {
                             RefundOutcome::Voided => Some("voided"),
                             RefundOutcome::NothingTaken => None,
                         };
-                        if let Some(s) = status {
-                            self.store.set_payment_status(id, s).await?;
-                        }
                         let next = match saga.kind {
                             SagaKind::Checkout => "release_stock",
                             SagaKind::Unwind => "restock",
                         };
-                        self.advance(saga, SagaState::Compensating, next, None)
+                        self.advance_paying(saga, status, SagaState::Compensating, next, None)
                             .await?;
                         Step::Advanced
                     }

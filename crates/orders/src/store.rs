@@ -321,18 +321,6 @@ impl OrdersStore {
         Ok(true)
     }
 
-    pub async fn set_payment_status(&self, order_id: Uuid, status: &str) -> anyhow::Result<()> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status)
-            .bind(time::to_db(&time::now()))
-            .bind(order_id.to_string())
-            .execute(tx.conn())
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub async fn payment_token(&self, order_id: Uuid) -> anyhow::Result<String> {
         let (token,): (String,) = sqlx::query_as("SELECT payment_token FROM orders WHERE id = $1")
             .bind(order_id.to_string())
@@ -542,6 +530,27 @@ impl OrdersStore {
         .bind(order_id.to_string())
         .execute(tx.conn())
         .await?;
+        Ok(())
+    }
+
+    /// Records the payment's status and the saga's next step together.
+    pub async fn advance_paying(
+        &self,
+        order_id: Uuid,
+        payment_status: &str,
+        state: SagaState,
+        step: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
+            .bind(payment_status)
+            .bind(time::to_db(&time::now()))
+            .bind(order_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        Self::advance_in(&mut tx, order_id, state, step, reason).await?;
+        tx.commit().await?;
         Ok(())
     }
 
