@@ -7,6 +7,7 @@
 //! [`routes`] (the HTTP API).
 
 pub mod domain;
+pub mod hashing;
 pub mod routes;
 pub mod service;
 pub mod store;

@@ -14,9 +14,8 @@ pub struct IdentityService {
     /// Verified against when the e-mail is unknown, so that an unknown
     /// address takes as long to refuse as a wrong password.
     decoy_hash: String,
-    /// Bounds concurrent hashing to the cores: each argon2id run holds its
-    /// memory cost (19 MiB by default) and a core while it runs.
-    hashing: tokio::sync::Semaphore,
+    /// Where argon2id runs: one thread per core (see [`crate::hashing`]).
+    hashing: crate::hashing::HashingPool,
 }
 
 /// A new account's details, as sent.
@@ -49,7 +48,7 @@ impl IdentityService {
             keys,
             hasher,
             decoy_hash,
-            hashing: tokio::sync::Semaphore::new(cores),
+            hashing: crate::hashing::HashingPool::new(cores)?,
         })
     }
 
@@ -58,18 +57,18 @@ impl IdentityService {
     }
 
     async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
+        self.hashing
+            .run(move || hasher.hash(&password))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::from)
     }
 
     async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
-        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || hasher.verify(&password, &hash))
+        self.hashing
+            .run(move || hasher.verify(&password, &hash))
             .await
             .map_err(ApiError::internal)
     }

@@ -5,6 +5,7 @@ use crate::config::Settings;
 use anyhow::Context as _;
 use mercato_gateway::{GatewayConfig, Probe, Probes};
 use mercato_kernel::auth::TokenKeys;
+use mercato_kernel::bus::jetstream::{JetStreamBus, JetStreamConfig, StreamSpec};
 use mercato_kernel::bus::{EventBus, LogBus};
 use mercato_kernel::db::{Db, Migrations, StoreConfig};
 use mercato_kernel::outbox::{Outbox, PLATFORM_MIGRATIONS};
@@ -118,6 +119,25 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The event bus on NATS JetStream: one stream per publishing context.
+async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<JetStreamBus> {
+    let mut config = JetStreamConfig::new(url);
+    config.prefix = settings.bus.prefix.clone();
+    config.replicas = settings.bus.replicas.max(1);
+    config.streams = vec![
+        StreamSpec::new("identity", &["user"]),
+        StreamSpec::new("catalog", &["product", "price"]),
+        StreamSpec::new("inventory", &["inventory", "stock"]),
+        StreamSpec::new("cart", &["cart"]),
+        StreamSpec::new("orders", &["order"]),
+        StreamSpec::new("payments", &["payment"]),
+        StreamSpec::new("notifications", &["notification"]),
+    ];
+    JetStreamBus::connect(config)
+        .await
+        .with_context(|| format!("connecting to NATS JetStream at {url}"))
+}
+
 fn store_probe(db: &Db) -> Probe {
     let db = db.clone();
     Arc::new(move || {
@@ -147,7 +167,10 @@ impl Application {
         )
         .await?;
         let log = LogBus::open(bus_db.clone()).await?;
-        let bus: Arc<dyn EventBus> = Arc::new(log.clone());
+        let bus: Arc<dyn EventBus> = match &settings.bus.nats_url {
+            None => Arc::new(log.clone()),
+            Some(url) => Arc::new(jetstream(url, &settings).await?),
+        };
 
         // identity
         let identity_db = open_store(

@@ -20,11 +20,34 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub http: HttpSettings,
     pub store: StoreSettings,
+    pub bus: BusSettings,
     pub shop: ShopSettings,
     pub inventory: InventorySettings,
     pub payments: PaymentsSettings,
     pub orders: OrdersSettings,
     pub notifications: NotificationsSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BusSettings {
+    /// `nats://host:4222`: events go through NATS JetStream instead of the
+    /// embedded event log in the data dir.
+    pub nats_url: Option<String>,
+    /// First token of every subject and (upper-cased) of every stream name.
+    pub prefix: String,
+    /// JetStream stream replicas: 1 for one server, 3 in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            prefix: "mercato".into(),
+            replicas: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +194,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
             store: StoreSettings::default(),
+            bus: BusSettings::default(),
             shop: ShopSettings::default(),
             inventory: InventorySettings::default(),
             payments: PaymentsSettings::default(),

@@ -21,6 +21,7 @@ pub struct TestApp {
     /// The in-process application's contexts (None against an external server).
     pub contexts: Option<mercato::app::Contexts>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _streams: Option<StreamCleanup>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -85,12 +86,29 @@ impl TestApp {
                 client,
                 data_dir: None,
                 contexts: None,
+                _streams: None,
                 shutdown: None,
                 server: None,
             };
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = test_settings(dir.path());
+        // `MERCATO_TEST_BUS=jetstream` runs the suite on NATS JetStream, each
+        // app under its own subject prefix, its streams deleted afterwards.
+        let streams = if std::env::var("MERCATO_TEST_BUS").is_ok_and(|b| b == "jetstream") {
+            let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+            settings.bus.nats_url = Some(
+                std::env::var("MERCATO_TEST_NATS_URL")
+                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+            );
+            settings.bus.prefix = prefix.clone();
+            Some(StreamCleanup {
+                url: settings.bus.nats_url.clone().unwrap_or_default(),
+                prefix,
+            })
+        } else {
+            None
+        };
         configure(&mut settings);
         let app = Application::build(settings)
             .await
@@ -106,6 +124,7 @@ impl TestApp {
             client,
             data_dir: Some(dir),
             contexts: Some(contexts),
+            _streams: streams,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -295,6 +314,50 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// Deletes the JetStream streams of a test's prefix when dropped, from a
+/// thread of its own so that it also runs when the test panics.
+pub struct StreamCleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for StreamCleanup {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let stream_prefix = format!("{}_", self.prefix.to_uppercase());
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use futures::StreamExt as _;
+                let mut config = mercato_kernel::bus::jetstream::JetStreamConfig::new(url);
+                config.prefix = prefix;
+                let Ok(bus) = mercato_kernel::bus::jetstream::JetStreamBus::connect(config).await
+                else {
+                    return;
+                };
+                let js = bus.context();
+                let mut names = js.stream_names();
+                let mut doomed = Vec::new();
+                while let Some(Ok(name)) = names.next().await {
+                    if name.starts_with(&stream_prefix) {
+                        doomed.push(name);
+                    }
+                }
+                for name in doomed {
+                    let _ = js.delete_stream(&name).await;
+                }
+            });
+        })
+        .join();
     }
 }
 
