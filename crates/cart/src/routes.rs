@@ -129,3 +129,69 @@ async fn remove_item(
 ) -> ApiResult<Json<Cart>> {
     Ok(Json(service.remove_item(customer, &sku).await?))
 }
+
+/// What the checkout reads from and does to a cart in distributed mode;
+/// mounted under `/internal/v1` behind the service token, outside the public API.
+pub fn internal_router(service: Arc<CartService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::CartService;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use mercato_contracts::clients::CartClient;
+    use mercato_contracts::internal::{api_error, CheckedOutRequest};
+    use mercato_contracts::types::Line;
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::ApiResult;
+    use std::sync::Arc;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    use uuid::Uuid;
+
+    type AppState = Arc<CartService>;
+
+    pub(super) fn router(service: AppState) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(lines))
+            .routes(routes!(checked_out))
+            .with_state(service)
+    }
+
+    /// The customer's cart lines, priced now.
+    #[utoipa::path(get, path = "/carts/{customer_id}/lines", tag = "internal", security(("service_token" = [])),
+        params(("customer_id" = String, Path, description = "Customer id")),
+        responses(
+            (status = 200, body = Vec<Line>),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        ))]
+    async fn lines(
+        State(service): State<AppState>,
+        Path(customer_id): Path<Uuid>,
+    ) -> ApiResult<Json<Vec<Line>>> {
+        Ok(Json(service.lines(customer_id).await.map_err(api_error)?))
+    }
+
+    /// Empties the cart of what an order bought; idempotent per order.
+    #[utoipa::path(post, path = "/carts/{customer_id}/checked-out", tag = "internal", security(("service_token" = [])),
+        params(("customer_id" = String, Path, description = "Customer id")),
+        responses(
+            (status = 204, description = "Done (now or before)"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        ))]
+    async fn checked_out(
+        State(service): State<AppState>,
+        Path(customer_id): Path<Uuid>,
+        Json(body): Json<CheckedOutRequest>,
+    ) -> ApiResult<StatusCode> {
+        service
+            .checked_out(customer_id, body.order_id, &body.bought)
+            .await
+            .map_err(api_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+}

@@ -9,6 +9,7 @@
 //!
 //! Rooms: [`domain`], [`store`], [`service`], [`routes`].
 
+pub mod cache;
 pub mod domain;
 pub mod routes;
 pub mod service;

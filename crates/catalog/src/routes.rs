@@ -191,3 +191,47 @@ async fn archive_product(
     service.archive(caller, product_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The endpoints other contexts call in distributed mode; mounted under
+/// `/internal/v1` behind the service token, outside the public API.
+pub fn internal_router(service: Arc<CatalogService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::CatalogService;
+    use axum::extract::State;
+    use mercato_contracts::clients::CatalogClient;
+    use mercato_contracts::internal::api_error;
+    use mercato_contracts::types::SkuInfo;
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::{ApiError, ApiResult};
+    use std::sync::Arc;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    pub(super) fn router(service: Arc<CatalogService>) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(internal_sku))
+            .with_state(service)
+    }
+
+    /// What a SKU is and costs now (for carts, orders and inventory).
+    #[utoipa::path(get, path = "/skus/{sku}", tag = "internal", security(("service_token" = [])),
+        params(("sku" = String, Path, description = "SKU")),
+        responses(
+            (status = 200, description = "The SKU's product, title, price and status"),
+            (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn internal_sku(
+        State(service): State<Arc<CatalogService>>,
+        Path(sku): Path<String>,
+    ) -> ApiResult<Json<SkuInfo>> {
+        match service.sku(&sku).await.map_err(api_error)? {
+            Some(info) => Ok(Json(info)),
+            None => Err(ApiError::not_found("sku")),
+        }
+    }
+}

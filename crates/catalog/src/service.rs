@@ -1,5 +1,6 @@
 //! Catalog use cases: the aggregate decides, the store records, the cache serves reads.
 
+use crate::cache::ProductCache;
 use crate::domain::{CatalogCommand, CatalogEvent, ProductAggregate};
 use crate::store::{AppendError, CatalogStore, ProductFilter};
 use async_trait::async_trait;
@@ -7,6 +8,7 @@ use mercato_contracts::clients::{CatalogClient, ClientError, ClientResult};
 use mercato_contracts::events::{PriceChanged, ProductArchived, ProductCreated, ProductUpdated};
 use mercato_contracts::types::{Product, SkuInfo};
 use mercato_kernel::auth::{Caller, Role};
+use mercato_kernel::bus::Subscription;
 use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, ApiError, Envelope};
 use moka::future::Cache;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 
 pub struct CatalogService {
     store: CatalogStore,
-    products: Cache<Uuid, Arc<Product>>,
+    products: ProductCache,
     /// SKU lookups of carts and orders, unknown SKUs included.
     skus: Cache<String, Option<SkuInfo>>,
 }
@@ -27,15 +29,25 @@ impl CatalogService {
     pub fn new(store: CatalogStore) -> Self {
         Self {
             store,
-            products: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            products: ProductCache::local(),
             skus: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
         }
+    }
+
+    /// Keeps products in `cache`, shared with the other replicas, instead
+    /// of in this process (see [`crate::cache`]).
+    pub fn with_shared_cache(mut self, cache: Arc<dyn mercato_kernel::cache::Cache>) -> Self {
+        self.products = ProductCache::Shared(cache);
+        self
+    }
+
+    /// The consumer that invalidates the shared product cache on catalog
+    /// events; `None` without a shared cache.
+    pub fn cache_subscription(&self) -> Option<Subscription> {
+        self.products.subscription()
     }
 
     pub fn store(&self) -> &CatalogStore {
@@ -111,7 +123,8 @@ impl CatalogService {
             }
             Err(AppendError::Store(e)) => return Err(e.into()),
         }
-        self.products.invalidate(&product.id).await;
+        // A failure is logged; the `catalog-cache` consumer deletes again.
+        let _ = self.products.invalidate(product.id).await;
         let old_skus = before.state.iter().flat_map(|p| p.variants.iter());
         for v in old_skus.chain(product.variants.iter()) {
             self.skus.invalidate(&v.sku).await;
@@ -130,7 +143,7 @@ impl CatalogService {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Arc<Product>, ApiError> {
-        if let Some(p) = self.products.get(&id).await {
+        if let Some(p) = self.products.get(id).await {
             return Ok(p);
         }
         let product = self
@@ -139,7 +152,7 @@ impl CatalogService {
             .await?
             .ok_or_else(|| ApiError::not_found("product"))?;
         let product = Arc::new(product);
-        self.products.insert(id, product.clone()).await;
+        self.products.put(product.clone()).await;
         Ok(product)
     }
 

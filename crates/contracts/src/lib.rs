@@ -6,4 +6,6 @@
 
 pub mod clients;
 pub mod events;
+pub mod http;
+pub mod internal;
 pub mod types;

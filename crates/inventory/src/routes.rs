@@ -70,3 +70,112 @@ async fn set_stock(
             .await?,
     ))
 }
+
+/// The reservation protocol the checkout saga drives in distributed mode;
+/// mounted under `/internal/v1` behind the service token, outside the public API.
+pub fn internal_router(service: Arc<InventoryService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::InventoryService;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use mercato_contracts::clients::{ClientError, InventoryClient};
+    use mercato_contracts::internal::{
+        api_error, ReserveRequest, ReserveResponse, RESERVATION_NOT_COMMITTABLE,
+    };
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::{ApiError, ApiResult};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    use uuid::Uuid;
+
+    type AppState = Arc<InventoryService>;
+
+    pub(super) fn router(service: AppState) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(reserve))
+            .routes(routes!(release))
+            .routes(routes!(commit))
+            .routes(routes!(restock))
+            .with_state(service)
+    }
+
+    /// Reserves every line or none; repeating it returns the first outcome.
+    #[utoipa::path(post, path = "/reservations/{id}", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Reservation id")),
+        responses(
+            (status = 200, description = "`{outcome: reserved}` or `{outcome: out_of_stock, sku}`"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        ))]
+    async fn reserve(
+        State(service): State<AppState>,
+        Path(id): Path<Uuid>,
+        Json(body): Json<ReserveRequest>,
+    ) -> ApiResult<Json<ReserveResponse>> {
+        let outcome = service
+            .reserve(id, &body.lines, Duration::from_millis(body.ttl_ms))
+            .await
+            .map_err(api_error)?;
+        Ok(Json(outcome.into()))
+    }
+
+    /// Gives reserved stock back; a no-op when already released or never made.
+    #[utoipa::path(post, path = "/reservations/{id}/release", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Reservation id")),
+        responses(
+            (status = 204, description = "Released (or nothing to release)"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn release(
+        State(service): State<AppState>,
+        Path(id): Path<Uuid>,
+    ) -> ApiResult<StatusCode> {
+        service.release(id).await.map_err(api_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    /// Turns the reservation into sold stock; 409 when it is no longer held.
+    #[utoipa::path(post, path = "/reservations/{id}/commit", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Reservation id")),
+        responses(
+            (status = 204, description = "Committed (now or before)"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 409, body = ErrorBody, description = "`reservation_not_committable`"),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn commit(
+        State(service): State<AppState>,
+        Path(id): Path<Uuid>,
+    ) -> ApiResult<StatusCode> {
+        match service.commit(id).await {
+            Ok(()) => Ok(StatusCode::NO_CONTENT),
+            Err(ClientError::Failed(_, why)) => {
+                Err(ApiError::conflict(RESERVATION_NOT_COMMITTABLE, why))
+            }
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    /// Puts committed stock back on hand; a no-op when already done.
+    #[utoipa::path(post, path = "/reservations/{id}/restock", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Reservation id")),
+        responses(
+            (status = 204, description = "Restocked (or nothing to restock)"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn restock(
+        State(service): State<AppState>,
+        Path(id): Path<Uuid>,
+    ) -> ApiResult<StatusCode> {
+        service.restock(id).await.map_err(api_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+}

@@ -107,9 +107,14 @@ impl Db {
                 Box::pin(async move {
                     match backend {
                         Backend::Sqlite => {
+                            // Checkpoints run in the background (see
+                            // `spawn_checkpointer`); the automatic one stays
+                            // as a backstop at a size commits rarely reach, so
+                            // that a commit seldom pays for copying the WAL back.
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA wal_autocheckpoint = 20000;",
                             )
                             .await?;
                         }
@@ -127,6 +132,9 @@ impl Db {
             .await
             .with_context(|| format!("opening store {}", redact(&config.url)))?;
         let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        if backend == Backend::Sqlite {
+            spawn_checkpointer(pool.clone());
+        }
         Ok(Db {
             pool,
             backend,
@@ -236,6 +244,31 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Copies the WAL back into the database file every half second without
+/// blocking writers (a passive checkpoint), so that commits do not have to.
+/// Ends when the pool is closed.
+fn spawn_checkpointer(pool: AnyPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, "background checkpoint failed");
+            }
+        }
+    });
 }
 
 /// One schema change.

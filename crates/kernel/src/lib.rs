@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod db;
 pub mod error;
 pub mod event;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod id;
 pub mod idempotency;
 pub mod inbox;
+pub mod internal;
 pub mod money;
 pub mod outbox;
 pub mod page;

@@ -138,6 +138,50 @@ async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<JetStreamBu
         .with_context(|| format!("connecting to NATS JetStream at {url}"))
 }
 
+/// The Redis connection of caches and rate limits, when configured.
+fn redis_connection(
+    settings: &Settings,
+) -> anyhow::Result<Option<mercato_kernel::cache::RedisConnection>> {
+    settings
+        .cache
+        .redis_url
+        .as_deref()
+        .map(|url| {
+            mercato_kernel::cache::redis_connection(
+                url,
+                Duration::from_millis(settings.cache.timeout_ms),
+            )
+        })
+        .transpose()
+}
+
+/// The gateway's limit per client: in Redis, one bucket shared by every
+/// gateway replica, when Redis is configured; else in this process.
+fn rate_limit(
+    settings: &Settings,
+    redis: Option<&mercato_kernel::cache::RedisConnection>,
+) -> Option<mercato_gateway::ratelimit::RateLimit> {
+    use mercato_gateway::ratelimit::{Limiter, LocalLimiter, RateLimit, RedisLimiter};
+    let http = &settings.http;
+    let limiter: Arc<dyn Limiter> = match redis {
+        Some(conn) => Arc::new(RedisLimiter::new(
+            conn.clone(),
+            &settings.cache.key_prefix,
+            http.rate_limit_per_second,
+            http.rate_limit_burst,
+            Duration::from_millis(settings.cache.timeout_ms),
+        )?),
+        None => Arc::new(LocalLimiter::new(
+            http.rate_limit_per_second,
+            http.rate_limit_burst,
+        )?),
+    };
+    Some(RateLimit {
+        limiter,
+        trust_forwarded_for: http.trust_forwarded_for,
+    })
+}
+
 fn store_probe(db: &Db) -> Probe {
     let db = db.clone();
     Arc::new(move || {
@@ -209,9 +253,24 @@ impl Application {
             bus.clone(),
             shutdown.clone(),
         ));
-        let catalog = Arc::new(mercato_catalog::CatalogService::new(
+        let catalog = mercato_catalog::CatalogService::new(
             mercato_catalog::store::CatalogStore::new(catalog_db.clone(), catalog_outbox),
-        ));
+        );
+        // With Redis, products are cached there for every catalog replica.
+        let redis = redis_connection(&settings)?;
+        let catalog = Arc::new(match &redis {
+            Some(conn) => {
+                catalog.with_shared_cache(Arc::new(mercato_kernel::cache::RedisCache::new(
+                    conn.clone(),
+                    &settings.cache.key_prefix,
+                    Duration::from_millis(settings.cache.timeout_ms),
+                )))
+            }
+            None => catalog,
+        });
+        if let Some(sub) = catalog.cache_subscription() {
+            tasks.push(bus.subscribe(sub, shutdown.clone()));
+        }
 
         // cart
         let cart_db = open_store(&settings, mercato_cart::NAME, &mercato_cart::MIGRATIONS).await?;
@@ -414,16 +473,35 @@ impl Application {
             body_limit_bytes: settings.http.body_limit_bytes,
             request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
             cors_origins: settings.http.cors_origins.clone(),
-            rate_limit: mercato_gateway::ratelimit::LocalLimiter::new(
-                settings.http.rate_limit_per_second,
-                settings.http.rate_limit_burst,
-            )
-            .map(|limiter| mercato_gateway::ratelimit::RateLimit {
-                limiter: Arc::new(limiter),
-                trust_forwarded_for: settings.http.trust_forwarded_for,
-            }),
+            rate_limit: rate_limit(&settings, redis.as_ref()),
         };
         let router = mercato_gateway::build(&gateway, api, keys, Probes::new(probes));
+        // The endpoints behind the client traits, for other processes: only
+        // with a service token configured, and never in the public OpenAPI.
+        let router = match &settings.internal.token {
+            Some(token) => {
+                anyhow::ensure!(
+                    token.len() >= 16,
+                    "internal.token must be at least 16 bytes"
+                );
+                let (internal, _) = utoipa_axum::router::OpenApiRouter::new()
+                    .merge(mercato_catalog::routes::internal_router(catalog.clone()))
+                    .merge(mercato_inventory::routes::internal_router(
+                        inventory.clone(),
+                    ))
+                    .merge(mercato_payments::routes::internal_router(payments.clone()))
+                    .merge(mercato_cart::routes::internal_router(cart.clone()))
+                    .split_for_parts();
+                let internal = axum::Router::new()
+                    .nest(mercato_contracts::internal::PREFIX, internal)
+                    .layer(axum::middleware::from_fn_with_state(
+                        mercato_kernel::internal::ServiceToken::new(token),
+                        mercato_kernel::internal::require_service_token,
+                    ));
+                router.merge(internal)
+            }
+            None => router,
+        };
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("listening on {}", settings.addr))?;

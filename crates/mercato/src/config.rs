@@ -26,6 +26,8 @@ pub struct Settings {
     pub payments: PaymentsSettings,
     pub orders: OrdersSettings,
     pub notifications: NotificationsSettings,
+    pub cache: CacheSettings,
+    pub internal: InternalSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +153,40 @@ impl Default for NotificationsSettings {
     }
 }
 
+/// The endpoints contexts call each other through in distributed mode.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InternalSettings {
+    /// Shared service token (at least 16 bytes; env `MERCATO_INTERNAL__TOKEN`).
+    /// When set, the internal endpoints are served under `/internal/v1` and
+    /// require `Authorization: Bearer <token>`; unset, they are not served.
+    pub token: Option<String>,
+}
+
+/// Redis for the gateway's rate limits and catalog's product cache, shared
+/// by every replica. Unset, both stay in the process (embedded mode).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSettings {
+    /// `redis://host:6379/0` (env `MERCATO_CACHE__REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// Every key starts with `<key_prefix>:`, so shops can share a Redis.
+    pub key_prefix: String,
+    /// Time-out of one Redis call; past it a cache read is a miss and a
+    /// rate-limit check lets the request through.
+    pub timeout_ms: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "mercato".into(),
+            timeout_ms: 200,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthSettings {
@@ -200,6 +236,8 @@ impl Default for Settings {
             payments: PaymentsSettings::default(),
             orders: OrdersSettings::default(),
             notifications: NotificationsSettings::default(),
+            cache: CacheSettings::default(),
+            internal: InternalSettings::default(),
         }
     }
 }

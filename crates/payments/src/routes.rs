@@ -48,3 +48,70 @@ async fn order_payment(
     let ledger = service.store().ledger(intent.id).await?;
     Ok(Json(OrderPayment { intent, ledger }))
 }
+
+/// Charging and refunding orders for the checkout saga in distributed mode;
+/// mounted under `/internal/v1` behind the service token, outside the public API.
+pub fn internal_router(service: Arc<PaymentsService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::PaymentsService;
+    use axum::extract::State;
+    use mercato_contracts::clients::PaymentsClient;
+    use mercato_contracts::internal::{api_error, ChargeRequest, ChargeResponse, RefundResponse};
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::ApiResult;
+    use std::sync::Arc;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    use uuid::Uuid;
+
+    type AppState = Arc<PaymentsService>;
+
+    pub(super) fn router(service: AppState) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(charge))
+            .routes(routes!(refund))
+            .with_state(service)
+    }
+
+    /// Charges an order once; repeating it returns the first outcome.
+    #[utoipa::path(post, path = "/payments/{order_id}/charge", tag = "internal", security(("service_token" = [])),
+        params(("order_id" = String, Path, description = "Order id")),
+        responses(
+            (status = 200, description = "`{outcome: captured, payment_id}` or `{outcome: declined, payment_id, reason}`"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+            (status = 504, body = ErrorBody),
+        ))]
+    async fn charge(
+        State(service): State<AppState>,
+        Path(order_id): Path<Uuid>,
+        Json(body): Json<ChargeRequest>,
+    ) -> ApiResult<Json<ChargeResponse>> {
+        let outcome = service
+            .charge(order_id, body.customer_id, &body.amount, &body.token)
+            .await
+            .map_err(api_error)?;
+        Ok(Json(outcome.into()))
+    }
+
+    /// Gives an order's money back (refund or void); a no-op when none was taken.
+    #[utoipa::path(post, path = "/payments/{order_id}/refund", tag = "internal", security(("service_token" = [])),
+        params(("order_id" = String, Path, description = "Order id")),
+        responses(
+            (status = 200, description = "`{outcome: nothing_taken | voided | refunded}`"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+            (status = 504, body = ErrorBody),
+        ))]
+    async fn refund(
+        State(service): State<AppState>,
+        Path(order_id): Path<Uuid>,
+    ) -> ApiResult<Json<RefundResponse>> {
+        let outcome = service.refund(order_id).await.map_err(api_error)?;
+        Ok(Json(outcome.into()))
+    }
+}
