@@ -9,4 +9,5 @@ mod bus;
 mod cart;
 mod catalog;
 mod identity;
+mod notifications;
 mod orders_payments;
