@@ -91,7 +91,7 @@ async fn one_notification_per_event_leased_once_and_recorded_with_its_event() {
         )
         .expect("event");
         assert!(store
-            .record(first.id, 1, Outcome::Sent, &[sent.clone()])
+            .record(first.id, 1, Outcome::Sent, std::slice::from_ref(&sent))
             .await
             .expect("record"));
         assert!(
