@@ -92,8 +92,16 @@ impl Db {
             let mut conn = AnyConnection::connect(&config.url)
                 .await
                 .with_context(|| format!("connecting to {}", redact(&config.url)))?;
-            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                .await?;
+            // Replicas starting together race on this; the loser's unique
+            // violation means the schema is there, which is all it wanted.
+            match conn
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if crate::error::is_unique_violation(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
             conn.close().await?;
         }
         let options = AnyConnectOptions::from_str(&config.url)

@@ -3,6 +3,7 @@
 
 use crate::config::Settings;
 use anyhow::Context as _;
+use mercato_contracts::clients::{CartClient, CatalogClient, InventoryClient, PaymentsClient};
 use mercato_gateway::{GatewayConfig, Probe, Probes};
 use mercato_kernel::auth::TokenKeys;
 use mercato_kernel::bus::jetstream::{JetStreamBus, JetStreamConfig, StreamSpec};
@@ -120,7 +121,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// The event bus on NATS JetStream: one stream per publishing context.
-async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<JetStreamBus> {
+pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<JetStreamBus> {
     let mut config = JetStreamConfig::new(url);
     config.prefix = settings.bus.prefix.clone();
     config.replicas = settings.bus.replicas.max(1);
@@ -139,7 +140,7 @@ async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<JetStreamBu
 }
 
 /// The Redis connection of caches and rate limits, when configured.
-fn redis_connection(
+pub(crate) fn redis_connection(
     settings: &Settings,
 ) -> anyhow::Result<Option<mercato_kernel::cache::RedisConnection>> {
     settings
@@ -190,7 +191,451 @@ fn store_probe(db: &Db) -> Probe {
     })
 }
 
+/// What every context is built with.
+pub(crate) struct Shared {
+    pub keys: Arc<TokenKeys>,
+    pub bus: Arc<dyn EventBus>,
+    pub shutdown: CancellationToken,
+    pub redis: Option<mercato_kernel::cache::RedisConnection>,
+}
+
+/// One built context: its service and what the composition serves, runs
+/// and closes for it.
+pub(crate) struct Parts<S> {
+    pub service: Arc<S>,
+    pub db: Db,
+    pub tasks: Vec<JoinHandle<()>>,
+    /// Its public routes, relative to `/api/v1`.
+    pub api: utoipa_axum::router::OpenApiRouter,
+    /// The endpoints behind its client trait, relative to `/internal/v1`.
+    pub internal: Option<utoipa_axum::router::OpenApiRouter>,
+}
+
+/// A context's store with its outbox relay running.
+async fn store_with_relay(
+    settings: &Settings,
+    shared: &Shared,
+    context: &'static str,
+    migrations: &Migrations,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<(Db, Outbox)> {
+    let db = open_store(settings, context, migrations).await?;
+    let outbox = Outbox::new();
+    tasks.push(outbox.spawn_relay(
+        context,
+        db.clone(),
+        shared.bus.clone(),
+        shared.shutdown.clone(),
+    ));
+    Ok((db, outbox))
+}
+
+pub(crate) async fn build_identity(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_identity::IdentityService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_identity::NAME,
+        &mercato_identity::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let identity = Arc::new(mercato_identity::IdentityService::new(
+        mercato_identity::store::IdentityStore::new(db.clone(), outbox),
+        shared.keys.clone(),
+        mercato_identity::domain::PasswordHasherConfig {
+            memory_kib: settings.auth.password_memory_kib,
+            iterations: settings.auth.password_iterations,
+        },
+    )?);
+    Ok(Parts {
+        api: mercato_identity::routes::router(identity.clone()),
+        internal: None,
+        service: identity,
+        db,
+        tasks,
+    })
+}
+
+pub(crate) async fn build_catalog(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_catalog::CatalogService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_catalog::NAME,
+        &mercato_catalog::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let catalog = mercato_catalog::CatalogService::new(mercato_catalog::store::CatalogStore::new(
+        db.clone(),
+        outbox,
+    ));
+    // With Redis, products are cached there for every catalog replica.
+    let catalog = Arc::new(match &shared.redis {
+        Some(conn) => catalog.with_shared_cache(Arc::new(mercato_kernel::cache::RedisCache::new(
+            conn.clone(),
+            &settings.cache.key_prefix,
+            Duration::from_millis(settings.cache.timeout_ms),
+        ))),
+        None => catalog,
+    });
+    if let Some(sub) = catalog.cache_subscription() {
+        tasks.push(shared.bus.subscribe(sub, shared.shutdown.clone()));
+    }
+    Ok(Parts {
+        api: mercato_catalog::routes::router(catalog.clone()),
+        internal: Some(mercato_catalog::routes::internal_router(catalog.clone())),
+        service: catalog,
+        db,
+        tasks,
+    })
+}
+
+pub(crate) async fn build_cart(
+    settings: &Settings,
+    shared: &Shared,
+    catalog: Arc<dyn CatalogClient>,
+) -> anyhow::Result<Parts<mercato_cart::CartService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_cart::NAME,
+        &mercato_cart::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let currency = mercato_kernel::Currency::parse(&settings.shop.currency)
+        .map_err(|e| anyhow::anyhow!("invalid shop.currency: {e}"))?;
+    let cart = Arc::new(mercato_cart::CartService::new(
+        mercato_cart::store::CartStore::new(db.clone(), outbox),
+        catalog,
+        currency,
+    ));
+    tasks.push(
+        shared
+            .bus
+            .subscribe(cart.subscription(), shared.shutdown.clone()),
+    );
+    Ok(Parts {
+        api: mercato_cart::routes::router(cart.clone()),
+        internal: Some(mercato_cart::routes::internal_router(cart.clone())),
+        service: cart,
+        db,
+        tasks,
+    })
+}
+
+pub(crate) async fn build_inventory(
+    settings: &Settings,
+    shared: &Shared,
+    catalog: Arc<dyn CatalogClient>,
+) -> anyhow::Result<Parts<mercato_inventory::InventoryService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_inventory::NAME,
+        &mercato_inventory::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let inventory = Arc::new(mercato_inventory::InventoryService::new(
+        mercato_inventory::store::InventoryStore::new(
+            db.clone(),
+            outbox,
+            settings.inventory.low_stock_threshold,
+        ),
+        catalog,
+    ));
+    tasks.push(inventory.spawn_sweeper(
+        Duration::from_millis(settings.inventory.reservation_sweep_ms),
+        shared.shutdown.clone(),
+    ));
+    Ok(Parts {
+        api: mercato_inventory::routes::router(inventory.clone()),
+        internal: Some(mercato_inventory::routes::internal_router(
+            inventory.clone(),
+        )),
+        service: inventory,
+        db,
+        tasks,
+    })
+}
+
+/// Payments, with the built-in test provider unless a real one is configured.
+pub(crate) async fn build_payments(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<(
+    Parts<mercato_payments::PaymentsService>,
+    mercato_payments::testprovider::TestProvider,
+)> {
+    let mut tasks = Vec::new();
+    let test_provider = mercato_payments::testprovider::TestProvider::default();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_payments::NAME,
+        &mercato_payments::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let provider_url = match &settings.payments.provider_url {
+        Some(url) => url.clone(),
+        None => {
+            let (addr, task) = test_provider
+                .serve(
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    shared.shutdown.clone(),
+                )
+                .await
+                .context("starting the built-in test payment provider")?;
+            tasks.push(task);
+            tracing::info!(%addr, "built-in test payment provider listening");
+            format!("http://{addr}")
+        }
+    };
+    let provider = mercato_payments::provider::HttpProvider::new(
+        &provider_url,
+        Duration::from_millis(settings.payments.timeout_ms),
+    )?;
+    let payments = Arc::new(mercato_payments::PaymentsService::new(
+        mercato_payments::store::PaymentsStore::new(db.clone(), outbox),
+        Arc::new(provider),
+    ));
+    let parts = Parts {
+        api: mercato_payments::routes::router(payments.clone()),
+        internal: Some(mercato_payments::routes::internal_router(payments.clone())),
+        service: payments,
+        db,
+        tasks,
+    };
+    Ok((parts, test_provider))
+}
+
+/// The contexts orders calls.
+pub(crate) struct OrdersDeps {
+    pub cart: Arc<dyn CartClient>,
+    pub catalog: Arc<dyn CatalogClient>,
+    pub inventory: Arc<dyn InventoryClient>,
+    pub payments: Arc<dyn PaymentsClient>,
+}
+
+/// Orders and the checkout saga. `sole_runner`: this process is the only one
+/// driving this store's sagas, so leases left by an earlier process are void.
+pub(crate) async fn build_orders(
+    settings: &Settings,
+    shared: &Shared,
+    deps: OrdersDeps,
+    sole_runner: bool,
+) -> anyhow::Result<Parts<mercato_orders::OrdersService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_orders::NAME,
+        &mercato_orders::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let store = mercato_orders::store::OrdersStore::new(db.clone(), outbox);
+    let saga = Arc::new(mercato_orders::SagaRunner::new(
+        store.clone(),
+        deps.inventory,
+        deps.payments,
+        deps.cart.clone(),
+        mercato_orders::saga::SagaConfig {
+            deadline: Duration::from_millis(settings.orders.saga_deadline_ms),
+            step_timeout: Duration::from_millis(settings.orders.step_timeout_ms),
+            // A charge and, after a time-out, its void.
+            pay_timeout: Duration::from_millis(settings.payments.timeout_ms * 2 + 1000),
+            reservation_ttl: Duration::from_secs(settings.orders.reservation_ttl_secs),
+            poll_interval: Duration::from_millis(settings.orders.saga_poll_ms),
+        },
+    ));
+    if sole_runner {
+        saga.take_over().await?;
+    }
+    tasks.push(saga.spawn_recovery(shared.shutdown.clone()));
+    let orders = Arc::new(mercato_orders::OrdersService::new(
+        store,
+        deps.cart,
+        deps.catalog,
+        saga,
+    ));
+    Ok(Parts {
+        api: mercato_orders::routes::router(orders.clone()),
+        internal: None,
+        service: orders,
+        db,
+        tasks,
+    })
+}
+
+/// Search: a read model on local disk in every mode (one index per replica).
+pub(crate) async fn build_search(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_search::SearchService>> {
+    let search = Arc::new(
+        mercato_search::SearchService::open(&settings.data_dir.join(mercato_search::NAME))
+            .await
+            .context("opening the search index")?,
+    );
+    let tasks = vec![
+        search
+            .start(shared.bus.clone(), shared.shutdown.clone())
+            .await?,
+    ];
+    Ok(Parts {
+        api: mercato_search::routes::router(search.clone()),
+        internal: None,
+        db: search.store().db().clone(),
+        service: search,
+        tasks,
+    })
+}
+
+pub(crate) async fn build_notifications(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_notifications::NotificationsService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_notifications::NAME,
+        &mercato_notifications::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let notifications = Arc::new(mercato_notifications::NotificationsService::new(
+        mercato_notifications::store::NotificationsStore::new(db.clone(), outbox),
+    )?);
+    for sub in notifications.subscriptions() {
+        tasks.push(shared.bus.subscribe(sub, shared.shutdown.clone()));
+    }
+    let email = mercato_notifications::channel::email_channel(
+        settings.notifications.smtp_url.as_deref(),
+        &settings.notifications.from,
+        Duration::from_millis(settings.notifications.smtp_timeout_ms),
+        &settings.data_dir,
+    )?;
+    tasks.push(notifications.spawn_dispatcher(
+        email,
+        mercato_notifications::DispatcherConfig {
+            max_attempts: settings.notifications.max_attempts,
+            ..Default::default()
+        },
+        shared.shutdown.clone(),
+    ));
+    Ok(Parts {
+        api: mercato_notifications::routes::router(notifications.clone()),
+        internal: None,
+        service: notifications,
+        db,
+        tasks,
+    })
+}
+
+/// What the built contexts add up to: the routers, the background work,
+/// the stores to close and the readiness checks.
+pub(crate) struct Assembly {
+    pub api: utoipa_axum::router::OpenApiRouter,
+    pub internal: utoipa_axum::router::OpenApiRouter,
+    pub tasks: Vec<JoinHandle<()>>,
+    pub stores: Vec<Db>,
+    pub probes: Vec<(String, Probe)>,
+}
+
+impl Assembly {
+    pub fn new(bus: &Arc<dyn EventBus>) -> Self {
+        let bus = bus.clone();
+        let bus_probe: Probe = Arc::new(move || {
+            let bus = bus.clone();
+            Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })
+        });
+        Self {
+            api: utoipa_axum::router::OpenApiRouter::new(),
+            internal: utoipa_axum::router::OpenApiRouter::new(),
+            tasks: Vec::new(),
+            stores: Vec::new(),
+            probes: vec![("bus".into(), bus_probe)],
+        }
+    }
+
+    /// Takes in a built context and hands back its service.
+    pub fn add<S>(&mut self, name: &str, parts: Parts<S>) -> Arc<S> {
+        self.tasks.extend(parts.tasks);
+        self.probes.push((name.to_owned(), store_probe(&parts.db)));
+        self.stores.push(parts.db);
+        let api = std::mem::replace(&mut self.api, utoipa_axum::router::OpenApiRouter::new());
+        self.api = api.merge(parts.api);
+        if let Some(internal) = parts.internal {
+            let all = std::mem::replace(
+                &mut self.internal,
+                utoipa_axum::router::OpenApiRouter::new(),
+            );
+            self.internal = all.merge(internal);
+        }
+        parts.service
+    }
+
+    /// The public router with the gateway's middleware, plus the internal
+    /// endpoints when a service token is configured.
+    pub fn router(
+        self,
+        settings: &Settings,
+        gateway: &GatewayConfig,
+        keys: Arc<TokenKeys>,
+    ) -> anyhow::Result<(axum::Router, Vec<JoinHandle<()>>, Vec<Db>)> {
+        let router = mercato_gateway::build(gateway, self.api, keys, Probes::new(self.probes));
+        // The endpoints behind the client traits, for other processes: only
+        // with a service token configured, and never in the public OpenAPI.
+        let router = match &settings.internal.token {
+            Some(token) => {
+                anyhow::ensure!(
+                    token.len() >= 16,
+                    "internal.token must be at least 16 bytes"
+                );
+                let (internal, _) = self.internal.split_for_parts();
+                let internal = axum::Router::new()
+                    .nest(mercato_contracts::internal::PREFIX, internal)
+                    .layer(axum::middleware::from_fn_with_state(
+                        mercato_kernel::internal::ServiceToken::new(token),
+                        mercato_kernel::internal::require_service_token,
+                    ));
+                router.merge(internal)
+            }
+            None => router,
+        };
+        Ok((router, self.tasks, self.stores))
+    }
+}
+
+pub(crate) fn gateway_config(
+    settings: &Settings,
+    redis: Option<&mercato_kernel::cache::RedisConnection>,
+) -> GatewayConfig {
+    GatewayConfig {
+        body_limit_bytes: settings.http.body_limit_bytes,
+        request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
+        cors_origins: settings.http.cors_origins.clone(),
+        rate_limit: rate_limit(settings, redis),
+    }
+}
+
 impl Application {
+    /// Embedded mode: every context in this process, calling each other in
+    /// process, on the embedded event log unless `bus.nats_url` is set.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
@@ -199,7 +644,6 @@ impl Application {
             settings.auth.token_ttl_secs,
         ));
         let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
 
         let bus_db = open_store(
             &settings,
@@ -215,293 +659,49 @@ impl Application {
             None => Arc::new(log.clone()),
             Some(url) => Arc::new(jetstream(url, &settings).await?),
         };
+        let shared = Shared {
+            keys: keys.clone(),
+            bus: bus.clone(),
+            shutdown: shutdown.clone(),
+            redis: redis_connection(&settings)?,
+        };
+        let mut all = Assembly::new(&bus);
+        all.stores.push(bus_db);
 
-        // identity
-        let identity_db = open_store(
-            &settings,
-            mercato_identity::NAME,
-            &mercato_identity::MIGRATIONS,
-        )
-        .await?;
-        let identity_outbox = Outbox::new();
-        tasks.push(identity_outbox.spawn_relay(
-            mercato_identity::NAME,
-            identity_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let identity = Arc::new(mercato_identity::IdentityService::new(
-            mercato_identity::store::IdentityStore::new(identity_db.clone(), identity_outbox),
-            keys.clone(),
-            mercato_identity::domain::PasswordHasherConfig {
-                memory_kib: settings.auth.password_memory_kib,
-                iterations: settings.auth.password_iterations,
-            },
-        )?);
-
-        // catalog
-        let catalog_db = open_store(
-            &settings,
-            mercato_catalog::NAME,
-            &mercato_catalog::MIGRATIONS,
-        )
-        .await?;
-        let catalog_outbox = Outbox::new();
-        tasks.push(catalog_outbox.spawn_relay(
-            mercato_catalog::NAME,
-            catalog_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let catalog = mercato_catalog::CatalogService::new(
-            mercato_catalog::store::CatalogStore::new(catalog_db.clone(), catalog_outbox),
+        let identity = all.add("identity", build_identity(&settings, &shared).await?);
+        let catalog = all.add("catalog", build_catalog(&settings, &shared).await?);
+        let cart = all.add(
+            "cart",
+            build_cart(&settings, &shared, catalog.clone()).await?,
         );
-        // With Redis, products are cached there for every catalog replica.
-        let redis = redis_connection(&settings)?;
-        let catalog = Arc::new(match &redis {
-            Some(conn) => {
-                catalog.with_shared_cache(Arc::new(mercato_kernel::cache::RedisCache::new(
-                    conn.clone(),
-                    &settings.cache.key_prefix,
-                    Duration::from_millis(settings.cache.timeout_ms),
-                )))
-            }
-            None => catalog,
-        });
-        if let Some(sub) = catalog.cache_subscription() {
-            tasks.push(bus.subscribe(sub, shutdown.clone()));
-        }
-
-        // cart
-        let cart_db = open_store(&settings, mercato_cart::NAME, &mercato_cart::MIGRATIONS).await?;
-        let cart_outbox = Outbox::new();
-        tasks.push(cart_outbox.spawn_relay(
-            mercato_cart::NAME,
-            cart_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let cart_currency = mercato_kernel::Currency::parse(&settings.shop.currency)
-            .map_err(|e| anyhow::anyhow!("invalid shop.currency: {e}"))?;
-        let cart = Arc::new(mercato_cart::CartService::new(
-            mercato_cart::store::CartStore::new(cart_db.clone(), cart_outbox),
-            catalog.clone(),
-            cart_currency,
-        ));
-        tasks.push(bus.subscribe(cart.subscription(), shutdown.clone()));
-
-        // inventory
-        let inventory_db = open_store(
-            &settings,
-            mercato_inventory::NAME,
-            &mercato_inventory::MIGRATIONS,
-        )
-        .await?;
-        let inventory_outbox = Outbox::new();
-        tasks.push(inventory_outbox.spawn_relay(
-            mercato_inventory::NAME,
-            inventory_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let inventory = Arc::new(mercato_inventory::InventoryService::new(
-            mercato_inventory::store::InventoryStore::new(
-                inventory_db.clone(),
-                inventory_outbox,
-                settings.inventory.low_stock_threshold,
-            ),
-            catalog.clone(),
-        ));
-        tasks.push(inventory.spawn_sweeper(
-            Duration::from_millis(settings.inventory.reservation_sweep_ms),
-            shutdown.clone(),
-        ));
-
-        let test_provider = mercato_payments::testprovider::TestProvider::default();
-        // payments, with the built-in test provider unless a real one is configured
-        let payments_db = open_store(
-            &settings,
-            mercato_payments::NAME,
-            &mercato_payments::MIGRATIONS,
-        )
-        .await?;
-        let payments_outbox = Outbox::new();
-        tasks.push(payments_outbox.spawn_relay(
-            mercato_payments::NAME,
-            payments_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let provider_url = match &settings.payments.provider_url {
-            Some(url) => url.clone(),
-            None => {
-                let (addr, task) = test_provider
-                    .serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown.clone())
-                    .await
-                    .context("starting the built-in test payment provider")?;
-                tasks.push(task);
-                tracing::info!(%addr, "built-in test payment provider listening");
-                format!("http://{addr}")
-            }
-        };
-        let provider = mercato_payments::provider::HttpProvider::new(
-            &provider_url,
-            Duration::from_millis(settings.payments.timeout_ms),
-        )?;
-        let payments = Arc::new(mercato_payments::PaymentsService::new(
-            mercato_payments::store::PaymentsStore::new(payments_db.clone(), payments_outbox),
-            Arc::new(provider),
-        ));
-
-        // orders and the checkout saga
-        let orders_db =
-            open_store(&settings, mercato_orders::NAME, &mercato_orders::MIGRATIONS).await?;
-        let orders_outbox = Outbox::new();
-        tasks.push(orders_outbox.spawn_relay(
-            mercato_orders::NAME,
-            orders_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let orders_store =
-            mercato_orders::store::OrdersStore::new(orders_db.clone(), orders_outbox);
-        let saga = Arc::new(mercato_orders::SagaRunner::new(
-            orders_store.clone(),
-            inventory.clone(),
-            payments.clone(),
-            cart.clone(),
-            mercato_orders::saga::SagaConfig {
-                deadline: Duration::from_millis(settings.orders.saga_deadline_ms),
-                step_timeout: Duration::from_millis(settings.orders.step_timeout_ms),
-                // A charge and, after a time-out, its void.
-                pay_timeout: Duration::from_millis(settings.payments.timeout_ms * 2 + 1000),
-                reservation_ttl: Duration::from_secs(settings.orders.reservation_ttl_secs),
-                poll_interval: Duration::from_millis(settings.orders.saga_poll_ms),
-            },
-        ));
-        // Embedded mode runs the only saga runner of this store.
-        saga.take_over().await?;
-        tasks.push(saga.spawn_recovery(shutdown.clone()));
-        let orders = Arc::new(mercato_orders::OrdersService::new(
-            orders_store,
-            cart.clone(),
-            catalog.clone(),
-            saga,
-        ));
-
-        // search: a read model on local disk in every mode (one index per replica)
-        let search = Arc::new(
-            mercato_search::SearchService::open(&settings.data_dir.join(mercato_search::NAME))
-                .await
-                .context("opening the search index")?,
+        let inventory = all.add(
+            "inventory",
+            build_inventory(&settings, &shared, catalog.clone()).await?,
         );
-        tasks.push(search.start(bus.clone(), shutdown.clone()).await?);
-
-        // notifications
-        let notifications_db = open_store(
+        let (payments, test_provider) = build_payments(&settings, &shared).await?;
+        let payments = all.add("payments", payments);
+        let orders = build_orders(
             &settings,
-            mercato_notifications::NAME,
-            &mercato_notifications::MIGRATIONS,
+            &shared,
+            OrdersDeps {
+                cart: cart.clone(),
+                catalog: catalog.clone(),
+                inventory: inventory.clone(),
+                payments: payments.clone(),
+            },
+            // Embedded mode runs the only saga runner of this store.
+            true,
         )
         .await?;
-        let notifications_outbox = Outbox::new();
-        tasks.push(notifications_outbox.spawn_relay(
-            mercato_notifications::NAME,
-            notifications_db.clone(),
-            bus.clone(),
-            shutdown.clone(),
-        ));
-        let notifications = Arc::new(mercato_notifications::NotificationsService::new(
-            mercato_notifications::store::NotificationsStore::new(
-                notifications_db.clone(),
-                notifications_outbox,
-            ),
-        )?);
-        for sub in notifications.subscriptions() {
-            tasks.push(bus.subscribe(sub, shutdown.clone()));
-        }
-        let email = mercato_notifications::channel::email_channel(
-            settings.notifications.smtp_url.as_deref(),
-            &settings.notifications.from,
-            Duration::from_millis(settings.notifications.smtp_timeout_ms),
-            &settings.data_dir,
-        )?;
-        tasks.push(notifications.spawn_dispatcher(
-            email,
-            mercato_notifications::DispatcherConfig {
-                max_attempts: settings.notifications.max_attempts,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        ));
+        let orders = all.add("orders", orders);
+        let search = all.add("search", build_search(&settings, &shared).await?);
+        let notifications = all.add(
+            "notifications",
+            build_notifications(&settings, &shared).await?,
+        );
 
-        let api = utoipa_axum::router::OpenApiRouter::new()
-            .merge(mercato_identity::routes::router(identity.clone()))
-            .merge(mercato_catalog::routes::router(catalog.clone()))
-            .merge(mercato_cart::routes::router(cart.clone()));
-        let api = api.merge(mercato_inventory::routes::router(inventory.clone()));
-        let api = api
-            .merge(mercato_payments::routes::router(payments.clone()))
-            .merge(mercato_orders::routes::router(orders.clone()));
-
-        let api = api.merge(mercato_search::routes::router(search.clone()));
-        let mut stores = vec![bus_db.clone(), identity_db.clone(), catalog_db.clone()];
-        stores.push(search.store().db().clone());
-        stores.push(cart_db.clone());
-        stores.push(inventory_db.clone());
-        stores.push(payments_db.clone());
-        stores.push(orders_db.clone());
-        let api = api.merge(mercato_notifications::routes::router(notifications.clone()));
-        stores.push(notifications_db.clone());
-        let mut probes: Vec<(String, Probe)> = vec![("bus".into(), {
-            let bus = bus.clone();
-            Arc::new(move || {
-                let bus = bus.clone();
-                Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })
-            })
-        })];
-        probes.push(("identity".into(), store_probe(&identity_db)));
-        probes.push(("catalog".into(), store_probe(&catalog_db)));
-        probes.push(("notifications".into(), store_probe(&notifications_db)));
-        probes.push(("search".into(), store_probe(search.store().db())));
-        probes.push(("cart".into(), store_probe(&cart_db)));
-        probes.push(("inventory".into(), store_probe(&inventory_db)));
-        probes.push(("payments".into(), store_probe(&payments_db)));
-        probes.push(("orders".into(), store_probe(&orders_db)));
-
-        let gateway = GatewayConfig {
-            body_limit_bytes: settings.http.body_limit_bytes,
-            request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
-            cors_origins: settings.http.cors_origins.clone(),
-            rate_limit: rate_limit(&settings, redis.as_ref()),
-        };
-        let router = mercato_gateway::build(&gateway, api, keys, Probes::new(probes));
-        // The endpoints behind the client traits, for other processes: only
-        // with a service token configured, and never in the public OpenAPI.
-        let router = match &settings.internal.token {
-            Some(token) => {
-                anyhow::ensure!(
-                    token.len() >= 16,
-                    "internal.token must be at least 16 bytes"
-                );
-                let (internal, _) = utoipa_axum::router::OpenApiRouter::new()
-                    .merge(mercato_catalog::routes::internal_router(catalog.clone()))
-                    .merge(mercato_inventory::routes::internal_router(
-                        inventory.clone(),
-                    ))
-                    .merge(mercato_payments::routes::internal_router(payments.clone()))
-                    .merge(mercato_cart::routes::internal_router(cart.clone()))
-                    .split_for_parts();
-                let internal = axum::Router::new()
-                    .nest(mercato_contracts::internal::PREFIX, internal)
-                    .layer(axum::middleware::from_fn_with_state(
-                        mercato_kernel::internal::ServiceToken::new(token),
-                        mercato_kernel::internal::require_service_token,
-                    ));
-                router.merge(internal)
-            }
-            None => router,
-        };
+        let gateway = gateway_config(&settings, shared.redis.as_ref());
+        let (router, tasks, stores) = all.router(&settings, &gateway, keys)?;
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("listening on {}", settings.addr))?;
@@ -539,31 +739,54 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let shutdown = self.shutdown.clone();
-        let server_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            signal.await;
-            server_shutdown.cancel();
-        });
-        tracing::info!(addr = %self.local_addr(), "mercato is listening");
-        axum::serve(
+        serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            self.shutdown,
+            self.tasks,
+            self.stores,
+            signal,
         )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("serving HTTP")?;
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        for db in &self.stores {
-            db.close().await;
-        }
-        tracing::info!("mercato stopped");
-        Ok(())
     }
+}
+
+/// Serves `router` until `signal` resolves, then drains requests, stops the
+/// background work and closes the stores.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    stores: Vec<Db>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let server_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        signal.await;
+        server_shutdown.cancel();
+    });
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    tracing::info!(%addr, "mercato is listening");
+    let drained = shutdown.clone();
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { drained.cancelled().await })
+    .await
+    .context("serving HTTP")?;
+    shutdown.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    for db in &stores {
+        db.close().await;
+    }
+    tracing::info!("mercato stopped");
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

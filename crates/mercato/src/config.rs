@@ -28,6 +28,7 @@ pub struct Settings {
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
     pub internal: InternalSettings,
+    pub services: ServicesSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +164,58 @@ pub struct InternalSettings {
     pub token: Option<String>,
 }
 
+/// Where each context's replicas answer in distributed mode: for calls
+/// between contexts and for the gateway's routes. Each is a comma-separated
+/// list of base URLs (env `MERCATO_SERVICES__CATALOG=http://a:8080,http://b:8080`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServicesSettings {
+    pub identity: Option<String>,
+    pub catalog: Option<String>,
+    pub search: Option<String>,
+    pub cart: Option<String>,
+    pub inventory: Option<String>,
+    pub orders: Option<String>,
+    pub payments: Option<String>,
+    pub notifications: Option<String>,
+}
+
+/// The contexts `serve --service` runs, in the order they are listed.
+pub const CONTEXTS: [&str; 8] = [
+    "identity",
+    "catalog",
+    "search",
+    "cart",
+    "inventory",
+    "orders",
+    "payments",
+    "notifications",
+];
+
+impl ServicesSettings {
+    /// The replicas' base URLs of `context`; empty when none are configured.
+    pub fn urls(&self, context: &str) -> Vec<String> {
+        let list = match context {
+            "identity" => &self.identity,
+            "catalog" => &self.catalog,
+            "search" => &self.search,
+            "cart" => &self.cart,
+            "inventory" => &self.inventory,
+            "orders" => &self.orders,
+            "payments" => &self.payments,
+            "notifications" => &self.notifications,
+            _ => &None,
+        };
+        list.as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// Redis for the gateway's rate limits and catalog's product cache, shared
 /// by every replica. Unset, both stay in the process (embedded mode).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +291,7 @@ impl Default for Settings {
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
             internal: InternalSettings::default(),
+            services: ServicesSettings::default(),
         }
     }
 }

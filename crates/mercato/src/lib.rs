@@ -4,6 +4,8 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod distributed;
+mod proxy;
 
 pub use app::Application;
 pub use config::Settings;

@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every context in one process (embedded mode).
+    /// Run every context in one process (embedded mode), or one context or
+    /// the gateway with --service (distributed mode).
     Serve(ServeArgs),
     /// Administrative tasks on the data dir.
     Admin {
@@ -44,6 +45,10 @@ struct ServeArgs {
     /// Load demo data and print its credentials.
     #[arg(long)]
     demo: bool,
+    /// Run one context, or the gateway, as its own service (distributed
+    /// mode) instead of every context in this process.
+    #[arg(long, env = "MERCATO_SERVICE", value_parser = mercato::distributed::SERVICES)]
+    service: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +67,13 @@ enum AdminCommand {
         /// Data dir to write to [env: MERCATO_DATA_DIR] [default: ./data]
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Delete every JetStream stream of a subject prefix (a throw-away cluster's).
+    DeleteStreams {
+        #[arg(long, env = "MERCATO_BUS__NATS_URL")]
+        nats_url: String,
+        #[arg(long, env = "MERCATO_BUS__PREFIX")]
+        prefix: String,
     },
 }
 
@@ -103,6 +115,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = args.data_dir {
                 settings.data_dir = dir;
             }
+            if let Some(service) = args.service {
+                anyhow::ensure!(
+                    !args.demo,
+                    "--demo loads data in embedded mode only, not with --service"
+                );
+                let service = mercato::distributed::Service::build(settings, &service).await?;
+                return service.run(mercato::app::shutdown_signal()).await;
+            }
             let app = Application::build(settings).await?;
             if args.demo {
                 let credentials = mercato::demo::load(&app.contexts).await?;
@@ -113,6 +133,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command } => {
             init_logs(format, "warn");
             match command {
+                AdminCommand::DeleteStreams { nats_url, prefix } => {
+                    let mut config = mercato_kernel::bus::jetstream::JetStreamConfig::new(nats_url);
+                    config.prefix = prefix;
+                    let bus = mercato_kernel::bus::jetstream::JetStreamBus::connect(config).await?;
+                    let n = bus.delete_streams().await?;
+                    println!("deleted {n} streams");
+                    Ok(())
+                }
                 AdminCommand::CreateUser {
                     email,
                     password,
