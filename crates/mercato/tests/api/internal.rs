@@ -78,6 +78,9 @@ async fn stock(app: &TestApp, sku: &str) -> (i64, i64) {
 
 #[tokio::test]
 async fn catalog_answers_sku_lookups_over_http() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = spawn().await;
     let (seller, sku) = stocked_sku(&app, 1).await;
     let catalog = HttpCatalogClient(service(
@@ -99,6 +102,9 @@ async fn catalog_answers_sku_lookups_over_http() {
 
 #[tokio::test]
 async fn inventory_reserves_commits_and_restocks_over_http() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = spawn().await;
     let (_, sku) = stocked_sku(&app, 10).await;
     let inventory = HttpInventoryClient(service(
@@ -201,6 +207,9 @@ async fn inventory_reserves_commits_and_restocks_over_http() {
 
 #[tokio::test]
 async fn payments_charge_and_refund_over_http() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = spawn().await;
     let admin = app.admin().await;
     let payments = HttpPaymentsClient(service(
@@ -277,6 +286,9 @@ async fn payments_charge_and_refund_over_http() {
 
 #[tokio::test]
 async fn cart_lines_and_checkout_over_http() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = spawn().await;
     let (_, sku) = stocked_sku(&app, 10).await;
     let customer = app.register("customer").await;
@@ -317,6 +329,9 @@ async fn cart_lines_and_checkout_over_http() {
 
 #[tokio::test]
 async fn internal_endpoints_require_the_service_token() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = spawn().await;
     let url = format!("{}/internal/v1/skus/anything", app.base);
     for auth in [None, Some("Bearer wrong-token"), Some(TOKEN)] {
@@ -363,6 +378,9 @@ async fn internal_endpoints_require_the_service_token() {
 
 #[tokio::test]
 async fn without_a_token_the_internal_endpoints_are_not_served() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = TestApp::spawn().await;
     let r = app
         .client
@@ -387,6 +405,9 @@ async fn without_a_token_the_internal_endpoints_are_not_served() {
 
 #[tokio::test]
 async fn an_unreachable_replica_is_unavailable_quickly() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -408,6 +429,9 @@ async fn an_unreachable_replica_is_unavailable_quickly() {
 
 #[tokio::test]
 async fn a_hung_replica_times_out() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -463,6 +487,9 @@ async fn a_hung_replica_times_out() {
 
 #[tokio::test]
 async fn calls_fail_over_from_a_dead_replica() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     let app = spawn().await;
     let (_, sku) = stocked_sku(&app, 1).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -524,6 +551,9 @@ async fn scripted_replica(
 
 #[tokio::test]
 async fn server_errors_are_retried_and_client_errors_are_not() {
+    if crate::support::external() {
+        return; // the internal endpoints of an in-process server
+    }
     use std::sync::atomic::Ordering;
     let unavailable = r#"{"error":{"code":"unavailable","message":"busy"}}"#;
     let (base, count) =

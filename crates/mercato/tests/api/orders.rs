@@ -421,6 +421,8 @@ async fn admins_refund_once_per_key() {
     let id = order["id"].as_str().expect("id");
     let admin = app.admin().await;
     let path = format!("/orders/{id}/refund");
+    // Keys are scoped per admin, and an external server keeps its admin.
+    let (r1, r2) = (unique("r1"), unique("r2"));
     let no_key = app.post(&path, Some(&admin.token), json!({})).await;
     assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
     let by_customer = app
@@ -429,7 +431,7 @@ async fn admins_refund_once_per_key() {
             &path,
             Some(&customer.token),
             None,
-            &[("idempotency-key", "r1")],
+            &[("idempotency-key", r1.as_str())],
         )
         .await;
     assert_eq!(by_customer.status, StatusCode::FORBIDDEN);
@@ -439,7 +441,7 @@ async fn admins_refund_once_per_key() {
             &path,
             Some(&admin.token),
             None,
-            &[("idempotency-key", "r1")],
+            &[("idempotency-key", r1.as_str())],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -451,7 +453,7 @@ async fn admins_refund_once_per_key() {
             &path,
             Some(&admin.token),
             None,
-            &[("idempotency-key", "r1")],
+            &[("idempotency-key", r1.as_str())],
         )
         .await;
     assert_eq!(replay.status, StatusCode::OK);
@@ -462,7 +464,7 @@ async fn admins_refund_once_per_key() {
             &path,
             Some(&admin.token),
             None,
-            &[("idempotency-key", "r2")],
+            &[("idempotency-key", r2.as_str())],
         )
         .await;
     assert_eq!(other_key.status, StatusCode::CONFLICT);

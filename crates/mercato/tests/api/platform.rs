@@ -10,7 +10,9 @@ async fn health_and_readiness() {
     let r = app.get("/readyz", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "ready");
-    assert!(r.body["checks"]["bus"] == "ok");
+    if !crate::support::external() {
+        assert!(r.body["checks"]["bus"] == "ok");
+    }
 }
 
 #[tokio::test]
@@ -28,7 +30,9 @@ async fn metrics_count_requests_by_route_and_status() {
         .await
         .expect("text");
     assert!(text.contains("mercato_http_requests_total"), "{text}");
-    assert!(text.contains("route=\"/api/v1/products/{id}\""), "{text}");
+    if !crate::support::external() {
+        assert!(text.contains("route=\"/api/v1/products/{id}\""), "{text}");
+    }
     assert!(
         text.contains("mercato_http_request_duration_seconds_bucket"),
         "{text}"

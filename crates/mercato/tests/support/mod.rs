@@ -40,6 +40,13 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     s
 }
 
+/// Whether the suite runs against an external server (`MERCATO_TEST_BASE_URL`):
+/// what only an in-process server shows (its bus, its metrics, its
+/// internal endpoints) is then not checked.
+pub fn external() -> bool {
+    std::env::var("MERCATO_TEST_BASE_URL").is_ok()
+}
+
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 /// A value no other test in any process will pick.
