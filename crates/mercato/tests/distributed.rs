@@ -3,6 +3,9 @@
 //! front. A purchase through the gateway must travel across the processes
 //! as it does in one.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -136,44 +139,8 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        delete_streams(&self.nats_url, &self.prefix);
+        support::delete_streams(&self.nats_url, &self.prefix);
     }
-}
-
-/// Removes the test's JetStream streams.
-fn delete_streams(url: &str, prefix: &str) {
-    let url = url.to_owned();
-    let prefix = prefix.to_owned();
-    let _ = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            use futures::StreamExt as _;
-            let stream_prefix = format!("{}_", prefix.to_uppercase());
-            let mut config = mercato_kernel::bus::jetstream::JetStreamConfig::new(url);
-            config.prefix = prefix;
-            let Ok(bus) = mercato_kernel::bus::jetstream::JetStreamBus::connect(config).await
-            else {
-                return;
-            };
-            let js = bus.context();
-            let mut names = js.stream_names();
-            let mut doomed = Vec::new();
-            while let Some(Ok(name)) = names.next().await {
-                if name.starts_with(&stream_prefix) {
-                    doomed.push(name);
-                }
-            }
-            for name in doomed {
-                let _ = js.delete_stream(&name).await;
-            }
-        });
-    })
-    .join();
 }
 
 struct Api<'a> {

@@ -333,39 +333,29 @@ pub struct StreamCleanup {
 
 impl Drop for StreamCleanup {
     fn drop(&mut self) {
-        let url = self.url.clone();
-        let stream_prefix = format!("{}_", self.prefix.to_uppercase());
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                use futures::StreamExt as _;
-                let mut config = mercato_kernel::bus::jetstream::JetStreamConfig::new(url);
-                config.prefix = prefix;
-                let Ok(bus) = mercato_kernel::bus::jetstream::JetStreamBus::connect(config).await
-                else {
-                    return;
-                };
-                let js = bus.context();
-                let mut names = js.stream_names();
-                let mut doomed = Vec::new();
-                while let Some(Ok(name)) = names.next().await {
-                    if name.starts_with(&stream_prefix) {
-                        doomed.push(name);
-                    }
-                }
-                for name in doomed {
-                    let _ = js.delete_stream(&name).await;
-                }
-            });
-        })
-        .join();
+        delete_streams(&self.url, &self.prefix);
     }
+}
+
+/// Deletes every JetStream stream of `prefix`, from a thread of its own so
+/// that it can run in `Drop`, also while a test panics.
+pub fn delete_streams(url: &str, prefix: &str) {
+    let mut config = mercato_kernel::bus::jetstream::JetStreamConfig::new(url);
+    config.prefix = prefix.to_owned();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(bus) = mercato_kernel::bus::jetstream::JetStreamBus::connect(config).await {
+                let _ = bus.delete_streams().await;
+            }
+        });
+    })
+    .join();
 }
 
 impl Drop for TestApp {
