@@ -59,6 +59,14 @@ pub trait EventBus: Send + Sync + 'static {
     /// so that its next run sees every event again (rebuilding a read
     /// model). Takes effect when the consumer next starts.
     async fn rewind(&self, consumer: &str) -> anyhow::Result<()>;
+
+    /// Events parked after failing every attempt, oldest first.
+    async fn parked(&self, limit: usize) -> anyhow::Result<Vec<DeadLetter>>;
+
+    /// Publishes a parked event again and forgets it; `false` when `seq` is
+    /// not parked. Every consumer of its type sees it again: those that
+    /// processed it already drop it through their inbox.
+    async fn replay(&self, seq: i64) -> anyhow::Result<bool>;
 }
 
 /// How often a busy consumer saves its offset.
@@ -436,6 +444,53 @@ impl EventBus for LogBus {
 
     async fn rewind(&self, consumer: &str) -> anyhow::Result<()> {
         self.save_position(consumer, 0).await
+    }
+
+    async fn parked(&self, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut all = self.dead_letters().await?;
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn replay(&self, seq: i64) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT envelope FROM dead_letters WHERE seq = $1 LIMIT 1")
+                .bind(seq)
+                .fetch_optional(tx.conn())
+                .await?;
+        let Some((json,)) = row else {
+            return Ok(false);
+        };
+        let env: Envelope = serde_json::from_str(&json)?;
+        if self.db.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7420012)")
+                .execute(tx.conn())
+                .await?;
+        }
+        // The log keys rows by event id; a replay is a row of its own that
+        // carries the original envelope, so consumers de-duplicate it by its id.
+        sqlx::query(
+            "INSERT INTO event_log (event_id, event_type, envelope, appended_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(format!("{}-replay-{seq}", env.id))
+        .bind(&env.event_type)
+        .bind(&json)
+        .bind(crate::time::to_db(&crate::time::now()))
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM dead_letters WHERE seq = $1")
+            .bind(seq)
+            .execute(tx.conn())
+            .await?;
+        let (head,): (i64,) =
+            sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
+                .fetch_one(tx.conn())
+                .await?;
+        tx.commit().await?;
+        self.head.send_replace(head);
+        Ok(true)
     }
 }
 

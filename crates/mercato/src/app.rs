@@ -558,13 +558,14 @@ pub(crate) struct Assembly {
 
 impl Assembly {
     pub fn new(bus: &Arc<dyn EventBus>) -> Self {
+        let bus_for_admin = bus.clone();
         let bus = bus.clone();
         let bus_probe: Probe = Arc::new(move || {
             let bus = bus.clone();
             Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })
         });
         Self {
-            api: utoipa_axum::router::OpenApiRouter::new(),
+            api: crate::admin::router(bus_for_admin),
             internal: utoipa_axum::router::OpenApiRouter::new(),
             tasks: Vec::new(),
             stores: Vec::new(),

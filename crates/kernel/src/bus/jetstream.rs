@@ -966,6 +966,14 @@ impl EventBus for JetStreamBus {
         }
     }
 
+    async fn parked(&self, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        self.dead_letters(limit).await
+    }
+
+    async fn replay(&self, seq: i64) -> anyhow::Result<bool> {
+        self.replay_dead_letter(seq).await
+    }
+
     async fn rewind(&self, consumer: &str) -> anyhow::Result<()> {
         let durable = durable_name(consumer);
         let mut infos = self.inner.js.streams();

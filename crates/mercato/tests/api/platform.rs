@@ -161,3 +161,104 @@ async fn clients_over_their_rate_get_429_with_retry_after() {
         "the bucket refills"
     );
 }
+
+#[tokio::test]
+async fn admins_see_dead_letters_and_replay_them_once_fixed() {
+    let app = TestApp::spawn().await;
+    let Some(ctx) = app.contexts.clone() else {
+        return; // needs the in-process bus to plant a poison event
+    };
+    let admin = app.admin().await;
+    let customer = app.register("customer").await;
+    assert_eq!(
+        app.get("/admin/dead-letters", Some(&customer.token))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/admin/dead-letters", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An order of a customer notifications has never heard of cannot be told.
+    let stranger = uuid::Uuid::now_v7();
+    let eur = mercato_kernel::Currency::parse("EUR").expect("currency");
+    let confirmed = mercato_kernel::Envelope::new(
+        "orders",
+        "o-1",
+        &mercato_contracts::events::OrderConfirmed {
+            order_id: uuid::Uuid::now_v7(),
+            customer_id: stranger,
+            items: vec![],
+            total: mercato_kernel::Money::new(100, eur),
+        },
+    )
+    .expect("event");
+    ctx.bus
+        .publish(std::slice::from_ref(&confirmed))
+        .await
+        .expect("published");
+    let parked = app
+        .eventually(
+            "the event to be parked",
+            std::time::Duration::from_secs(10),
+            || async {
+                let r = app.get("/admin/dead-letters", Some(&admin.token)).await;
+                r.body["items"].as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .find(|d| d["event_id"] == confirmed.id.to_string())
+                        .cloned()
+                })
+            },
+        )
+        .await;
+    assert_eq!(parked["event_type"], "order.confirmed");
+    assert_eq!(parked["consumer"], "notifications");
+    let seq = parked["seq"].as_i64().expect("seq");
+
+    // The cause is fixed: the customer becomes known. Then the replay succeeds for good.
+    let registered = mercato_kernel::Envelope::new(
+        "identity",
+        stranger.to_string(),
+        &mercato_contracts::events::UserRegistered {
+            user_id: stranger,
+            email: "stranger@example.com".into(),
+            name: "Stranger".into(),
+            role: mercato_kernel::auth::Role::Customer,
+        },
+    )
+    .expect("event");
+    ctx.bus.publish(&[registered]).await.expect("published");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let replay = app
+        .post(
+            &format!("/admin/dead-letters/{seq}/replay"),
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::OK, "{:?}", replay.body);
+    assert_eq!(replay.body["replayed"], true);
+    let again = app
+        .post(
+            &format!("/admin/dead-letters/{seq}/replay"),
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    // Had the replay failed again, the event would be parked again within a few seconds.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let after = app.get("/admin/dead-letters", Some(&admin.token)).await;
+    assert!(
+        after.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|d| d["event_id"] != confirmed.id.to_string()),
+        "{:?}",
+        after.body
+    );
+}
