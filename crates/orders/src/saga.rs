@@ -330,8 +330,19 @@ impl SagaRunner {
 
     /// Turns the saga around: everything done so far is undone.
     async fn compensate(&self, saga: &Saga, reason: &str) -> anyhow::Result<Step> {
-        self.advance(
+        self.compensate_paying(saga, None, reason).await
+    }
+
+    /// Turns the saga around, recording the payment's status with it.
+    async fn compensate_paying(
+        &self,
+        saga: &Saga,
+        payment_status: Option<&str>,
+        reason: &str,
+    ) -> anyhow::Result<Step> {
+        self.advance_paying(
             saga,
+            payment_status,
             SagaState::Compensating,
             "refund_payment",
             Some(reason),
@@ -409,15 +420,8 @@ impl SagaRunner {
                             _ => "failed",
                         };
                         tracing::info!(order_id = %id, reason = %reason, "payment declined; cancelling");
-                        self.advance_paying(
-                            saga,
-                            Some(status),
-                            SagaState::Compensating,
-                            "refund_payment",
-                            Some(cancel_reason::PAYMENT_FAILED),
-                        )
-                        .await?;
-                        Step::Advanced
+                        self.compensate_paying(saga, Some(status), cancel_reason::PAYMENT_FAILED)
+                            .await?
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }

@@ -232,23 +232,7 @@ impl PaymentsStore {
 
     /// A pending intent whose charge was voided at the provider: nothing was taken.
     pub async fn mark_voided(&self, intent: &Intent) -> anyhow::Result<bool> {
-        let event = Envelope::new(
-            crate::NAME,
-            intent.order_id.to_string(),
-            &PaymentFailed {
-                payment_id: intent.id,
-                order_id: intent.order_id,
-                reason: "voided".into(),
-            },
-        )?;
-        let change = Change {
-            from: "pending",
-            to: "voided",
-            charge_id: None,
-            reason: Some("voided"),
-            ledger: None,
-        };
-        self.transition(intent, change, event).await
+        self.mark_failed(intent, "voided", "voided").await
     }
 
     pub async fn mark_refunded(&self, intent: &Intent, refund_ref: &str) -> anyhow::Result<bool> {
