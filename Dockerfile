@@ -7,7 +7,7 @@
 #   docker build -t mercato:dev .
 #   docker run --rm -p 8080:8080 mercato:dev                  # embedded mode
 #   docker run --rm -p 8080:8080 mercato:dev serve --service orders
-#     (one context: distributed mode, being built; see docs/deploy.md)
+#     (one context: distributed mode; see docs/deploy.md)
 #
 # Kubernetes manifests are in deploy/, operator notes in docs/deploy.md.
 

@@ -133,6 +133,11 @@ class Rendered(unittest.TestCase):
                     (port,) = service["spec"]["ports"]
                     self.assertEqual(container_port(container, port["targetPort"]), 8080)
 
+                    pdb = pdbs[name]
+                    self.assertTrue(selects(pdb["spec"]["selector"]["matchLabels"], labels))
+                    self.assertTrue("maxUnavailable" in pdb["spec"]
+                                    or pdb["spec"].get("minAvailable") == 1)
+
                     hpa = hpas[name]
                     self.assertEqual(hpa["apiVersion"], "autoscaling/v2")
                     self.assertEqual(hpa["spec"]["scaleTargetRef"],
@@ -145,13 +150,37 @@ class Rendered(unittest.TestCase):
                     self.assertEqual(hpa["spec"]["minReplicas"], deployment["spec"]["replicas"])
                     self.assertGreater(hpa["spec"]["maxReplicas"], hpa["spec"]["minReplicas"])
 
-                    pdb = pdbs[name]
-                    self.assertTrue(selects(pdb["spec"]["selector"]["matchLabels"], labels))
-                    self.assertTrue("maxUnavailable" in pdb["spec"]
-                                    or pdb["spec"].get("minAvailable") == 1)
             self.assertEqual(set(services), CONTEXTS)
             self.assertEqual(set(hpas), CONTEXTS)
             self.assertEqual(set(pdbs), CONTEXTS)
+
+    def test_rolled_one_pod_at_a_time_without_losing_capacity(self):
+        for _, objects in self.each_tree():
+            for name, deployment in by_kind(objects, "Deployment").items():
+                with self.subTest(deployment=name):
+                    strategy = deployment["spec"]["strategy"]
+                    self.assertEqual(strategy["type"], "RollingUpdate")
+                    self.assertEqual(strategy["rollingUpdate"],
+                                     {"maxSurge": 1, "maxUnavailable": 0})
+
+    def test_search_replicas_are_named_after_their_pods(self):
+        # Each search replica reads through a consumer of its own,
+        # search-<instance>; the pod name is stable across container
+        # restarts and unique among the replicas.
+        for _, objects in self.each_tree():
+            deployment = by_kind(objects, "Deployment")["search"]
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e for e in container.get("env", [])}
+            self.assertIn("MERCATO_SEARCH__INSTANCE", env)
+            self.assertEqual(env["MERCATO_SEARCH__INSTANCE"].get("valueFrom"),
+                             {"fieldRef": {"fieldPath": "metadata.name"}})
+            self.assertNotIn("value", env["MERCATO_SEARCH__INSTANCE"])
+            for kind in ("ConfigMap", "Secret"):
+                for source in by_kind(objects, kind).values():
+                    for data in ("data", "stringData"):
+                        self.assertNotIn("MERCATO_SEARCH__INSTANCE",
+                                         source.get(data, {}),
+                                         "one name shared by every replica")
 
     def test_referenced_config_and_secret_keys_exist(self):
         for _, objects in self.each_tree():
@@ -197,6 +226,16 @@ class Rendered(unittest.TestCase):
                 value = base64.b64decode(secret["data"]["MERCATO_AUTH__JWT_SECRET"])
             if b"REPLACE_ME" in value:
                 self.assertLess(len(value), 32)
+
+    def test_every_tree_has_the_secret_keys_of_the_base(self):
+        # An overlay that replaces the Secret must not drop a key a service needs.
+        base = set(by_kind(self.trees["deploy/base"], "Secret")["mercato-secrets"]
+                   .get("stringData", {}))
+        for tree, objects in self.each_tree():
+            secret = by_kind(objects, "Secret")["mercato-secrets"]
+            keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+            with self.subTest(tree=tree):
+                self.assertLessEqual(base, keys)
 
     def test_base_replicas(self):
         deployments = by_kind(self.trees["deploy/base"], "Deployment")

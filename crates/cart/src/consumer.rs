@@ -42,6 +42,7 @@ impl EventHandler for ProductArchivedHandler {
 pub fn subscription(store: CartStore) -> Subscription {
     Subscription {
         consumer: crate::NAME.to_owned(),
+        per_instance: false,
         event_types: vec![ProductArchived::TYPE.to_owned()],
         handler: Arc::new(ProductArchivedHandler::new(store)),
     }

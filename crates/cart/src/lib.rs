@@ -7,6 +7,9 @@
 //! archived or whose SKU is gone is left out of the priced cart, and the
 //! `product.archived` consumer ([`consumer`]) removes it for good.
 //!
+//! The lines are kept in the context's database or in Redis ([`store`]);
+//! the outbox and inbox are in the database either way.
+//!
 //! Checkout reads the cart and, once the order is confirmed, takes the
 //! bought quantities out of it through
 //! [`mercato_contracts::clients::CartClient`], once per order, publishing

@@ -1,18 +1,33 @@
-//! Cart lines, on SQLite or PostgreSQL.
+//! Cart lines: in the context's SQL store (SQLite or PostgreSQL), or in
+//! Redis ([`CartStore::with_redis`]).
+//!
+//! The SQL store is there either way: it holds the outbox
+//! (`cart.checked_out`), the inbox of the `product.archived` consumer and
+//! the orders already taken out of a cart (`cart_checkouts`).
+
+mod in_redis;
+
+pub use in_redis::CHECKOUT_MARKER_TTL_SECS;
 
 use crate::domain::CartLine;
+use in_redis::RedisLines;
 use mercato_contracts::events::CartCheckedOut;
 use mercato_contracts::types::SkuQuantity;
-use mercato_kernel::db::Db;
+use mercato_kernel::cache::RedisConnection;
+use mercato_kernel::db::{Db, Tx};
 use mercato_kernel::outbox::Outbox;
 use mercato_kernel::time::Timestamp;
 use mercato_kernel::{inbox, time, Envelope};
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct CartStore {
     db: Db,
     outbox: Outbox,
+    /// Where the lines are when not in `db`.
+    redis: Option<Arc<RedisLines>>,
 }
 
 type LineRow = (String, i64, String);
@@ -26,16 +41,54 @@ fn line_from_row((sku, quantity, added_at): LineRow) -> anyhow::Result<CartLine>
 }
 
 impl CartStore {
+    /// Lines in `db`, with the outbox and inbox.
     pub fn new(db: Db, outbox: Outbox) -> Self {
-        Self { db, outbox }
+        Self {
+            db,
+            outbox,
+            redis: None,
+        }
+    }
+
+    /// The lines in Redis under `<prefix>:cart...` keys instead (the outbox
+    /// and inbox stay in `db`), each Redis call bounded by `timeout`. A
+    /// Redis failure is an error that answers 503 (`unavailable`).
+    pub fn with_redis(self, conn: RedisConnection, prefix: &str, timeout: Duration) -> Self {
+        Self {
+            redis: Some(Arc::new(RedisLines::new(conn, prefix, timeout))),
+            ..self
+        }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
     }
 
+    /// `"redis"` or `"database"`: where the lines are.
+    pub fn backend(&self) -> &'static str {
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "database"
+        }
+    }
+
+    /// Whether the lines can be reached, for readiness: with the lines in
+    /// Redis, a `PING` answered within the time-out (the error says why
+    /// not); with the lines in the database, always `Ok`, as the database
+    /// has its own check.
+    pub async fn ping_lines(&self) -> anyhow::Result<()> {
+        match &self.redis {
+            Some(redis) => redis.ping().await,
+            None => Ok(()),
+        }
+    }
+
     /// The customer's lines, in the order they were first added.
     pub async fn lines(&self, customer_id: Uuid) -> anyhow::Result<Vec<CartLine>> {
+        if let Some(redis) = &self.redis {
+            return redis.lines(customer_id).await;
+        }
         let rows: Vec<LineRow> = sqlx::query_as(
             "SELECT sku, quantity, added_at FROM cart_lines WHERE customer_id = $1 ORDER BY added_at, sku",
         )
@@ -56,6 +109,9 @@ impl CartStore {
         max: i64,
         now: Timestamp,
     ) -> anyhow::Result<bool> {
+        if let Some(redis) = &self.redis {
+            return redis.add(customer_id, sku, quantity, max, now).await;
+        }
         let mut tx = self.db.begin().await?;
         let done = sqlx::query(
             "INSERT INTO cart_lines (customer_id, sku, quantity, added_at) VALUES ($1, $2, $3, $4)
@@ -80,6 +136,9 @@ impl CartStore {
         sku: &str,
         quantity: i64,
     ) -> anyhow::Result<bool> {
+        if let Some(redis) = &self.redis {
+            return redis.set_quantity(customer_id, sku, quantity).await;
+        }
         let mut tx = self.db.begin().await?;
         let done =
             sqlx::query("UPDATE cart_lines SET quantity = $3 WHERE customer_id = $1 AND sku = $2")
@@ -94,6 +153,9 @@ impl CartStore {
 
     /// Removes a line; a no-op when there is none.
     pub async fn remove(&self, customer_id: Uuid, sku: &str) -> anyhow::Result<()> {
+        if let Some(redis) = &self.redis {
+            return redis.remove(customer_id, sku).await;
+        }
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM cart_lines WHERE customer_id = $1 AND sku = $2")
             .bind(customer_id.to_string())
@@ -105,8 +167,15 @@ impl CartStore {
     }
 
     /// Takes what `order_id` bought out of the cart and records
-    /// `cart.checked_out`, in one transaction, once per order. `false` when
-    /// the order had already been taken out.
+    /// `cart.checked_out`, once per order. `false` when the order had already
+    /// been taken out.
+    ///
+    /// In the database it is one transaction. In Redis the lines change in
+    /// one script that also sets the order's marker, then the event is
+    /// recorded in the SQL store, gated by the order's row in
+    /// `cart_checkouts`: a call repeated after a failure between the two
+    /// finds the marker set (`false`, the lines are not touched again) and
+    /// still records the event, exactly once.
     pub async fn check_out(
         &self,
         customer_id: Uuid,
@@ -121,18 +190,18 @@ impl CartStore {
                 order_id,
             },
         )?;
+        if let Some(redis) = &self.redis {
+            let first = redis.check_out(customer_id, order_id, bought).await?;
+            let mut tx = self.db.begin().await?;
+            if record_checkout(&mut tx, customer_id, order_id).await? {
+                self.outbox.add(&mut tx, &[event]).await?;
+                tx.commit().await?;
+            }
+            return Ok(first);
+        }
         let customer = customer_id.to_string();
         let mut tx = self.db.begin().await?;
-        let first = sqlx::query(
-            "INSERT INTO cart_checkouts (order_id, customer_id, processed_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(order_id.to_string())
-        .bind(&customer)
-        .bind(time::to_db(&time::now()))
-        .execute(tx.conn())
-        .await?;
-        if first.rows_affected() == 0 {
+        if !record_checkout(&mut tx, customer_id, order_id).await? {
             return Ok(false);
         }
         for b in bought.iter().filter(|b| b.quantity > 0) {
@@ -161,6 +230,9 @@ impl CartStore {
 
     /// Removes `skus` from every cart, once per event (`consumer` claims
     /// `event_id` in the same transaction). `false` for a repeated event.
+    /// With the lines in Redis, they are removed there while the claim is
+    /// held and before it commits; a failure in between leaves the event
+    /// unclaimed, and removing again is harmless.
     pub async fn remove_skus_everywhere(
         &self,
         consumer: &str,
@@ -171,6 +243,11 @@ impl CartStore {
         if !inbox::claim(&mut tx, consumer, event_id).await? {
             return Ok(false);
         }
+        if let Some(redis) = &self.redis {
+            redis.remove_skus_everywhere(skus).await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
         for sku in skus {
             sqlx::query("DELETE FROM cart_lines WHERE sku = $1")
                 .bind(sku)
@@ -180,4 +257,19 @@ impl CartStore {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Records that `order_id` was taken out of the customer's cart; `false`
+/// when it already was.
+async fn record_checkout(tx: &mut Tx, customer_id: Uuid, order_id: Uuid) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO cart_checkouts (order_id, customer_id, processed_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(order_id.to_string())
+    .bind(customer_id.to_string())
+    .bind(time::to_db(&time::now()))
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -1,6 +1,6 @@
 //! Catalog use cases: the aggregate decides, the store records, the cache serves reads.
 
-use crate::cache::ProductCache;
+use crate::cache::{ProductCache, SkuCache};
 use crate::domain::{CatalogCommand, CatalogEvent, ProductAggregate};
 use crate::store::{AppendError, CatalogStore, ProductFilter};
 use async_trait::async_trait;
@@ -11,16 +11,15 @@ use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::bus::Subscription;
 use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, ApiError, Envelope};
-use moka::future::Cache;
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 pub struct CatalogService {
     store: CatalogStore,
     products: ProductCache,
-    /// SKU lookups of carts and orders, unknown SKUs included.
-    skus: Cache<String, Option<SkuInfo>>,
+    /// SKU lookups of carts and orders, unknown SKUs included: in this
+    /// process, or shared by every replica (see [`crate::cache`]).
+    skus: SkuCache,
 }
 
 const APPEND_ATTEMPTS: usize = 3;
@@ -30,24 +29,24 @@ impl CatalogService {
         Self {
             store,
             products: ProductCache::local(),
-            skus: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
+            skus: SkuCache::local(),
         }
     }
 
-    /// Keeps products in `cache`, shared with the other replicas, instead
-    /// of in this process (see [`crate::cache`]).
+    /// Keeps products and SKU lookups in `cache`, shared with the other
+    /// replicas, instead of in this process: with several replicas, a price
+    /// changed on one of them is answered by every other one at once (see
+    /// [`crate::cache`]).
     pub fn with_shared_cache(mut self, cache: Arc<dyn mercato_kernel::cache::Cache>) -> Self {
-        self.products = ProductCache::Shared(cache);
+        self.products = ProductCache::Shared(cache.clone());
+        self.skus = SkuCache::Shared(cache);
         self
     }
 
-    /// The consumer that invalidates the shared product cache on catalog
-    /// events; `None` without a shared cache.
+    /// The consumer that invalidates the shared cache (products and SKU
+    /// lookups) on catalog events; `None` without a shared cache.
     pub fn cache_subscription(&self) -> Option<Subscription> {
-        self.products.subscription()
+        crate::cache::subscription(&self.products, &self.skus)
     }
 
     pub fn store(&self) -> &CatalogStore {
@@ -101,8 +100,8 @@ impl CatalogService {
         if events.is_empty() {
             return Ok(product);
         }
-        let integration =
-            integration_events(&before, &events, &product).map_err(ApiError::internal)?;
+        let integration = integration_events(&before, &events, &product, after.version)
+            .map_err(ApiError::internal)?;
         match self
             .store
             .append(&before, &events, &product, &integration)
@@ -123,11 +122,12 @@ impl CatalogService {
             }
             Err(AppendError::Store(e)) => return Err(e.into()),
         }
-        // A failure is logged; the `catalog-cache` consumer deletes again.
+        // A failure is logged; the `catalog-cache` consumer deletes again
+        // (the SKUs the product still has).
         let _ = self.products.invalidate(product.id).await;
         let old_skus = before.state.iter().flat_map(|p| p.variants.iter());
         for v in old_skus.chain(product.variants.iter()) {
-            self.skus.invalidate(&v.sku).await;
+            let _ = self.skus.invalidate(&v.sku).await;
         }
         for e in &events {
             metrics::counter!("mercato_catalog_events_total", "event" => e.name()).increment(1);
@@ -179,11 +179,14 @@ fn authorize_owner(caller: &Caller, agg: &ProductAggregate) -> Result<(), ApiErr
     }
 }
 
-/// The events other contexts hear about.
+/// The events other contexts hear about. Each carries `version`, the
+/// product's version once `events` are appended, so that consumers can
+/// tell an older event arriving late from a newer one.
 fn integration_events(
     before: &ProductAggregate,
     events: &[CatalogEvent],
     after: &Product,
+    version: i64,
 ) -> anyhow::Result<Vec<Envelope>> {
     let subject = after.id.to_string();
     let mut out = Vec::new();
@@ -195,6 +198,7 @@ fn integration_events(
                 &subject,
                 &ProductCreated {
                     product: after.clone(),
+                    version,
                 },
             )?),
             CatalogEvent::DetailsChanged { .. } => updated = true,
@@ -215,6 +219,7 @@ fn integration_events(
                                 sku: v.sku.clone(),
                                 old_price: o.price.clone(),
                                 new_price: v.price.clone(),
+                                version,
                             },
                         )?);
                     }
@@ -226,6 +231,7 @@ fn integration_events(
                 &ProductArchived {
                     product_id: after.id,
                     skus: after.variants.iter().map(|v| v.sku.clone()).collect(),
+                    version,
                 },
             )?),
         }
@@ -236,6 +242,7 @@ fn integration_events(
             &subject,
             &ProductUpdated {
                 product: after.clone(),
+                version,
             },
         )?);
     }
@@ -253,7 +260,112 @@ impl CatalogClient for CatalogService {
             .sku(sku)
             .await
             .map_err(|e| ClientError::Failed("catalog", format!("{e:#}")))?;
-        self.skus.insert(sku.to_owned(), info.clone()).await;
+        self.skus.put(sku, info.clone()).await;
         Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewVariant;
+    use mercato_kernel::db::Db;
+    use mercato_kernel::outbox::{Outbox, PLATFORM_MIGRATIONS};
+    use mercato_kernel::Money;
+
+    fn variant(sku: &str, amount: i64) -> NewVariant {
+        NewVariant {
+            sku: sku.to_owned(),
+            title: None,
+            price: Money::parse_price(amount, "EUR").expect("money"),
+            attributes: Default::default(),
+        }
+    }
+
+    /// The integration events in the outbox, in the order they were written.
+    async fn outbox(db: &Db) -> Vec<Envelope> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT envelope FROM outbox ORDER BY seq")
+            .fetch_all(db.pool())
+            .await
+            .expect("outbox");
+        rows.iter()
+            .map(|(json,)| serde_json::from_str(json).expect("envelope"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn product_events_carry_the_products_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite_file(&dir.path().join("catalog.db"))
+            .await
+            .expect("sqlite");
+        db.migrate("platform", &PLATFORM_MIGRATIONS)
+            .await
+            .expect("platform migrations");
+        db.migrate(crate::NAME, &crate::MIGRATIONS)
+            .await
+            .expect("catalog migrations");
+        let service = CatalogService::new(CatalogStore::new(db.clone(), Outbox::new()));
+        let seller = Caller {
+            user_id: id::new_id(),
+            role: Role::Seller,
+        };
+
+        let product = service
+            .create(
+                seller,
+                CatalogCommand::Create {
+                    seller_id: seller.user_id,
+                    title: "Kettle".into(),
+                    description: String::new(),
+                    category: "kitchen".into(),
+                    variants: vec![variant("KET-1", 1299)],
+                },
+            )
+            .await
+            .expect("create");
+        // Two catalog events in one command: the title and the variants.
+        service
+            .update(
+                seller,
+                product.id,
+                CatalogCommand::Update {
+                    title: Some("Steel kettle".into()),
+                    description: None,
+                    category: None,
+                    variants: Some(vec![variant("KET-1", 1499)]),
+                },
+            )
+            .await
+            .expect("update");
+        service.archive(seller, product.id).await.expect("archive");
+        let stored = service.store().load(product.id).await.expect("load");
+
+        let versions: Vec<(String, i64)> = outbox(&db)
+            .await
+            .iter()
+            .map(|e| {
+                let version = if e.is::<ProductCreated>() {
+                    e.decode::<ProductCreated>().expect("decode").version
+                } else if e.is::<ProductUpdated>() {
+                    e.decode::<ProductUpdated>().expect("decode").version
+                } else if e.is::<PriceChanged>() {
+                    e.decode::<PriceChanged>().expect("decode").version
+                } else {
+                    e.decode::<ProductArchived>().expect("decode").version
+                };
+                (e.event_type.clone(), version)
+            })
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                ("product.created".to_owned(), 1),
+                ("price.changed".to_owned(), 3),
+                ("product.updated".to_owned(), 3),
+                ("product.archived".to_owned(), 4),
+            ]
+        );
+        assert_eq!(stored.version, 4, "the version is the stored one");
     }
 }

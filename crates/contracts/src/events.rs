@@ -33,6 +33,12 @@ event!(UserRegistered, "user.registered");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductCreated {
     pub product: Product,
+    /// The product's version after the change: how many catalog events it
+    /// has had. It grows with every change, so a consumer that keeps the
+    /// product's state can tell an older event arriving late from a newer
+    /// one. 0 in events published before versions were carried.
+    #[serde(default)]
+    pub version: i64,
 }
 event!(ProductCreated, "product.created");
 
@@ -40,6 +46,10 @@ event!(ProductCreated, "product.created");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductUpdated {
     pub product: Product,
+    /// The product's version after the change (see
+    /// [`ProductCreated::version`]).
+    #[serde(default)]
+    pub version: i64,
 }
 event!(ProductUpdated, "product.updated");
 
@@ -49,6 +59,10 @@ pub struct PriceChanged {
     pub sku: String,
     pub old_price: Money,
     pub new_price: Money,
+    /// The product's version after the change (see
+    /// [`ProductCreated::version`]).
+    #[serde(default)]
+    pub version: i64,
 }
 event!(PriceChanged, "price.changed");
 
@@ -56,6 +70,10 @@ event!(PriceChanged, "price.changed");
 pub struct ProductArchived {
     pub product_id: Uuid,
     pub skus: Vec<String>,
+    /// The product's version after the change (see
+    /// [`ProductCreated::version`]).
+    #[serde(default)]
+    pub version: i64,
 }
 event!(ProductArchived, "product.archived");
 
@@ -66,6 +84,10 @@ pub struct StockChanged {
     pub sku: String,
     pub available: i64,
     pub reserved: i64,
+    /// The SKU's stock version after the change: a SKU's events are ordered
+    /// by it. 0 in events written before it existed.
+    #[serde(default)]
+    pub version: i64,
 }
 event!(StockChanged, "stock.changed");
 

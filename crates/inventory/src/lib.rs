@@ -24,14 +24,28 @@ use mercato_kernel::db::{Migration, Migrations};
 pub const NAME: &str = "inventory";
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "stock_reservations",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "stock_reservations",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "stock_reservations",
+            sql: include_str!("../migrations/sqlite.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "sku_versions",
+            sql: include_str!("../migrations/2_sku_versions.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "stock_reservations",
+            sql: include_str!("../migrations/postgres.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "sku_versions",
+            sql: include_str!("../migrations/2_sku_versions.sql"),
+        },
+    ],
 };

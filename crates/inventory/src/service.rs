@@ -229,6 +229,7 @@ impl InventoryClient for InventoryService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mercato_contracts::events::StockChanged;
     use mercato_contracts::types::ProductStatus;
     use mercato_kernel::db::{Db, StoreConfig};
     use mercato_kernel::outbox::{Outbox, PLATFORM_MIGRATIONS};
@@ -615,6 +616,37 @@ mod tests {
             assert!(a.warehouses.iter().all(|w| w.on_hand == w.reserved));
             let b = f.stock("B").await;
             assert_eq!((b.available, b.reserved), (90, 10), "B held only with A");
+        }
+    }
+
+    /// Changes to different warehouses of one SKU at once: each
+    /// `stock.changed` has its own version, and the newest one carries the
+    /// SKU's final totals (on PostgreSQL too, where the writers run at once).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_of_a_sku_publish_ordered_versions_and_true_totals() {
+        for f in fixtures(&["A"]).await {
+            let f = Arc::new(f);
+            let calls = (0..12).map(|i| {
+                let f = f.clone();
+                tokio::spawn(async move { f.set("A", &format!("w{i}"), i + 1).await })
+            });
+            futures_join(calls).await;
+            let mut changes: Vec<StockChanged> = f
+                .events()
+                .await
+                .iter()
+                .filter(|e| e.event_type == "stock.changed")
+                .map(|e| e.decode().expect("stock.changed"))
+                .collect();
+            assert_eq!(changes.len(), 12);
+            changes.sort_by_key(|c| c.version);
+            let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
+            assert_eq!(versions, (1..=12).collect::<Vec<_>>());
+            // Each change saw every earlier one: totals grow with the version.
+            assert!(changes.windows(2).all(|w| w[0].available < w[1].available));
+            let last = changes.last().expect("a change");
+            assert_eq!(last.available, (1..=12).sum::<i64>());
+            assert_eq!(last.available, f.stock("A").await.available);
         }
     }
 

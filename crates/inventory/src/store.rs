@@ -110,6 +110,7 @@ impl InventoryStore {
     ) -> anyhow::Result<SetResult> {
         let now = time::to_db(&time::now());
         let mut tx = self.db.begin().await?;
+        let version = next_version(&mut tx, sku).await?;
         let before = totals(&mut tx, sku).await?;
         let applied = sqlx::query(
             "INSERT INTO stock (sku, warehouse, on_hand, reserved, updated_at) VALUES ($1, $2, $3, 0, $4)
@@ -132,7 +133,7 @@ impl InventoryStore {
             return Ok(SetResult::BelowReserved { reserved });
         }
         let after = totals(&mut tx, sku).await?;
-        let events = self.stock_events(sku, before, after)?;
+        let events = self.stock_events(sku, before, after, version)?;
         self.outbox.add(&mut tx, &events).await?;
         let rows: Vec<(String, i64, i64)> =
             sqlx::query_as("SELECT warehouse, on_hand, reserved FROM stock WHERE sku = $1")
@@ -187,6 +188,7 @@ impl InventoryStore {
             },
         )?];
         for (sku, need) in lines {
+            let version = next_version(&mut tx, sku).await?;
             let before = totals(&mut tx, sku).await?;
             if !self.take(&mut tx, id, sku, *need).await? {
                 // Rolls back every unit already taken for earlier lines.
@@ -194,7 +196,7 @@ impl InventoryStore {
                 return self.record_out_of_stock(id, sku).await;
             }
             let after = totals(&mut tx, sku).await?;
-            events.extend(self.stock_events(sku, before, after)?);
+            events.extend(self.stock_events(sku, before, after, version)?);
         }
         self.outbox.add(&mut tx, &events).await?;
         tx.commit().await?;
@@ -471,6 +473,7 @@ impl InventoryStore {
         let mut events = Vec::new();
         for (sku, mut parts) in by_sku {
             parts.sort_by(|a, b| crate::domain::allocation_order(&a.0, &b.0));
+            let version = next_version(tx, &sku).await?;
             let before = totals(tx, &sku).await?;
             for (warehouse, quantity) in parts {
                 let applied = sqlx::query(sql)
@@ -486,7 +489,7 @@ impl InventoryStore {
                 );
             }
             let after = totals(tx, &sku).await?;
-            events.extend(self.stock_events(&sku, before, after)?);
+            events.extend(self.stock_events(&sku, before, after, version)?);
         }
         Ok(events)
     }
@@ -513,6 +516,7 @@ impl InventoryStore {
         sku: &str,
         before: Totals,
         after: Totals,
+        version: i64,
     ) -> anyhow::Result<Vec<Envelope>> {
         let mut events = Vec::new();
         if before.available() != after.available() || before.reserved != after.reserved {
@@ -523,6 +527,7 @@ impl InventoryStore {
                     sku: sku.to_owned(),
                     available: after.available(),
                     reserved: after.reserved,
+                    version,
                 },
             )?);
         }
@@ -542,6 +547,22 @@ impl InventoryStore {
         }
         Ok(events)
     }
+}
+
+/// Takes the SKU's turn and its next version. On PostgreSQL the upsert
+/// waits for any other transaction changing the same SKU to end, so the
+/// totals read after it include every committed change, and versions follow
+/// commit order. Callers touching several SKUs take them in SKU order.
+async fn next_version(tx: &mut Tx, sku: &str) -> anyhow::Result<i64> {
+    let (version,): (i64,) = sqlx::query_as(
+        "INSERT INTO sku_versions (sku, version) VALUES ($1, 1)
+         ON CONFLICT (sku) DO UPDATE SET version = sku_versions.version + 1
+         RETURNING version",
+    )
+    .bind(sku)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(version)
 }
 
 async fn totals(tx: &mut Tx, sku: &str) -> anyhow::Result<Totals> {

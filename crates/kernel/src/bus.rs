@@ -27,9 +27,45 @@ pub struct Subscription {
     pub consumer: String,
     pub event_types: Vec<String>,
     pub handler: Arc<dyn EventHandler>,
+    /// Whether the consumer belongs to one process instance rather than to
+    /// its context: its state lives with the instance (a search index on
+    /// local disk), so every instance subscribes under a name of its own
+    /// and reads every event. A bus that keeps consumers on a server
+    /// removes such a consumer once its instance has been gone for a while
+    /// ([`jetstream::JetStreamConfig::instance_inactive_threshold`]); an
+    /// instance that comes back under the same name within that time goes
+    /// on from its position. `false`: the replicas of the context share the
+    /// consumer and its work, and it is kept.
+    pub per_instance: bool,
 }
 
 impl Subscription {
+    /// A consumer the replicas of a context share.
+    pub fn shared(
+        consumer: impl Into<String>,
+        event_types: impl IntoIterator<Item = impl Into<String>>,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        Self {
+            consumer: consumer.into(),
+            event_types: event_types.into_iter().map(Into::into).collect(),
+            handler,
+            per_instance: false,
+        }
+    }
+
+    /// A consumer of one process instance (see [`Self::per_instance`]).
+    pub fn of_instance(
+        consumer: impl Into<String>,
+        event_types: impl IntoIterator<Item = impl Into<String>>,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        Self {
+            per_instance: true,
+            ..Self::shared(consumer, event_types, handler)
+        }
+    }
+
     pub fn wants(&self, event_type: &str) -> bool {
         self.event_types.iter().any(|p| match p.strip_suffix(".*") {
             Some(prefix) => event_type
@@ -63,9 +99,18 @@ pub trait EventBus: Send + Sync + 'static {
     /// Events parked after failing every attempt, oldest first.
     async fn parked(&self, limit: usize) -> anyhow::Result<Vec<DeadLetter>>;
 
-    /// Publishes a parked event again and forgets it; `false` when `seq` is
-    /// not parked. Every consumer of its type sees it again: those that
-    /// processed it already drop it through their inbox.
+    /// Delivers a parked event again to the consumer that parked it
+    /// ([`DeadLetter::consumer`]) and to no other, and forgets the dead
+    /// letter; `false` when there is no dead letter `seq`.
+    ///
+    /// The other consumers of the event's type do not see it again: a
+    /// consumer without an inbox (search overwrites its index with the
+    /// event's state) would otherwise go back to an older state. The replay
+    /// is queued durably for that consumer: a consumer that is not running
+    /// gets it when it next starts, one with several replicas on one of
+    /// them. It is a delivery like any other: failing every attempt again
+    /// parks it again, as a new dead letter. A replayed event may arrive
+    /// after newer events of the same subject.
     async fn replay(&self, seq: i64) -> anyhow::Result<bool>;
 }
 
@@ -74,6 +119,11 @@ const SAVE_EVERY: Duration = Duration::from_millis(250);
 
 /// How often a failing event is tried before it is parked as a dead letter.
 pub const MAX_ATTEMPTS: u32 = 6;
+
+/// How often a busy consumer of the [`LogBus`] looks for replays queued
+/// elsewhere than through its own bus (another process on the same store);
+/// replays through its own bus wake it at once.
+const REPLAY_POLL: Duration = Duration::from_secs(1);
 
 const LOG_MIGRATIONS: Migrations = Migrations {
     sqlite: &[Migration {
@@ -103,6 +153,37 @@ const LOG_MIGRATIONS: Migrations = Migrations {
             failed_at TEXT NOT NULL,
             PRIMARY KEY (consumer, event_id)
         );",
+    }, Migration {
+        version: 2,
+        name: "replays",
+        // Dead letters get an id of their own (two consumers may park the
+        // same event), and replays a queue per consumer.
+        sql: "
+        CREATE TABLE dead_letters_v2 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            consumer TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            event_type TEXT NOT NULL,
+            envelope TEXT NOT NULL,
+            error TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            failed_at TEXT NOT NULL,
+            UNIQUE (consumer, event_id)
+        );
+        INSERT INTO dead_letters_v2 (consumer, event_id, seq, event_type, envelope, error, attempts, failed_at)
+            SELECT consumer, event_id, seq, event_type, envelope, error, attempts, failed_at
+            FROM dead_letters ORDER BY failed_at;
+        DROP TABLE dead_letters;
+        ALTER TABLE dead_letters_v2 RENAME TO dead_letters;
+        CREATE TABLE replays (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            consumer TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            envelope TEXT NOT NULL,
+            queued_at TEXT NOT NULL
+        );
+        CREATE INDEX replays_by_consumer ON replays (consumer, id);",
     }],
     postgres: &[Migration {
         version: 1,
@@ -131,20 +212,44 @@ const LOG_MIGRATIONS: Migrations = Migrations {
             failed_at TEXT NOT NULL,
             PRIMARY KEY (consumer, event_id)
         );",
+    }, Migration {
+        version: 2,
+        name: "replays",
+        sql: "
+        ALTER TABLE dead_letters ADD COLUMN id BIGSERIAL;
+        ALTER TABLE dead_letters ADD CONSTRAINT dead_letters_id_key UNIQUE (id);
+        CREATE TABLE replays (
+            id BIGSERIAL PRIMARY KEY,
+            consumer TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            envelope TEXT NOT NULL,
+            queued_at TEXT NOT NULL
+        );
+        CREATE INDEX replays_by_consumer ON replays (consumer, id);",
     }],
 };
 
 /// The durable in-process bus.
+///
+/// Replays of dead letters do not go through the log, which every consumer
+/// reads: they are queued per consumer (table `replays`), and each consumer
+/// drains its own queue between batches of the log.
 #[derive(Clone)]
 pub struct LogBus {
     db: Db,
     head: Arc<watch::Sender<i64>>,
+    /// Bumped whenever a replay is queued, to wake the consumers.
+    replayed: Arc<watch::Sender<u64>>,
 }
 
 /// A parked event that exhausted its attempts.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// The consumer that gave up on it, and the only one a replay reaches.
     pub consumer: String,
+    /// What [`EventBus::replay`] takes: unique per dead letter (the id of
+    /// the dead letter in the [`LogBus`], its position in the dead-letter
+    /// stream on JetStream).
     pub seq: i64,
     pub envelope: Envelope,
     pub error: String,
@@ -159,9 +264,11 @@ impl LogBus {
                 .fetch_one(db.pool())
                 .await?;
         let (tx, _) = watch::channel(head);
+        let (replayed, _) = watch::channel(0);
         Ok(Self {
             db,
             head: Arc::new(tx),
+            replayed: Arc::new(replayed),
         })
     }
 
@@ -205,7 +312,7 @@ impl LogBus {
 
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         let rows: Vec<(String, i64, String, String, i64)> = sqlx::query_as(
-            "SELECT consumer, seq, envelope, error, attempts FROM dead_letters ORDER BY failed_at",
+            "SELECT consumer, id, envelope, error, attempts FROM dead_letters ORDER BY failed_at, id",
         )
         .fetch_all(self.db.pool())
         .await?;
@@ -274,8 +381,70 @@ impl LogBus {
             .collect()
     }
 
+    /// The oldest replays queued for `consumer`: id, log position, envelope.
+    async fn queued_replays(
+        &self,
+        consumer: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(i64, i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, seq, envelope FROM replays WHERE consumer = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(consumer)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?)
+    }
+
+    async fn forget_replay(&self, id: i64) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM replays WHERE id = $1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Delivers the replays queued for `sub` until none is left; `false`
+    /// when shutting down. A replay is forgotten once delivered (or parked
+    /// again): after a crash in between it is delivered once more, which
+    /// the consumer's idempotence absorbs.
+    async fn drain_replays(
+        &self,
+        sub: &Subscription,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        loop {
+            let queued = self.queued_replays(&sub.consumer, 32).await?;
+            if queued.is_empty() {
+                return Ok(true);
+            }
+            for (id, seq, json) in queued {
+                match serde_json::from_str::<Envelope>(&json) {
+                    Ok(env) if sub.wants(&env.event_type) => {
+                        tracing::info!(consumer = %sub.consumer, event_id = %env.id, event_type = %env.event_type, "delivering a replayed dead letter");
+                        if !self.deliver(sub, seq, &env, shutdown).await {
+                            return Ok(false);
+                        }
+                    }
+                    Ok(env) => {
+                        tracing::warn!(consumer = %sub.consumer, event_id = %env.id, event_type = %env.event_type, "replay of an event type the consumer no longer wants dropped")
+                    }
+                    Err(e) => {
+                        tracing::error!(consumer = %sub.consumer, replay = id, error = %e, "undecodable replay dropped")
+                    }
+                }
+                self.forget_replay(id).await?;
+            }
+        }
+    }
+
     async fn consume(self, sub: Subscription, shutdown: CancellationToken) {
         let mut head = self.head.subscribe();
+        let mut replayed = self.replayed.subscribe();
+        // Replays queued while the consumer was stopped are looked for at once.
+        let mut replays_checked: Option<std::time::Instant> = None;
         let mut position = loop {
             match self.position(&sub.consumer).await {
                 Ok(p) => break p,
@@ -306,6 +475,23 @@ impl LogBus {
             }
         };
         while !shutdown.is_cancelled() {
+            let replays_due = replayed.has_changed().unwrap_or(false)
+                || replays_checked.is_none_or(|at| at.elapsed() >= REPLAY_POLL);
+            if replays_due {
+                replayed.mark_unchanged();
+                match self.drain_replays(&sub, &shutdown).await {
+                    Ok(true) => replays_checked = Some(std::time::Instant::now()),
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(consumer = %sub.consumer, error = %format!("{e:#}"), "reading the consumer's replays failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             head.mark_unchanged();
             let batch = match self.read_for(&sub, position, 128).await {
                 Ok(b) => b,
@@ -326,7 +512,8 @@ impl LogBus {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = head.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = replayed.changed() => {}
+                    _ = tokio::time::sleep(REPLAY_POLL) => {}
                 }
                 continue;
             }
@@ -454,42 +641,29 @@ impl EventBus for LogBus {
 
     async fn replay(&self, seq: i64) -> anyhow::Result<bool> {
         let mut tx = self.db.begin().await?;
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT envelope FROM dead_letters WHERE seq = $1 LIMIT 1")
-                .bind(seq)
-                .fetch_optional(tx.conn())
-                .await?;
-        let Some((json,)) = row else {
+        // Taken and queued in one transaction: of two concurrent replays of
+        // one dead letter, one queues it and the other finds nothing.
+        let row: Option<(String, i64, String)> = sqlx::query_as(
+            "DELETE FROM dead_letters WHERE id = $1 RETURNING consumer, seq, envelope",
+        )
+        .bind(seq)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some((consumer, log_seq, json)) = row else {
             return Ok(false);
         };
-        let env: Envelope = serde_json::from_str(&json)?;
-        if self.db.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7420012)")
-                .execute(tx.conn())
-                .await?;
-        }
-        // The log keys rows by event id; a replay is a row of its own that
-        // carries the original envelope, so consumers de-duplicate it by its id.
         sqlx::query(
-            "INSERT INTO event_log (event_id, event_type, envelope, appended_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO replays (consumer, seq, envelope, queued_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(format!("{}-replay-{seq}", env.id))
-        .bind(&env.event_type)
+        .bind(&consumer)
+        .bind(log_seq)
         .bind(&json)
         .bind(crate::time::to_db(&crate::time::now()))
         .execute(tx.conn())
         .await?;
-        sqlx::query("DELETE FROM dead_letters WHERE seq = $1")
-            .bind(seq)
-            .execute(tx.conn())
-            .await?;
-        let (head,): (i64,) =
-            sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
-                .fetch_one(tx.conn())
-                .await?;
         tx.commit().await?;
-        self.head.send_replace(head);
+        self.replayed.send_modify(|n| *n = n.wrapping_add(1));
+        tracing::info!(consumer = %consumer, dead_letter = seq, "dead letter queued for replay");
         Ok(true)
     }
 }
@@ -510,7 +684,70 @@ mod tests {
             consumer: "t".into(),
             event_types: types.iter().map(|s| s.to_string()).collect(),
             handler: Arc::new(Nop),
+            per_instance: false,
         }
+    }
+
+    /// The log as the first release created it.
+    const FIRST_LAYOUT: Migrations = Migrations {
+        sqlite: LOG_MIGRATIONS.sqlite.split_at(1).0,
+        postgres: LOG_MIGRATIONS.postgres.split_at(1).0,
+    };
+
+    #[tokio::test]
+    async fn dead_letters_of_the_first_layout_survive_the_upgrade() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite_file(&dir.path().join("events.db"))
+            .await
+            .expect("sqlite");
+        db.migrate("event_log", &FIRST_LAYOUT)
+            .await
+            .expect("first layout");
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Ticked {
+            n: u32,
+        }
+        impl crate::event::DomainEvent for Ticked {
+            const TYPE: &'static str = "test.ticked";
+        }
+        let env = Envelope::new("test", "x", &Ticked { n: 1 }).expect("event");
+        for consumer in ["a", "b"] {
+            sqlx::query(
+                "INSERT INTO dead_letters (consumer, event_id, seq, event_type, envelope, error, attempts, failed_at)
+                 VALUES ($1, $2, 7, 'test.ticked', $3, 'boom', 6, $4)",
+            )
+            .bind(consumer)
+            .bind(env.id.to_string())
+            .bind(serde_json::to_string(&env).expect("json"))
+            .bind(crate::time::to_db(&crate::time::now()))
+            .execute(db.pool())
+            .await
+            .expect("dead letter");
+        }
+
+        let bus = LogBus::open(db.clone()).await.expect("upgraded");
+        let dead = bus.dead_letters().await.expect("dead letters");
+        assert_eq!(dead.len(), 2);
+        assert_ne!(dead[0].seq, dead[1].seq, "each dead letter has its own id");
+        assert!(dead.iter().all(|d| d.envelope == env && d.error == "boom"));
+
+        // One of the two is replayed, for its own consumer only.
+        let replayed = dead[0].clone();
+        assert!(bus.replay(replayed.seq).await.expect("replay"));
+        let rest = bus.dead_letters().await.expect("dead letters");
+        assert_eq!(rest.len(), 1);
+        assert_ne!(rest[0].consumer, replayed.consumer);
+        let queued = bus
+            .queued_replays(&replayed.consumer, 10)
+            .await
+            .expect("queue");
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1, 7, "the log position travels with the replay");
+        assert!(bus
+            .queued_replays(&rest[0].consumer, 10)
+            .await
+            .expect("queue")
+            .is_empty());
     }
 
     #[test]

@@ -173,17 +173,20 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
         events.push(serde_json::from_str::<Envelope>(json)?);
     }
     bus.publish(&events).await?;
-    let last = rows.last().map(|r| r.0).unwrap_or_default();
-    let first = rows.first().map(|r| r.0).unwrap_or_default();
+    // Exactly the rows read, not their range: on PostgreSQL sequence numbers
+    // are taken before commit, so a row inside the range may have committed
+    // after the read and is not published yet.
+    let placeholders: Vec<String> = (0..rows.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "UPDATE outbox SET published_at = $1 WHERE seq IN ({}) AND published_at IS NULL",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(crate::time::to_db(&crate::time::now()));
+    for (seq, _) in &rows {
+        query = query.bind(*seq);
+    }
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "UPDATE outbox SET published_at = $1 WHERE seq >= $2 AND seq <= $3 AND published_at IS NULL",
-    )
-    .bind(crate::time::to_db(&crate::time::now()))
-    .bind(first)
-    .bind(last)
-    .execute(tx.conn())
-    .await?;
+    query.execute(tx.conn()).await?;
     tx.commit().await?;
     Ok(rows.len())
 }

@@ -2,9 +2,10 @@
 //! the local one that `scripts/services` starts. Every test has its own
 //! subject prefix and streams, deleted when it ends (even when it fails).
 
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_trait::async_trait;
 use mercato_kernel::bus::jetstream::{JetStreamBus, JetStreamConfig, StreamSpec};
-use mercato_kernel::bus::{EventBus, EventHandler, Subscription, MAX_ATTEMPTS};
+use mercato_kernel::bus::{DeadLetter, EventBus, EventHandler, Subscription, MAX_ATTEMPTS};
 use mercato_kernel::event::{current_correlation, Envelope};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,6 +195,7 @@ impl EventHandler for Recorder {
 fn subscription(consumer: &str, types: &[&str], handler: Arc<Recorder>) -> Subscription {
     Subscription {
         consumer: consumer.to_owned(),
+        per_instance: false,
         event_types: types.iter().map(|t| (*t).to_owned()).collect(),
         handler,
     }
@@ -355,6 +357,158 @@ async fn replicas_of_a_consumer_share_the_events() {
     stop(token, tb).await;
 }
 
+fn instance_subscription(consumer: &str, types: &[&str], handler: Arc<Recorder>) -> Subscription {
+    let sub = Subscription::of_instance(consumer, types.iter().copied(), handler);
+    assert!(sub.per_instance);
+    sub
+}
+
+/// The consumer `name` on `stream`, or `None` when the server has none.
+async fn consumer_info(
+    bus: &JetStreamBus,
+    stream: &str,
+    name: &str,
+) -> Option<async_nats::jetstream::consumer::Info> {
+    let stream = bus.context().get_stream(stream).await.expect("stream");
+    match stream.consumer_info(name).await {
+        Ok(info) => Some(info),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => None,
+        Err(e) => panic!("reading the consumer {name}: {e}"),
+    }
+}
+
+/// Replicas whose state is their own (search indexes) subscribe under
+/// names of their own: each gets every event, and the server forgets the
+/// consumer of an instance that stopped reading once the threshold passed,
+/// while it keeps those still read and the shared ones.
+#[tokio::test]
+async fn consumers_of_instances_each_get_every_event_and_go_with_their_instance() {
+    // Long enough that a loaded machine still pulls within it (the real
+    // default is an hour).
+    let threshold = Duration::from_secs(3);
+    let f = fixture_with(|c| c.instance_inactive_threshold = threshold).await;
+    let (token_a, token_b, token_shared) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    let (a, b, shared) = (Recorder::new(), Recorder::new(), Recorder::new());
+    let ta = f.bus.subscribe(
+        instance_subscription("search-host-a", &["order.*"], a.clone()),
+        token_a.clone(),
+    );
+    let tb = f.bus.subscribe(
+        instance_subscription("search-host-b", &["order.*"], b.clone()),
+        token_b.clone(),
+    );
+    let ts = f.bus.subscribe(
+        subscription("order-log", &["order.*"], shared.clone()),
+        token_shared.clone(),
+    );
+    let events = orders(20);
+    f.bus.publish(&events).await.expect("publish");
+    a.wait_for(20).await;
+    b.wait_for(20).await;
+    shared.wait_for(20).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(ids(&a.seen()), ids(&events), "a got every event once");
+    assert_eq!(ids(&b.seen()), ids(&events), "b got every event once");
+
+    let orders_stream = f.bus.stream_for("order.placed").expect("stream");
+    let replays = f.bus.replay_stream_name();
+    for name in ["search-host-a", "search-host-b"] {
+        for stream in [&orders_stream, &replays] {
+            let info = consumer_info(&f.bus, stream, name)
+                .await
+                .unwrap_or_else(|| panic!("{name} on {stream}"));
+            assert_eq!(
+                info.config.inactive_threshold, threshold,
+                "{name} on {stream}"
+            );
+            assert_eq!(info.config.durable_name.as_deref(), Some(name));
+        }
+    }
+    let info = consumer_info(&f.bus, &orders_stream, "order-log")
+        .await
+        .expect("the shared consumer");
+    assert_eq!(info.config.inactive_threshold, Duration::ZERO, "kept");
+
+    // Read for longer than the threshold, the consumers stay.
+    tokio::time::sleep(threshold * 2).await;
+    let later = orders(1);
+    f.bus.publish(&later).await.expect("publish");
+    a.wait_for(21).await;
+    b.wait_for(21).await;
+
+    // a's instance is gone: its consumers follow, on every stream. The
+    // server looks once per threshold, so within two of them.
+    stop(token_a, ta).await;
+    let stopped = tokio::time::Instant::now();
+    for stream in [&orders_stream, &replays] {
+        while consumer_info(&f.bus, stream, "search-host-a")
+            .await
+            .is_some()
+        {
+            assert!(
+                stopped.elapsed() < WAIT * 3,
+                "the consumer of a stopped instance stays on {stream}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(consumer_info(&f.bus, &orders_stream, "search-host-b")
+        .await
+        .is_some());
+    stop(token_shared, ts).await;
+    tokio::time::sleep(threshold * 2).await;
+    assert!(
+        consumer_info(&f.bus, &orders_stream, "order-log")
+            .await
+            .is_some(),
+        "a shared consumer is kept while nobody reads it"
+    );
+    stop(token_b, tb).await;
+}
+
+/// An instance restarted under its name before the threshold goes on from
+/// its consumer's position.
+#[tokio::test]
+async fn an_instance_restarted_in_time_resumes_where_it_stopped() {
+    let f = fixture().await;
+    let before = orders(3);
+    f.bus.publish(&before).await.expect("publish");
+    let token = CancellationToken::new();
+    let rec = Recorder::new();
+    let task = f.bus.subscribe(
+        instance_subscription("search-host-a", &["order.*"], rec.clone()),
+        token.clone(),
+    );
+    rec.wait_for(3).await;
+    stop(token, task).await;
+
+    let after = orders(2);
+    f.bus.publish(&after).await.expect("publish while stopped");
+    let token = CancellationToken::new();
+    let again = Recorder::new();
+    let task = f.bus.subscribe(
+        instance_subscription("search-host-a", &["order.*"], again.clone()),
+        token.clone(),
+    );
+    again.wait_for(2).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(ids(&again.seen()), ids(&after));
+    let stream = f.bus.stream_for("order.placed").expect("stream");
+    let info = consumer_info(&f.bus, &stream, "search-host-a")
+        .await
+        .expect("the consumer");
+    assert_eq!(
+        info.config.inactive_threshold,
+        Duration::from_secs(3600),
+        "an hour by default"
+    );
+    stop(token, task).await;
+}
+
 #[tokio::test]
 async fn a_failing_event_is_retried_parked_and_replayed() {
     let f = fixture().await;
@@ -421,6 +575,116 @@ async fn a_failing_event_is_retried_parked_and_replayed() {
     tokio::time::sleep(SETTLE).await;
     assert_eq!(rec.seen().len(), 2);
     stop(token, task).await;
+}
+
+/// Waits until the dead letters are exactly `n`, none of them in `gone`.
+async fn parked_besides(bus: &JetStreamBus, gone: &[i64], n: usize) -> Vec<DeadLetter> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let dead: Vec<DeadLetter> = bus
+            .dead_letters(10)
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .filter(|d| !gone.contains(&d.seq))
+            .collect();
+        if dead.len() >= n {
+            return dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {n} dead letters, got {}",
+            dead.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replay_reaches_only_the_consumer_that_parked_the_event() {
+    let f = fixture().await;
+    let poison = event("order.placed", "o-poison");
+    let failing = Recorder::new();
+    failing.poison.lock().expect("lock").insert(poison.id);
+    let other = Recorder::new();
+    let token = CancellationToken::new();
+    let failing_task = f.bus.subscribe(
+        subscription("fails", &["order.placed"], failing.clone()),
+        token.clone(),
+    );
+    // Another consumer of the type, reading the whole namespace.
+    let other_token = CancellationToken::new();
+    let other_task = f.bus.subscribe(
+        subscription("handles", &["order.*"], other.clone()),
+        other_token.clone(),
+    );
+    f.bus
+        .publish(std::slice::from_ref(&poison))
+        .await
+        .expect("publish");
+    assert_eq!(ids(&other.wait_for(1).await), vec![poison.id]);
+    let dead = parked_besides(&f.bus, &[], 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].consumer, "fails");
+    let events_stream = f.bus.stream_for("order.placed").expect("stream");
+    assert_eq!(stream_messages(&f.bus, &events_stream).await, 1);
+
+    // Replayed while the cause is still there: only the consumer that
+    // parked it tries again, every attempt, and parks it again.
+    assert!(f.bus.replay(dead[0].seq).await.expect("replay"));
+    let again = parked_besides(&f.bus, &[dead[0].seq], 1).await;
+    assert_eq!(again.len(), 1, "the first dead letter is gone");
+    assert_eq!(again[0].consumer, "fails");
+    assert_eq!(again[0].envelope, poison);
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(failing.attempts_of(poison.id), 2 * MAX_ATTEMPTS as usize);
+    assert_eq!(
+        other.attempts_of(poison.id),
+        1,
+        "the other consumer is left alone"
+    );
+
+    // Fixed, and replayed while the consumer is stopped: the replay waits
+    // for it and reaches it when it starts again, and nobody else.
+    stop(token, failing_task).await;
+    failing.healthy.store(true, Ordering::SeqCst);
+    assert!(f.bus.replay(again[0].seq).await.expect("replay"));
+    assert!(!f.bus.replay(again[0].seq).await.expect("replay twice"));
+    tokio::time::sleep(SETTLE).await;
+    assert!(failing.seen().is_empty());
+    let token = CancellationToken::new();
+    let failing_task = f.bus.subscribe(
+        subscription("fails", &["order.placed"], failing.clone()),
+        token.clone(),
+    );
+    assert_eq!(ids(&failing.wait_for(1).await), vec![poison.id]);
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(failing.seen().len(), 1);
+    assert_eq!(
+        other.attempts_of(poison.id),
+        1,
+        "the other consumer is left alone"
+    );
+    assert_eq!(other.seen().len(), 1);
+    assert!(f
+        .bus
+        .dead_letters(10)
+        .await
+        .expect("dead letters")
+        .is_empty());
+    // The event's stream is untouched, and an acknowledged replay is gone.
+    assert_eq!(stream_messages(&f.bus, &events_stream).await, 1);
+    let replays = f.bus.replay_stream_name();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stream_messages(&f.bus, &replays).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay stays in its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(token, failing_task).await;
+    stop(other_token, other_task).await;
 }
 
 #[tokio::test]
@@ -543,4 +807,21 @@ async fn a_consumer_that_wants_more_types_keeps_its_position() {
     tokio::time::sleep(SETTLE).await;
     assert_eq!(ids(&again.seen()), vec![placed.id, confirmed.id]);
     stop(token, task).await;
+}
+
+/// `bus.nats_url` may list the seed servers of a cluster, comma-separated.
+#[tokio::test]
+async fn several_seed_servers_may_be_given() {
+    let url = nats_url();
+    let both = format!("{url}, {url}");
+    let f = fixture_with(|c| c.url = both).await;
+    f.bus.ping().await.expect("connected through the seed list");
+
+    let mut bad = JetStreamConfig::new(format!("{url},nats://127.0.0.1:notaport"));
+    bad.prefix = f.prefix.clone();
+    let err = match JetStreamBus::connect(bad).await {
+        Ok(_) => panic!("an invalid address is refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("notaport"), "{err}");
 }

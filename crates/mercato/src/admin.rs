@@ -26,6 +26,7 @@ pub fn router(bus: Arc<dyn EventBus>) -> OpenApiRouter {
 pub struct DeadLetterView {
     /// What to replay it by.
     pub seq: i64,
+    /// The consumer that gave up on it, and the only one a replay reaches.
     pub consumer: String,
     pub event_id: String,
     pub event_type: String,
@@ -89,7 +90,9 @@ async fn list_dead_letters(
     Ok(Json(DeadLetterList { items }))
 }
 
-/// Deliver a parked event again, once its cause is fixed.
+/// Deliver a parked event again, once its cause is fixed: to the consumer
+/// that parked it only (the other consumers of the event do not see it
+/// again). Failing again parks it again, under a new `seq`.
 #[utoipa::path(post, path = "/admin/dead-letters/{seq}/replay", tag = "admin", security(("bearer" = [])),
     params(("seq" = i64, Path, description = "The dead letter's seq")),
     responses(

@@ -230,6 +230,52 @@ async fn store_with_relay(
     Ok((db, outbox))
 }
 
+/// Registers a user straight in identity's store, for `mercato admin
+/// create-user`. Nothing else is opened or started: no other context, no
+/// saga runner (which in embedded mode would void the leases of a running
+/// server's sagas), no bus. `user.registered` waits in identity's outbox
+/// until identity's relay, in the server or the identity service, publishes it.
+pub async fn create_user(
+    settings: &Settings,
+    registration: mercato_identity::service::Registration,
+) -> anyhow::Result<mercato_identity::domain::User> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let db = open_store(
+        settings,
+        mercato_identity::NAME,
+        &mercato_identity::MIGRATIONS,
+    )
+    .await?;
+    let keys = Arc::new(TokenKeys::from_secret(
+        &jwt_secret(settings)?,
+        settings.auth.token_ttl_secs,
+    ));
+    let identity = identity_service(settings, db.clone(), Outbox::new(), keys)?;
+    let session = identity
+        .register(registration)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    db.close().await;
+    Ok(session.user)
+}
+
+fn identity_service(
+    settings: &Settings,
+    db: Db,
+    outbox: Outbox,
+    keys: Arc<TokenKeys>,
+) -> anyhow::Result<mercato_identity::IdentityService> {
+    mercato_identity::IdentityService::new(
+        mercato_identity::store::IdentityStore::new(db, outbox),
+        keys,
+        mercato_identity::domain::PasswordHasherConfig {
+            memory_kib: settings.auth.password_memory_kib,
+            iterations: settings.auth.password_iterations,
+        },
+    )
+}
+
 pub(crate) async fn build_identity(
     settings: &Settings,
     shared: &Shared,
@@ -243,13 +289,11 @@ pub(crate) async fn build_identity(
         &mut tasks,
     )
     .await?;
-    let identity = Arc::new(mercato_identity::IdentityService::new(
-        mercato_identity::store::IdentityStore::new(db.clone(), outbox),
+    let identity = Arc::new(identity_service(
+        settings,
+        db.clone(),
+        outbox,
         shared.keys.clone(),
-        mercato_identity::domain::PasswordHasherConfig {
-            memory_kib: settings.auth.password_memory_kib,
-            iterations: settings.auth.password_iterations,
-        },
     )?);
     Ok(Parts {
         api: mercato_identity::routes::router(identity.clone()),
@@ -277,7 +321,8 @@ pub(crate) async fn build_catalog(
         db.clone(),
         outbox,
     ));
-    // With Redis, products are cached there for every catalog replica.
+    // With Redis, products and SKU lookups are cached there for every
+    // catalog replica (see mercato_catalog::cache).
     let catalog = Arc::new(match &shared.redis {
         Some(conn) => catalog.with_shared_cache(Arc::new(mercato_kernel::cache::RedisCache::new(
             conn.clone(),
@@ -314,11 +359,24 @@ pub(crate) async fn build_cart(
     .await?;
     let currency = mercato_kernel::Currency::parse(&settings.shop.currency)
         .map_err(|e| anyhow::anyhow!("invalid shop.currency: {e}"))?;
-    let cart = Arc::new(mercato_cart::CartService::new(
-        mercato_cart::store::CartStore::new(db.clone(), outbox),
-        catalog,
-        currency,
-    ));
+    let store = mercato_cart::store::CartStore::new(db.clone(), outbox);
+    // Carts in Redis when configured (or by default when Redis is there).
+    let store = match (
+        settings.cart.resolved_store(&settings.cache)?,
+        &shared.redis,
+    ) {
+        (crate::config::CartStore::Redis, Some(conn)) => store.with_redis(
+            conn.clone(),
+            &settings.cache.key_prefix,
+            Duration::from_millis(settings.cache.timeout_ms),
+        ),
+        (crate::config::CartStore::Redis, None) => {
+            anyhow::bail!("cart.store = \"redis\" needs a Redis connection (cache.redis_url)")
+        }
+        (crate::config::CartStore::Database, _) => store,
+    };
+    tracing::info!(store = store.backend(), "cart lines");
+    let cart = Arc::new(mercato_cart::CartService::new(store, catalog, currency));
     tasks.push(
         shared
             .bus
@@ -459,6 +517,13 @@ pub(crate) async fn build_orders(
             pay_timeout: Duration::from_millis(settings.payments.timeout_ms * 2 + 1000),
             reservation_ttl: Duration::from_secs(settings.orders.reservation_ttl_secs),
             poll_interval: Duration::from_millis(settings.orders.saga_poll_ms),
+            // One runner (embedded) voids old leases at start and needs no
+            // short ones; replicas take over a dead one's within the lease.
+            lease: if sole_runner {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_secs(6)
+            },
         },
     ));
     if sole_runner {
@@ -481,20 +546,32 @@ pub(crate) async fn build_orders(
 }
 
 /// Search: a read model on local disk in every mode (one index per replica).
+/// `instance` names the replica in distributed mode, where each reads
+/// through a consumer of its own (`search-<instance>`); `None` in embedded
+/// mode, where the one index reads as `search`.
 pub(crate) async fn build_search(
     settings: &Settings,
     shared: &Shared,
+    instance: Option<&str>,
 ) -> anyhow::Result<Parts<mercato_search::SearchService>> {
     let search = Arc::new(
         mercato_search::SearchService::open(&settings.data_dir.join(mercato_search::NAME))
             .await
             .context("opening the search index")?,
     );
-    let tasks = vec![
-        search
-            .start(shared.bus.clone(), shared.shutdown.clone())
-            .await?,
-    ];
+    let started = match instance {
+        Some(instance) => {
+            search
+                .start_instance(instance, shared.bus.clone(), shared.shutdown.clone())
+                .await?
+        }
+        None => {
+            search
+                .start(shared.bus.clone(), shared.shutdown.clone())
+                .await?
+        }
+    };
+    let tasks = vec![started];
     Ok(Parts {
         api: mercato_search::routes::router(search.clone()),
         internal: None,
@@ -590,6 +667,27 @@ impl Assembly {
         parts.service
     }
 
+    /// Takes in the cart context. With its lines in Redis, no cart can be
+    /// read or changed without Redis, so a `PING` to it is part of the
+    /// readiness (`cart_redis`): a replica that cannot reach Redis leaves
+    /// the gateway's rotation and its Service. The product cache and the
+    /// rate limits do without Redis and are not checked.
+    pub fn add_cart(
+        &mut self,
+        parts: Parts<mercato_cart::CartService>,
+    ) -> Arc<mercato_cart::CartService> {
+        let cart = self.add(mercato_cart::NAME, parts);
+        if cart.store().backend() == "redis" {
+            let store = cart.store().clone();
+            let probe: Probe = Arc::new(move || {
+                let store = store.clone();
+                Box::pin(async move { store.ping_lines().await.map_err(|e| format!("{e:#}")) })
+            });
+            self.probes.push(("cart_redis".into(), probe));
+        }
+        cart
+    }
+
     /// The public router with the gateway's middleware, plus the internal
     /// endpoints when a service token is configured.
     pub fn router(
@@ -671,10 +769,7 @@ impl Application {
 
         let identity = all.add("identity", build_identity(&settings, &shared).await?);
         let catalog = all.add("catalog", build_catalog(&settings, &shared).await?);
-        let cart = all.add(
-            "cart",
-            build_cart(&settings, &shared, catalog.clone()).await?,
-        );
+        let cart = all.add_cart(build_cart(&settings, &shared, catalog.clone()).await?);
         let inventory = all.add(
             "inventory",
             build_inventory(&settings, &shared, catalog.clone()).await?,
@@ -695,7 +790,7 @@ impl Application {
         )
         .await?;
         let orders = all.add("orders", orders);
-        let search = all.add("search", build_search(&settings, &shared).await?);
+        let search = all.add("search", build_search(&settings, &shared, None).await?);
         let notifications = all.add(
             "notifications",
             build_notifications(&settings, &shared).await?,

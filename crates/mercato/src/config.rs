@@ -27,6 +27,8 @@ pub struct Settings {
     pub orders: OrdersSettings,
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
+    pub cart: CartSettings,
+    pub search: SearchSettings,
     pub internal: InternalSettings,
     pub services: ServicesSettings,
 }
@@ -217,7 +219,9 @@ impl ServicesSettings {
 }
 
 /// Redis for the gateway's rate limits and catalog's product cache, shared
-/// by every replica. Unset, both stay in the process (embedded mode).
+/// by every replica, and (unless `cart.store` says otherwise) for carts.
+/// Unset, limits and cache stay in the process and carts in the cart
+/// context's database (embedded mode).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CacheSettings {
@@ -225,8 +229,8 @@ pub struct CacheSettings {
     pub redis_url: Option<String>,
     /// Every key starts with `<key_prefix>:`, so shops can share a Redis.
     pub key_prefix: String,
-    /// Time-out of one Redis call; past it a cache read is a miss and a
-    /// rate-limit check lets the request through.
+    /// Time-out of one Redis call; past it a cache read is a miss, a
+    /// rate-limit check lets the request through and a cart call answers 503.
     pub timeout_ms: u64,
 }
 
@@ -238,6 +242,109 @@ impl Default for CacheSettings {
             timeout_ms: 200,
         }
     }
+}
+
+/// Where the cart context keeps its lines.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CartSettings {
+    /// `database` (the cart context's store: SQLite or `store.url`) or
+    /// `redis` (the Redis of `cache.redis_url`, under `cache.key_prefix`,
+    /// each call bounded by `cache.timeout_ms`; env `MERCATO_CART__STORE`).
+    /// Unset: `redis` when `cache.redis_url` is set, else `database`. The
+    /// outbox and inbox of the cart context stay in its database either way.
+    pub store: Option<CartStore>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CartStore {
+    Database,
+    Redis,
+}
+
+impl CartSettings {
+    /// Where carts are with these settings; an error when `redis` is asked
+    /// for without `cache.redis_url`.
+    pub fn resolved_store(&self, cache: &CacheSettings) -> anyhow::Result<CartStore> {
+        match (self.store, cache.redis_url.is_some()) {
+            (Some(CartStore::Redis), false) => anyhow::bail!(
+                "cart.store = \"redis\" needs cache.redis_url (MERCATO_CACHE__REDIS_URL): \
+                 set it, or set cart.store = \"database\""
+            ),
+            (Some(store), _) => Ok(store),
+            (None, true) => Ok(CartStore::Redis),
+            (None, false) => Ok(CartStore::Database),
+        }
+    }
+}
+
+/// The search context.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchSettings {
+    /// The name of this search replica in distributed mode (env
+    /// `MERCATO_SEARCH__INSTANCE`; in Kubernetes the pod name). Each replica
+    /// keeps its own index and reads every event through a consumer of its
+    /// own, `search-<instance>`; a replica restarted under the same name
+    /// with its index intact goes on where it stopped. Unset: the host
+    /// name. Replicas must have different names. Embedded mode ignores it
+    /// (its consumer is `search`).
+    #[serde(deserialize_with = "name_or_number")]
+    pub instance: Option<String>,
+}
+
+/// A name, also when the environment makes it look like a number or a
+/// flag (`MERCATO_SEARCH__INSTANCE=12345`): figment parses such values.
+fn name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Name {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Flag(bool),
+    }
+    Ok(Option::<Name>::deserialize(d)?.map(|name| match name {
+        Name::Text(text) => text,
+        Name::Unsigned(n) => n.to_string(),
+        Name::Signed(n) => n.to_string(),
+        Name::Flag(b) => b.to_string(),
+    }))
+}
+
+impl SearchSettings {
+    /// The instance name: the setting, else the host name; an error when
+    /// neither is there.
+    pub fn resolved_instance(&self) -> anyhow::Result<String> {
+        if let Some(instance) = self.instance.as_deref().map(str::trim) {
+            anyhow::ensure!(
+                !instance.is_empty(),
+                "search.instance (MERCATO_SEARCH__INSTANCE) is empty"
+            );
+            return Ok(instance.to_owned());
+        }
+        host_name().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the host name is unknown: set search.instance (MERCATO_SEARCH__INSTANCE) \
+                 to a name of this search replica that stays the same across restarts"
+            )
+        })
+    }
+}
+
+/// The host name: the kernel's, else `$HOSTNAME`, else `/etc/hostname`.
+fn host_name() -> Option<String> {
+    let from_file = |path: &str| std::fs::read_to_string(path).ok();
+    [
+        from_file("/proc/sys/kernel/hostname"),
+        std::env::var("HOSTNAME").ok(),
+        from_file("/etc/hostname"),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|name| name.trim().to_owned())
+    .find(|name| !name.is_empty())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +397,8 @@ impl Default for Settings {
             orders: OrdersSettings::default(),
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
+            cart: CartSettings::default(),
+            search: SearchSettings::default(),
             internal: InternalSettings::default(),
             services: ServicesSettings::default(),
         }
@@ -349,5 +458,40 @@ impl Settings {
         figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_search_instance_is_the_setting_or_the_host_name() {
+        let named = SearchSettings {
+            instance: Some(" search-7d9f8-x2kq9 ".into()),
+        };
+        assert_eq!(
+            named.resolved_instance().expect("named"),
+            "search-7d9f8-x2kq9"
+        );
+        let blank = SearchSettings {
+            instance: Some("  ".into()),
+        };
+        let err = blank.resolved_instance().expect_err("blank");
+        assert!(
+            err.to_string().contains("MERCATO_SEARCH__INSTANCE"),
+            "{err}"
+        );
+        // What the environment parses as a number is still a name.
+        let numeric: SearchSettings =
+            serde_json::from_value(serde_json::json!({ "instance": 12345 })).expect("numeric");
+        assert_eq!(numeric.instance.as_deref(), Some("12345"));
+        let absent: SearchSettings = serde_json::from_value(serde_json::json!({})).expect("absent");
+        assert_eq!(absent.instance, None);
+        // Unset: this machine's name, the same every time.
+        let unset = SearchSettings::default();
+        let host = unset.resolved_instance().expect("a host name");
+        assert!(!host.is_empty() && host.trim() == host);
+        assert_eq!(unset.resolved_instance().expect("again"), host);
     }
 }

@@ -171,14 +171,15 @@ async fn build_context(
             all.add(name, app::build_identity(settings, &shared).await?);
         }
         "catalog" => {
+            if shared.redis.is_none() {
+                // See mercato_catalog::cache: the caches are then per process.
+                tracing::warn!("catalog without cache.redis_url: each replica caches products and SKU prices for itself; run a single catalog replica");
+            }
             all.add(name, app::build_catalog(settings, &shared).await?);
         }
         "cart" => {
             let catalog = HttpCatalogClient(client(settings, name, "catalog", calls)?);
-            all.add(
-                name,
-                app::build_cart(settings, &shared, Arc::new(catalog)).await?,
-            );
+            all.add_cart(app::build_cart(settings, &shared, Arc::new(catalog)).await?);
         }
         "inventory" => {
             let catalog = HttpCatalogClient(client(settings, name, "catalog", calls)?);
@@ -225,7 +226,12 @@ async fn build_context(
             );
         }
         "search" => {
-            all.add(name, app::build_search(settings, &shared).await?);
+            // Every replica keeps its own index and reads every event.
+            let instance = settings.search.resolved_instance()?;
+            all.add(
+                name,
+                app::build_search(settings, &shared, Some(&instance)).await?,
+            );
         }
         "notifications" => {
             all.add(name, app::build_notifications(settings, &shared).await?);

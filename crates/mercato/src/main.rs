@@ -151,27 +151,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(dir) = data_dir {
                         settings.data_dir = dir;
                     }
-                    // Admin commands must not take the server's port.
-                    settings.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-                    let app = Application::build(settings).await?;
-                    let role = Role::parse(&role).unwrap_or(Role::Customer);
-                    let session = app
-                        .contexts
-                        .identity
-                        .register(Registration {
+                    let role = Role::parse(&role).ok_or_else(|| {
+                        anyhow::anyhow!("unknown role {role:?}: use customer, seller or admin")
+                    })?;
+                    let user = mercato::app::create_user(
+                        &settings,
+                        Registration {
                             email,
                             password,
                             name,
                             role,
-                        })
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-                    println!(
-                        "created {} {} ({})",
-                        role.as_str(),
-                        session.user.email,
-                        session.user.id
-                    );
+                        },
+                    )
+                    .await?;
+                    println!("created {} {} ({})", role.as_str(), user.email, user.id);
                     Ok(())
                 }
             }

@@ -65,16 +65,21 @@ struct Upstream {
     name: &'static str,
     replicas: Vec<Replica>,
     next: AtomicUsize,
+    /// Some replica has been ready since the gateway started.
+    started: AtomicBool,
 }
 
 impl Upstream {
-    /// The next replica whose circuit lets a call through.
+    /// The next ready replica whose circuit lets a call through; when none
+    /// is ready (or none has been checked yet), the next one whose circuit
+    /// does.
     fn pick(&self) -> Option<&Replica> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.replicas[(start + i) % n])
-            .find(|r| r.breaker.allow())
+        let in_turn = || (0..n).map(move |i| &self.replicas[(start + i) % n]);
+        in_turn()
+            .find(|r| r.ready.load(Ordering::Relaxed) && r.breaker.allow())
+            .or_else(|| in_turn().find(|r| r.breaker.allow()))
     }
 }
 
@@ -125,6 +130,7 @@ pub(crate) fn build(
             name,
             replicas,
             next: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
         });
     }
     anyhow::ensure!(
@@ -179,10 +185,37 @@ pub(crate) fn build(
     // With Redis, every gateway replica draws on the same buckets.
     let redis = crate::app::redis_connection(settings)?;
     let gateway = crate::app::gateway_config(settings, redis.as_ref());
-    let router =
-        mercato_gateway::build(&gateway, api, keys, mercato_gateway::Probes::new(probes)).layer(
-            axum::middleware::from_fn_with_state(proxy.clone(), merged_openapi),
-        );
+    // Ready once every context has had a ready replica: from then on a
+    // context without one is reported (`degraded`) but keeps the gateway in
+    // rotation, since it still serves every other context, and that
+    // context's routes answer 503 at once.
+    let started: Probe = {
+        let proxy = proxy.clone();
+        Arc::new(move || {
+            let proxy = proxy.clone();
+            Box::pin(async move {
+                let waiting: Vec<&str> = proxy
+                    .upstreams
+                    .iter()
+                    .filter(|u| !u.started.load(Ordering::Relaxed))
+                    .map(|u| u.name)
+                    .collect();
+                if waiting.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "waiting for a first ready replica of {}",
+                        waiting.join(", ")
+                    ))
+                }
+            })
+        })
+    };
+    let probes =
+        mercato_gateway::Probes::new(vec![("contexts".to_owned(), started)]).with_optional(probes);
+    let router = mercato_gateway::build(&gateway, api, keys, probes).layer(
+        axum::middleware::from_fn_with_state(proxy.clone(), merged_openapi),
+    );
     let health = tokio::spawn(check_health(proxy, shutdown));
     Ok((router, vec![health]))
 }
@@ -190,9 +223,10 @@ pub(crate) fn build(
 /// Marks each replica ready or not by its `/readyz`, every [`HEALTH_INTERVAL`].
 async fn check_health(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     loop {
+        let http = &proxy.http;
         let checks = proxy.upstreams.iter().flat_map(|u| {
-            u.replicas.iter().map(|r| {
-                let http = proxy.http.clone();
+            u.replicas.iter().map(move |r| {
+                let http = http.clone();
                 async move {
                     let ok = http
                         .get(format!("{}/readyz", r.base))
@@ -202,6 +236,9 @@ async fn check_health(proxy: Arc<Proxy>, shutdown: CancellationToken) {
                         .is_ok_and(|resp| resp.status().is_success());
                     if r.ready.swap(ok, Ordering::Relaxed) != ok {
                         tracing::info!(replica = %r.base, ready = ok, "replica readiness changed");
+                    }
+                    if ok {
+                        u.started.store(true, Ordering::Relaxed);
                     }
                 }
             })
@@ -441,6 +478,55 @@ mod tests {
         assert_eq!(owner("/notifications"), Some("notifications"));
         assert_eq!(owner("/nothing"), None);
         assert_eq!(owner(""), None);
+    }
+
+    fn upstream(ready: &[bool]) -> Upstream {
+        Upstream {
+            name: "orders",
+            replicas: ready
+                .iter()
+                .enumerate()
+                .map(|(i, ready)| Replica {
+                    base: format!("http://replica-{i}"),
+                    breaker: CircuitBreaker::new("orders", 5, Duration::from_secs(5)),
+                    ready: AtomicBool::new(*ready),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn picks(u: &Upstream, n: usize) -> Vec<String> {
+        (0..n)
+            .filter_map(|_| u.pick().map(|r| r.base.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn ready_replicas_are_preferred_and_taken_in_turn() {
+        let u = upstream(&[false, true, true]);
+        assert_eq!(
+            picks(&u, 4),
+            [
+                "http://replica-1",
+                "http://replica-1",
+                "http://replica-2",
+                "http://replica-1"
+            ]
+        );
+        // None ready (or none checked yet): every replica in turn.
+        let u = upstream(&[false, false]);
+        assert_eq!(
+            picks(&u, 3),
+            ["http://replica-0", "http://replica-1", "http://replica-0"]
+        );
+        // A ready replica whose circuit is open is skipped.
+        let u = upstream(&[true, true]);
+        for _ in 0..5 {
+            u.replicas[0].breaker.record_failure();
+        }
+        assert_eq!(picks(&u, 2), ["http://replica-1", "http://replica-1"]);
     }
 
     #[test]

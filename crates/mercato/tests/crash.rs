@@ -3,24 +3,27 @@
 //! acknowledged order must survive and every saga must finish, confirmed or
 //! fully compensated, with stock conserved and money taken at most once.
 
+#[path = "support/blackbox.rs"]
+mod blackbox;
+#[path = "support/ports.rs"]
+mod ports;
+
+use blackbox::{address, audit, shop, Api};
+use ports::claim_port;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use std::net::TcpListener;
+use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Acknowledged checkouts after which the burst test kills the server.
+const KILL_AFTER_ACKS: usize = 8;
 
 struct Server {
     child: Child,
     base: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn mercato(data_dir: &Path) -> Command {
@@ -98,89 +101,6 @@ impl Drop for Server {
     }
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(base: &str) -> Self {
-        Self {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-            base: format!("{base}/api/v1"),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> Result<(StatusCode, Value), reqwest::Error> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        if let Some(k) = key {
-            req = req.header("idempotency-key", k);
-        }
-        let r = req.send().await?;
-        let status = r.status();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
-    async fn ok(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Value {
-        let (status, v) = self
-            .call(method, path, token, body, None)
-            .await
-            .expect("request");
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-
-    async fn register(&self, email: &str, role: &str) -> (String, String) {
-        let v = self
-            .ok(
-                reqwest::Method::POST,
-                "/auth/register",
-                None,
-                Some(json!({"email": email, "password": "password1", "name": "N", "role": role})),
-            )
-            .await;
-        (
-            v["user"]["id"].as_str().expect("id").into(),
-            v["access_token"].as_str().expect("token").into(),
-        )
-    }
-
-    async fn login(&self, email: &str, password: &str) -> String {
-        let v = self
-            .ok(
-                reqwest::Method::POST,
-                "/auth/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
-        v["access_token"].as_str().expect("token").into()
-    }
-}
-
 fn create_admin(data_dir: &Path) {
     let status = mercato(data_dir)
         .args([
@@ -198,172 +118,18 @@ fn create_admin(data_dir: &Path) {
     assert!(status.success());
 }
 
-/// Checks every order settled, stock is conserved, and no payment was captured twice.
-/// Units of every confirmed order in the shop; waits until none is pending.
-async fn sold_units(api: &Api, admin: &str) -> i64 {
-    let started = Instant::now();
-    loop {
-        let mut sold = 0;
-        let mut pending = 0;
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/orders?limit=100&cursor={c}"),
-                None => "/orders?limit=100".to_owned(),
-            };
-            let page = api.ok(reqwest::Method::GET, &path, Some(admin), None).await;
-            for o in page["items"].as_array().expect("items") {
-                match o["status"].as_str() {
-                    Some("confirmed") => {
-                        sold += o["items"]
-                            .as_array()
-                            .expect("items")
-                            .iter()
-                            .filter_map(|i| i["quantity"].as_i64())
-                            .sum::<i64>()
-                    }
-                    Some("pending") => pending += 1,
-                    _ => {}
-                }
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
-        }
-        if pending == 0 {
-            return sold;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{pending} orders never settled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn audit(api: &Api, admin: &str, sku: &str, initial: i64, orders: &[(String, String)]) {
-    for (token, id) in orders {
-        let started = Instant::now();
-        let order = loop {
-            let (status, order) = api
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/orders/{id}"),
-                    Some(token),
-                    None,
-                    None,
-                )
-                .await
-                .expect("get order");
-            assert_eq!(
-                status,
-                StatusCode::OK,
-                "acknowledged order {id} was lost: {order}"
-            );
-            if order["status"] != "pending" {
-                break order;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "order {id} never settled"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let payment = api
-            .ok(
-                reqwest::Method::GET,
-                &format!("/payments/orders/{id}"),
-                Some(admin),
-                None,
-            )
-            .await;
-        let captures = payment["ledger"]
-            .as_array()
-            .map(|l| l.iter().filter(|e| e["kind"] == "capture").count())
-            .unwrap_or(0);
-        assert!(captures <= 1, "order {id} captured {captures} times");
-        match order["status"].as_str() {
-            Some("confirmed") => {
-                assert_eq!(captures, 1, "confirmed without a capture: {order}");
-                assert_eq!(order["payment"]["status"], "captured");
-            }
-            Some("cancelled") => {
-                let refunds = payment["ledger"]
-                    .as_array()
-                    .map(|l| l.iter().filter(|e| e["kind"] == "refund").count())
-                    .unwrap_or(0);
-                assert_eq!(captures, refunds, "a cancelled order kept money: {payment}");
-            }
-            other => panic!("order {id} ended {other:?}"),
-        }
-    }
-    let stock = api
-        .ok(
-            reqwest::Method::GET,
-            &format!("/inventory/{sku}"),
-            None,
-            None,
-        )
-        .await;
-    // Orders whose 202 never reached their client (the process died first)
-    // may exist too and are just as real: count every order in the shop.
-    let confirmed_units = sold_units(api, admin).await;
-    let on_hand = stock["warehouses"][0]["on_hand"].as_i64().unwrap_or(-1);
-    assert_eq!(stock["reserved"], 0, "no reservation left behind: {stock}");
-    assert_eq!(
-        on_hand + confirmed_units,
-        initial,
-        "stock conserved: {stock}, {confirmed_units} sold"
-    );
-    assert!(on_hand >= 0);
-}
-
-async fn shop(api: &Api, stock: i64) -> (String, String) {
-    let (_, seller) = api
-        .register(
-            &format!("seller-{}@crash.test", uuid::Uuid::now_v7().simple()),
-            "seller",
-        )
-        .await;
-    let sku = format!("CRASH-{}", uuid::Uuid::now_v7().simple());
-    api.ok(
-        reqwest::Method::POST,
-        "/products",
-        Some(&seller),
-        Some(json!({"title": "Crash mug", "category": "test", "variants": [{"sku": sku, "price": {"amount": 700, "currency": "EUR"}}]})),
-    )
-    .await;
-    api.ok(
-        reqwest::Method::PUT,
-        &format!("/inventory/{sku}"),
-        Some(&seller),
-        Some(json!({"quantity": stock})),
-    )
-    .await;
-    (seller, sku)
-}
-
-fn address() -> Value {
-    json!({"name": "A", "line1": "1 Road", "city": "Town", "postal_code": "1000", "country": "NL"})
-}
-
 #[tokio::test]
 async fn sigkill_during_a_burst_of_checkouts_loses_no_acknowledged_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     create_admin(dir.path());
-    let port = free_port();
+    let claim = claim_port();
+    let port = claim.port;
     let mut server = start(dir.path(), port, None).await;
     let api = Api::new(&server.base);
     let (_, sku) = shop(&api, 1000).await;
     let mut customers = Vec::new();
     for i in 0..40 {
-        let (_, token) = api
-            .register(
-                &format!("c{i}-{}@crash.test", uuid::Uuid::now_v7().simple()),
-                "customer",
-            )
-            .await;
+        let token = api.sign_up("customer").await.token;
         api.ok(
             reqwest::Method::POST,
             "/cart/items",
@@ -373,8 +139,13 @@ async fn sigkill_during_a_burst_of_checkouts_loses_no_acknowledged_order() {
         .await;
         customers.push(token);
     }
-    // Fire every checkout at once and kill the server while they are in flight.
+    // Fire every checkout at once and kill the server while they are in
+    // flight: as soon as the first few are acknowledged, whatever the speed of
+    // the machine, so some orders are acknowledged and others still running.
     let api_ref = &api;
+    let acks = AtomicUsize::new(0);
+    let first_acks = Notify::new();
+    let (acks_ref, first_acks_ref) = (&acks, &first_acks);
     let burst =
         futures::future::join_all(customers.iter().enumerate().map(|(i, token)| async move {
             tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
@@ -390,13 +161,17 @@ async fn sigkill_during_a_burst_of_checkouts_loses_no_acknowledged_order() {
                 .await
             {
                 Ok((StatusCode::ACCEPTED, v)) => {
+                    if acks_ref.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER_ACKS {
+                        first_acks_ref.notify_one();
+                    }
                     Some((token.clone(), v["id"].as_str().expect("id").to_owned()))
                 }
                 _ => None,
             }
         }));
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        // notify_one keeps the permit if the waiter is not there yet.
+        let _ = tokio::time::timeout(Duration::from_secs(30), first_acks.notified()).await;
         server.kill();
     };
     let (acknowledged, ()) = tokio::join!(burst, killer);
@@ -415,7 +190,7 @@ async fn sigkill_during_a_burst_of_checkouts_loses_no_acknowledged_order() {
     );
     let api = Api::new(&server.base);
     let admin = api.login("admin@crash.test", "admin-password").await;
-    audit(&api, &admin, &sku, 1000, &acknowledged).await;
+    let _ = audit(&api, &admin, &sku, 1000, &acknowledged).await;
 }
 
 /// For every saga step: the process dies right after the step's effect, the
@@ -436,16 +211,12 @@ async fn a_saga_resumes_after_a_crash_at_every_step() {
     for (step, token, outcome) in cases {
         let dir = tempfile::tempdir().expect("temp dir");
         create_admin(dir.path());
-        let port = free_port();
+        let claim = claim_port();
+        let port = claim.port;
         let mut server = start(dir.path(), port, Some(&format!("saga_crash_after:{step}"))).await;
         let api = Api::new(&server.base);
         let (_, sku) = shop(&api, 10).await;
-        let (_, customer) = api
-            .register(
-                &format!("c-{}@crash.test", uuid::Uuid::now_v7().simple()),
-                "customer",
-            )
-            .await;
+        let customer = api.sign_up("customer").await.token;
         api.ok(
             reqwest::Method::POST,
             "/cart/items",
@@ -470,7 +241,7 @@ async fn a_saga_resumes_after_a_crash_at_every_step() {
         let server = start(dir.path(), port, None).await;
         let api = Api::new(&server.base);
         let admin = api.login("admin@crash.test", "admin-password").await;
-        audit(&api, &admin, &sku, 10, &[(customer.clone(), id.clone())]).await;
+        let _ = audit(&api, &admin, &sku, 10, &[(customer.clone(), id.clone())]).await;
         let order = api
             .ok(
                 reqwest::Method::GET,
@@ -499,7 +270,8 @@ async fn a_saga_resumes_after_a_crash_at_every_step() {
 async fn a_failed_commit_refunds_the_payment_and_cancels() {
     let dir = tempfile::tempdir().expect("temp dir");
     create_admin(dir.path());
-    let port = free_port();
+    let claim = claim_port();
+    let port = claim.port;
     let server = start_with(
         dir.path(),
         port,
@@ -513,12 +285,7 @@ async fn a_failed_commit_refunds_the_payment_and_cancels() {
     let api = Api::new(&server.base);
     let admin = api.login("admin@crash.test", "admin-password").await;
     let (_, sku) = shop(&api, 10).await;
-    let (_, customer) = api
-        .register(
-            &format!("c-{}@crash.test", uuid::Uuid::now_v7().simple()),
-            "customer",
-        )
-        .await;
+    let customer = api.sign_up("customer").await.token;
     api.ok(
         reqwest::Method::POST,
         "/cart/items",
@@ -538,7 +305,7 @@ async fn a_failed_commit_refunds_the_payment_and_cancels() {
         .expect("checkout");
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = order["id"].as_str().expect("id").to_owned();
-    audit(&api, &admin, &sku, 10, &[(customer.clone(), id.clone())]).await;
+    let _ = audit(&api, &admin, &sku, 10, &[(customer.clone(), id.clone())]).await;
     let order = api
         .ok(
             reqwest::Method::GET,

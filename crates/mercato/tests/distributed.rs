@@ -3,234 +3,17 @@
 //! front. A purchase through the gateway must travel across the processes
 //! as it does in one.
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/blackbox.rs"]
+mod blackbox;
+#[path = "support/cluster.rs"]
+mod cluster;
 
+use blackbox::Api;
+use cluster::{Cluster, Options};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const SERVICES: [&str; 8] = [
-    "identity",
-    "catalog",
-    "search",
-    "cart",
-    "inventory",
-    "orders",
-    "payments",
-    "notifications",
-];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// The processes of one cluster; killed when the test ends, however it ends.
-struct Cluster {
-    children: Vec<Child>,
-    gateway: String,
-    dir: tempfile::TempDir,
-    nats_url: String,
-    prefix: String,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let nats_url = std::env::var("MERCATO_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        let prefix = format!("dist{}", uuid::Uuid::now_v7().simple());
-        let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, free_port())).collect();
-        let gateway_port = free_port();
-        let mut children = Vec::new();
-        for (service, port) in ports.iter().copied().chain([("gateway", gateway_port)]) {
-            let data_dir = dir.path().join(service);
-            let log =
-                std::fs::File::create(dir.path().join(format!("{service}.log"))).expect("log file");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_mercato"));
-            cmd.args([
-                "serve",
-                "--service",
-                service,
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data_dir)
-            .env("MERCATO_BUS__NATS_URL", &nats_url)
-            .env("MERCATO_BUS__PREFIX", &prefix)
-            .env("MERCATO_INTERNAL__TOKEN", "a-service-token-for-tests")
-            .env(
-                "MERCATO_AUTH__JWT_SECRET",
-                "a-jwt-secret-shared-by-every-service",
-            )
-            .env("MERCATO_AUTH__PASSWORD_MEMORY_KIB", "1024")
-            .env("MERCATO_AUTH__PASSWORD_ITERATIONS", "1")
-            .env("MERCATO_HTTP__RATE_LIMIT_PER_SECOND", "0")
-            .env("MERCATO_LOG", "warn")
-            .env_remove("MERCATO_STORE__URL")
-            .env_remove("MERCATO_CACHE__REDIS_URL")
-            .env_remove("MERCATO_FAILPOINT")
-            .stdout(Stdio::null())
-            .stderr(log);
-            for (target, target_port) in &ports {
-                cmd.env(
-                    format!("MERCATO_SERVICES__{}", target.to_uppercase()),
-                    format!("http://127.0.0.1:{target_port}"),
-                );
-            }
-            children.push(cmd.spawn().expect("mercato starts"));
-        }
-        Cluster {
-            children,
-            gateway: format!("http://127.0.0.1:{gateway_port}/api/v1"),
-            dir,
-            nats_url,
-            prefix,
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut all = String::new();
-        for service in SERVICES.iter().chain(&["gateway"]) {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("{service}.log")))
-                .unwrap_or_default();
-            if !text.is_empty() {
-                all.push_str(&format!("--- {service}\n{text}\n"));
-            }
-        }
-        all
-    }
-
-    /// Waits until the gateway sees a ready replica of every context.
-    async fn ready(&mut self, client: &reqwest::Client) {
-        let url = self.gateway.replace("/api/v1", "/readyz");
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            for child in &mut self.children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("a service exited ({status}):\n{}", self.logs());
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the cluster did not become ready:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        support::delete_streams(&self.nats_url, &self.prefix);
-    }
-}
-
-struct Api<'a> {
-    base: &'a str,
-    client: reqwest::Client,
-}
-
-impl Api<'_> {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        if let Some(k) = key {
-            req = req.header("idempotency-key", k);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ok(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Value {
-        let (status, v) = self.call(method, path, token, body, None).await;
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-
-    async fn register(&self, role: &str) -> String {
-        let email = format!("{role}-{}@dist.test", uuid::Uuid::now_v7().simple());
-        let v = self
-            .ok(
-                Method::POST,
-                "/auth/register",
-                None,
-                Some(json!({"email": email, "password": "password1", "name": "N", "role": role})),
-            )
-            .await;
-        v["access_token"].as_str().expect("token").into()
-    }
-
-    /// Checks out the cart and waits until the order has settled.
-    async fn checkout(&self, token: &str, card: &str) -> Value {
-        let (status, placed) = self
-            .call(
-                Method::POST,
-                "/checkout",
-                Some(token),
-                Some(json!({"payment": {"token": card}, "shipping_address": address()})),
-                Some(&uuid::Uuid::now_v7().to_string()),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
-        let id = placed["id"].as_str().expect("order id").to_owned();
-        eventually("the order settles", || async {
-            let order = self
-                .ok(Method::GET, &format!("/orders/{id}"), Some(token), None)
-                .await;
-            (order["status"] != "pending").then_some(order)
-        })
-        .await
-    }
-
-    async fn available(&self, sku: &str) -> i64 {
-        self.ok(Method::GET, &format!("/inventory/{sku}"), None, None)
-            .await["available"]
-            .as_i64()
-            .expect("available")
-    }
-}
-
-fn address() -> Value {
-    json!({"name": "A", "line1": "1 Road", "city": "Town", "postal_code": "1000", "country": "NL"})
-}
 
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -250,25 +33,32 @@ where
     }
 }
 
+/// Checks out the cart and waits until the order has settled.
+async fn checkout(api: &Api, token: &str, card: &str) -> Value {
+    let key = uuid::Uuid::now_v7().to_string();
+    let id = api
+        .place_order(token, card, &key)
+        .await
+        .expect("the checkout is accepted");
+    api.settled(token, &id).await
+}
+
 #[tokio::test]
 async fn a_purchase_travels_through_the_gateway_across_service_processes() {
-    let mut cluster = Cluster::start();
-    let client = reqwest::Client::new();
-    cluster.ready(&client).await;
-    let api = Api {
-        base: &cluster.gateway,
-        client,
-    };
+    let mut cluster = Cluster::start(Options::default()).await;
+    cluster.ready().await;
+    let api = Api::new(&cluster.gateway);
 
     // The gateway's own answers.
     let (status, body) = api
         .call(Method::GET, "/nothing-here", None, None, None)
-        .await;
+        .await
+        .expect("the gateway answers");
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "route_not_found");
     let doc = api
         .client
-        .get(cluster.gateway.replace("/api/v1", "/openapi.json"))
+        .get(format!("{}/openapi.json", cluster.gateway))
         .send()
         .await
         .expect("openapi")
@@ -288,7 +78,7 @@ async fn a_purchase_travels_through_the_gateway_across_service_processes() {
         );
     }
 
-    let seller = api.register("seller").await;
+    let seller = api.sign_up("seller").await.token;
     let sku = format!("DIST-{}", uuid::Uuid::now_v7().simple());
     let word = format!("w{}", uuid::Uuid::now_v7().simple());
     let product = api.ok(
@@ -307,7 +97,7 @@ async fn a_purchase_travels_through_the_gateway_across_service_processes() {
     )
     .await;
 
-    let customer = api.register("customer").await;
+    let customer = api.sign_up("customer").await.token;
     api.ok(
         Method::POST,
         "/cart/items",
@@ -318,7 +108,7 @@ async fn a_purchase_travels_through_the_gateway_across_service_processes() {
     let cart = api.ok(Method::GET, "/cart", Some(&customer), None).await;
     assert_eq!(cart["total"]["amount"], 1400, "priced by catalog: {cart}");
 
-    let order = api.checkout(&customer, "tok_visa").await;
+    let order = checkout(&api, &customer, "tok_visa").await;
     assert_eq!(order["status"], "confirmed", "{order}");
     assert_eq!(api.available(&sku).await, 3);
     // The saga cleared the cart over HTTP.
@@ -358,10 +148,116 @@ async fn a_purchase_travels_through_the_gateway_across_service_processes() {
         Some(json!({"sku": sku, "quantity": 1})),
     )
     .await;
-    let declined = api.checkout(&customer, "tok_decline").await;
+    let declined = checkout(&api, &customer, "tok_decline").await;
     assert_eq!(declined["status"], "cancelled", "{declined}");
     assert_eq!(declined["cancel_reason"], "payment_failed");
     assert_eq!(api.available(&sku).await, 3);
+}
+
+/// The ids of what `q` finds on one search replica, asked directly.
+async fn found_on(replica: &Api, q: &str) -> Vec<Value> {
+    let hits = replica
+        .ok(Method::GET, &format!("/search?q={q}"), None, None)
+        .await;
+    hits["items"]
+        .as_array()
+        .map(|items| items.iter().map(|h| h["product_id"].clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Each search replica keeps its own index and reads every event through
+/// a consumer of its own, so a product is found on every replica; a
+/// replica that was killed rebuilds its index and catches up without
+/// disturbing the other.
+#[tokio::test]
+async fn every_search_replica_indexes_every_product() {
+    let mut cluster = Cluster::start(Options {
+        search_replicas: 2,
+        ..Options::default()
+    })
+    .await;
+    cluster.ready().await;
+    let api = Api::new(&cluster.gateway);
+    let replica = |name: &str| Api::new(&format!("http://127.0.0.1:{}", cluster.proc(name).port));
+    let (search_0, search_1) = (replica("search-0"), replica("search-1"));
+
+    let seller = api.sign_up("seller").await.token;
+    let word = format!("w{}", uuid::Uuid::now_v7().simple());
+    let create = |title: String| {
+        let api = &api;
+        let seller = &seller;
+        async move {
+            let sku = format!("REP-{}", uuid::Uuid::now_v7().simple());
+            api.ok(
+                Method::POST,
+                "/products",
+                Some(seller),
+                Some(json!({"title": title, "category": "test", "variants": [{"sku": sku, "price": {"amount": 900, "currency": "EUR"}}]})),
+            )
+            .await["id"]
+                .clone()
+        }
+    };
+    let first = create(format!("Replicated lamp {word}")).await;
+    for (name, search) in [("search-0", &search_0), ("search-1", &search_1)] {
+        eventually(&format!("{name} finds the product"), || async {
+            (found_on(search, &word).await == vec![first.clone()]).then_some(())
+        })
+        .await;
+    }
+
+    // Two consumers on the catalog stream, one per replica, each removed by
+    // the server once its replica has been gone an hour.
+    let mut config = mercato_kernel::bus::jetstream::JetStreamConfig::new(&cluster.nats_url);
+    config.prefix = cluster.prefix.clone();
+    let bus = mercato_kernel::bus::jetstream::JetStreamBus::connect(config)
+        .await
+        .expect("NATS");
+    let catalog = bus
+        .context()
+        .get_stream(format!("{}_CATALOG", cluster.prefix.to_uppercase()))
+        .await
+        .expect("the catalog stream");
+    for consumer in ["search-search-0", "search-search-1"] {
+        let info = catalog
+            .consumer_info(consumer)
+            .await
+            .unwrap_or_else(|e| panic!("the consumer {consumer}: {e}"));
+        assert_eq!(info.config.inactive_threshold, Duration::from_secs(3600));
+    }
+    let shared = catalog
+        .consumer_info("search")
+        .await
+        .expect_err("no consumer shared by the replicas");
+    assert!(shared.to_string().contains("not found"), "{shared}");
+
+    // search-1 dies and misses a product; search-0 gets it meanwhile.
+    cluster.kill("search-1");
+    let second = create(format!("Replicated desk {word}")).await;
+    eventually("search-0 finds the second product", || async {
+        (found_on(&search_0, &word).await.len() == 2).then_some(())
+    })
+    .await;
+    // Killed, search-1 rebuilds its index from the whole stream.
+    cluster.restart("search-1").await;
+    for (name, search) in [("search-0", &search_0), ("search-1", &search_1)] {
+        let found = eventually(&format!("{name} finds both products"), || async {
+            let found = found_on(search, &word).await;
+            (found.len() == 2).then_some(found)
+        })
+        .await;
+        assert!(
+            found.contains(&first) && found.contains(&second),
+            "{name}: {found:?}"
+        );
+    }
+    // Through the gateway, whichever replica answers.
+    for _ in 0..4 {
+        let hits = api
+            .ok(Method::GET, &format!("/search?q={word}"), None, None)
+            .await;
+        assert_eq!(hits["total"], 2, "{hits}");
+    }
 }
 
 #[test]
@@ -400,4 +296,56 @@ fn a_service_refuses_to_start_without_what_it_needs() {
         ),
     ]);
     assert!(err.contains("MERCATO_SERVICES__CART"), "{err}");
+}
+
+/// The gateway's readiness once every context has been up: a context that
+/// loses its last replica is reported, its routes answer 503, and the
+/// gateway stays in rotation for the other contexts.
+#[tokio::test]
+async fn a_context_without_replicas_degrades_the_gateway_without_taking_it_down() {
+    let mut cluster = Cluster::start(Options::default()).await;
+    cluster.ready().await;
+    let api = Api::new(&cluster.gateway);
+    let readyz = format!("{}/readyz", cluster.gateway);
+    let readiness = |api: &Api| {
+        let url = readyz.clone();
+        let client = api.client.clone();
+        async move {
+            let r = client.get(&url).send().await.expect("readyz");
+            let status = r.status();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = readiness(&api).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+
+    cluster.kill("search-0");
+    let body = eventually("the gateway reports search", || async {
+        let (status, body) = readiness(&api).await;
+        assert_eq!(status, StatusCode::OK, "still ready: {body}");
+        (body["status"] == "degraded").then_some(body)
+    })
+    .await;
+    assert_ne!(body["checks"]["search"], "ok", "{body}");
+    assert_eq!(body["checks"]["catalog"], "ok", "{body}");
+
+    let (status, v) = api
+        .call(Method::GET, "/search?q=mug", None, None, None)
+        .await
+        .expect("the gateway answers");
+    assert!(
+        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::BAD_GATEWAY,
+        "{status} {v}"
+    );
+    assert!(v["error"]["code"].is_string(), "{v}");
+    api.ok(Method::GET, "/products", None, None).await;
+
+    cluster.restart("search-0").await;
+    eventually("the gateway is whole again", || async {
+        let (status, body) = readiness(&api).await;
+        (status == StatusCode::OK && body["status"] == "ready").then_some(())
+    })
+    .await;
+    api.ok(Method::GET, "/search?q=mug", None, None).await;
 }

@@ -181,11 +181,13 @@ impl NotificationsService {
         vec![
             Subscription {
                 consumer: DIRECTORY_CONSUMER.to_owned(),
+                per_instance: false,
                 event_types: vec![UserRegistered::TYPE.to_owned()],
                 handler: Arc::new(DirectoryHandler(self.clone())),
             },
             Subscription {
                 consumer: CONSUMER.to_owned(),
+                per_instance: false,
                 event_types: vec![
                     OrderConfirmed::TYPE.to_owned(),
                     OrderCancelled::TYPE.to_owned(),

@@ -44,6 +44,13 @@ pub struct SagaConfig {
     pub reservation_ttl: Duration,
     /// How often unfinished sagas are looked for.
     pub poll_interval: Duration,
+    /// How long a run holds a saga without renewing; renewed every third of
+    /// it, also while a step waits on another service. With several runners
+    /// on one store (replicas), a runner that died lets go of its sagas
+    /// within this long. A sole runner voids old leases when it starts
+    /// ([`SagaRunner::take_over`]), so it can hold them longer and renew
+    /// less under load.
+    pub lease: Duration,
 }
 
 impl Default for SagaConfig {
@@ -54,6 +61,7 @@ impl Default for SagaConfig {
             pay_timeout: Duration::from_secs(5),
             reservation_ttl: Duration::from_secs(15 * 60),
             poll_interval: Duration::from_millis(250),
+            lease: Duration::from_secs(6),
         }
     }
 }
@@ -77,7 +85,28 @@ enum Step {
 
 /// Attempts after which emptying the cart is given up: it never undoes an order.
 const CART_ATTEMPTS: i64 = 10;
-const LEASE: chrono::Duration = chrono::Duration::seconds(15);
+
+impl SagaConfig {
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(6))
+    }
+
+    /// A run renews its lease every third of it.
+    fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+/// A run that recorded nothing because the saga had moved on stops here:
+/// another run holds it (its lease ran out under this one).
+fn moved_on_unless(moved: bool, saga: &Saga) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        moved,
+        "saga of order {} is no longer at {}; another run went on",
+        saga.order_id,
+        saga.step
+    );
+    Ok(())
+}
 
 fn client_error(e: ClientError) -> String {
     e.to_string()
@@ -212,7 +241,14 @@ impl SagaRunner {
 
     /// Runs a saga's steps until it is done or must wait.
     pub async fn drive(&self, order_id: Uuid) -> anyhow::Result<()> {
-        if !self.store.claim(order_id, &self.owner, LEASE).await? {
+        // A holder per run: a run that outlived its lease cannot renew or
+        // release the lease of the run that took over, even in this process.
+        let holder = format!("{}/{}", self.owner, mercato_kernel::id::new_id().simple());
+        if !self
+            .store
+            .claim(order_id, &holder, self.config.lease())
+            .await?
+        {
             return Ok(());
         }
         let Some(saga) = self.store.saga(order_id).await? else {
@@ -222,15 +258,35 @@ impl SagaRunner {
             correlation_id: saga.correlation_id.clone(),
             causation_id: None,
         };
-        let result = with_correlation(correlation, self.drive_claimed(order_id)).await;
+        let result = with_correlation(correlation, self.drive_claimed(order_id, &holder)).await;
         if result.is_err() {
             // Let any runner pick it up again at once.
-            let _ = self.store.release(order_id).await;
+            let _ = self.store.release(order_id, &holder).await;
         }
         result
     }
 
-    async fn drive_claimed(&self, order_id: Uuid) -> anyhow::Result<()> {
+    /// Extends this run's lease; `false` when another run took it.
+    async fn renew(
+        &self,
+        order_id: Uuid,
+        holder: &str,
+        leased_at: &mut Instant,
+    ) -> anyhow::Result<bool> {
+        let renewed_at = Instant::now();
+        if self
+            .store
+            .renew(order_id, holder, self.config.lease())
+            .await?
+        {
+            *leased_at = renewed_at;
+            return Ok(true);
+        }
+        tracing::warn!(order_id = %order_id, "saga lease lost; another runner goes on");
+        Ok(false)
+    }
+
+    async fn drive_claimed(&self, order_id: Uuid, holder: &str) -> anyhow::Result<()> {
         // What the steps read of the order (lines, total, customer) never
         // changes, so it is read once.
         let order = self
@@ -238,7 +294,13 @@ impl SagaRunner {
             .get(order_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("saga for missing order {order_id}"))?;
+        let mut leased_at = Instant::now();
         loop {
+            if leased_at.elapsed() >= self.config.renew_every()
+                && !self.renew(order_id, holder, &mut leased_at).await?
+            {
+                return Ok(());
+            }
             let Some(saga) = self.store.saga(order_id).await? else {
                 return Ok(());
             };
@@ -246,8 +308,25 @@ impl SagaRunner {
                 return Ok(());
             }
             let started = Instant::now();
-            pause_point(&saga.step).await;
-            let step = self.step(&saga, &order).await?;
+            // The lease is kept while the step runs, however long it waits.
+            let work = async {
+                pause_point(&saga.step).await;
+                self.step(&saga, &order).await
+            };
+            tokio::pin!(work);
+            let step = loop {
+                let renew_at = leased_at + self.config.renew_every();
+                tokio::select! {
+                    step = &mut work => break step?,
+                    _ = tokio::time::sleep_until(renew_at.into()) => {
+                        if !self.renew(order_id, holder, &mut leased_at).await? {
+                            // Dropped mid-step: steps are idempotent, and
+                            // the runner that holds the saga now redoes it.
+                            return Ok(());
+                        }
+                    }
+                }
+            };
             let outcome = match &step {
                 Step::Advanced => "ok",
                 Step::Retry(_) => "retry",
@@ -263,22 +342,32 @@ impl SagaRunner {
                         cancel_reason::OUT_OF_STOCK
                     };
                     tracing::warn!(order_id = %order_id, step = %saga.step, error = %error, "saga step timed out; compensating");
-                    self.store
+                    let moved = self
+                        .store
                         .advance(
                             order_id,
+                            (saga.state, &saga.step),
                             SagaState::Compensating,
                             "refund_payment",
                             Some(reason),
                         )
                         .await?;
+                    moved_on_unless(moved, &saga)?;
                     continue;
                 }
                 if saga.step == "clear_cart" && saga.attempts + 1 >= CART_ATTEMPTS {
                     tracing::error!(order_id = %order_id, error = %error, "giving up emptying the cart of a confirmed order");
-                    self.store
-                        .advance(order_id, SagaState::Done, "done", None)
+                    let moved = self
+                        .store
+                        .advance(
+                            order_id,
+                            (saga.state, &saga.step),
+                            SagaState::Done,
+                            "done",
+                            None,
+                        )
                         .await?;
-                    return Ok(());
+                    return moved_on_unless(moved, &saga);
                 }
                 let attempts = saga.attempts + 1;
                 let pause = backoff(
@@ -289,7 +378,7 @@ impl SagaRunner {
                 tracing::info!(order_id = %order_id, step = %saga.step, attempts, error = %error, "saga step will be retried");
                 let next = time::now() + chrono::Duration::from_std(pause).unwrap_or_default();
                 self.store
-                    .retry_later(order_id, attempts, next, &error)
+                    .retry_later(order_id, holder, attempts, next, &error)
                     .await?;
                 return Ok(());
             }
@@ -305,7 +394,11 @@ impl SagaRunner {
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
         crash_point(&saga.step);
-        self.store.advance(saga.order_id, state, next, reason).await
+        let moved = self
+            .store
+            .advance(saga.order_id, (saga.state, &saga.step), state, next, reason)
+            .await?;
+        moved_on_unless(moved, saga)
     }
 
     /// Like [`Self::advance`], recording the payment's status in the same transaction.
@@ -321,9 +414,18 @@ impl SagaRunner {
             None => self.advance(saga, state, next, reason).await,
             Some(status) => {
                 crash_point(&saga.step);
-                self.store
-                    .advance_paying(saga.order_id, status, state, next, reason)
-                    .await
+                let moved = self
+                    .store
+                    .advance_paying(
+                        saga.order_id,
+                        status,
+                        (saga.state, &saga.step),
+                        state,
+                        next,
+                        reason,
+                    )
+                    .await?;
+                moved_on_unless(moved, saga)
             }
         }
     }

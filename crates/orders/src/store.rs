@@ -165,14 +165,23 @@ impl OrdersStore {
         deadline: &DateTime<Utc>,
         reason: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        let now = time::to_db(&time::now());
+        let at = time::now();
+        let now = time::to_db(&at);
         let state = match kind {
             SagaKind::Checkout => SagaState::Running,
             SagaKind::Unwind => SagaState::Compensating,
         };
+        // The request that starts an unwind runs it at once and answers with
+        // its outcome; the recovery loop (of any replica) waits a while
+        // before it takes the saga, so that it does not run it first and
+        // leave the request answering before the money and stock are back.
+        let next_run_at = match kind {
+            SagaKind::Checkout => now.clone(),
+            SagaKind::Unwind => time::to_db(&(at + chrono::Duration::seconds(10))),
+        };
         sqlx::query(
             "INSERT INTO sagas (order_id, kind, state, step, cancel_reason, attempts, deadline, next_run_at, correlation_id, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $7, $7)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $9, $8, $7, $7)
              ON CONFLICT (order_id) DO UPDATE SET kind = excluded.kind, state = excluded.state, step = excluded.step,
                 cancel_reason = excluded.cancel_reason, attempts = 0, deadline = excluded.deadline,
                 next_run_at = excluded.next_run_at, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
@@ -185,6 +194,7 @@ impl OrdersStore {
         .bind(time::to_db(deadline))
         .bind(&now)
         .bind(mercato_kernel::event::current_correlation().correlation_id)
+        .bind(&next_run_at)
         .execute(tx.conn())
         .await?;
         Ok(())
@@ -481,6 +491,27 @@ impl OrdersStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Extends a lease this runner holds; `false` when it holds it no
+    /// longer (it expired and another runner took the saga).
+    pub async fn renew(
+        &self,
+        order_id: Uuid,
+        owner: &str,
+        lease: chrono::Duration,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(
+            "UPDATE sagas SET lease_until = $1 WHERE order_id = $2 AND lease_owner = $3",
+        )
+        .bind(time::to_db(&(time::now() + lease)))
+        .bind(order_id.to_string())
+        .bind(owner)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn saga(&self, order_id: Uuid) -> anyhow::Result<Option<Saga>> {
         let row: Option<SagaRow> = sqlx::query_as(
             "SELECT kind, state, step, cancel_reason, attempts, deadline, correlation_id FROM sagas WHERE order_id = $1",
@@ -533,44 +564,83 @@ impl OrdersStore {
         Ok(())
     }
 
-    /// Records the payment's status and the saga's next step together.
+    /// Moves the saga from `from` (state and step) to its next step; `false`
+    /// (and nothing written) when the saga is no longer at `from`: another
+    /// run has moved it on, and a late run must not move it back.
+    async fn advance_from(
+        tx: &mut Tx,
+        order_id: Uuid,
+        from: (SagaState, &str),
+        state: SagaState,
+        step: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE sagas SET state = $1, step = $2, cancel_reason = COALESCE($3, cancel_reason), attempts = 0,
+                last_error = NULL, updated_at = $4, lease_owner = CASE WHEN $1 = 'done' THEN NULL ELSE lease_owner END,
+                lease_until = CASE WHEN $1 = 'done' THEN NULL ELSE lease_until END
+             WHERE order_id = $5 AND state = $6 AND step = $7",
+        )
+        .bind(state.as_str())
+        .bind(step)
+        .bind(reason)
+        .bind(time::to_db(&time::now()))
+        .bind(order_id.to_string())
+        .bind(from.0.as_str())
+        .bind(from.1)
+        .execute(tx.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records the payment's status and the saga's next step together;
+    /// `false` when the saga was no longer at `from`.
     pub async fn advance_paying(
         &self,
         order_id: Uuid,
         payment_status: &str,
+        from: (SagaState, &str),
         state: SagaState,
         step: &str,
         reason: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let mut tx = self.db.begin().await?;
+        if !Self::advance_from(&mut tx, order_id, from, state, step, reason).await? {
+            return Ok(false);
+        }
         sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
             .bind(payment_status)
             .bind(time::to_db(&time::now()))
             .bind(order_id.to_string())
             .execute(tx.conn())
             .await?;
-        Self::advance_in(&mut tx, order_id, state, step, reason).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
+    /// Records the saga's next step; `false` when it was no longer at `from`.
     pub async fn advance(
         &self,
         order_id: Uuid,
+        from: (SagaState, &str),
         state: SagaState,
         step: &str,
         reason: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let mut tx = self.db.begin().await?;
-        Self::advance_in(&mut tx, order_id, state, step, reason).await?;
+        if !Self::advance_from(&mut tx, order_id, from, state, step, reason).await? {
+            return Ok(false);
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// A step failed for now: try again at `next_run_at`, by whichever runner is free.
+    /// Only while `owner` holds the lease: a late run changes nothing.
     pub async fn retry_later(
         &self,
         order_id: Uuid,
+        owner: &str,
         attempts: i64,
         next_run_at: DateTime<Utc>,
         error: &str,
@@ -578,26 +648,30 @@ impl OrdersStore {
         let mut tx = self.db.begin().await?;
         sqlx::query(
             "UPDATE sagas SET attempts = $1, next_run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
-             WHERE order_id = $5",
+             WHERE order_id = $5 AND lease_owner = $6",
         )
         .bind(attempts)
         .bind(time::to_db(&next_run_at))
         .bind(error.chars().take(500).collect::<String>())
         .bind(time::to_db(&time::now()))
         .bind(order_id.to_string())
+        .bind(owner)
         .execute(tx.conn())
         .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Lets go of a lease without changing anything else.
-    pub async fn release(&self, order_id: Uuid) -> anyhow::Result<()> {
+    /// Lets go of `owner`'s lease without changing anything else.
+    pub async fn release(&self, order_id: Uuid, owner: &str) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
-        sqlx::query("UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE order_id = $1")
-            .bind(order_id.to_string())
-            .execute(tx.conn())
-            .await?;
+        sqlx::query(
+            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE order_id = $1 AND lease_owner = $2",
+        )
+        .bind(order_id.to_string())
+        .bind(owner)
+        .execute(tx.conn())
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -20,6 +20,12 @@
 //!   (`Mercato-Consumer`, `Mercato-Error`, `Mercato-Attempts`,
 //!   `Mercato-Original-Subject`, `Mercato-Original-Stream`,
 //!   `Mercato-Original-Seq`).
+//! - Replays of dead letters go to `<PREFIX>_REPLAY` under
+//!   `<prefix>.replay.<consumer>`, a work-queue stream: every subscription
+//!   also reads its own subject there (a durable consumer of the same name),
+//!   so a replay reaches the consumer that parked the event and no other,
+//!   and leaves the stream once acknowledged.
+//! - `dlq` and `replay` are therefore not event namespaces.
 //! - Streams are created on first use (get-or-create, idempotent across
 //!   replicas) by whichever side comes first, publisher or subscriber; the
 //!   dead-letter stream when the bus connects.
@@ -86,10 +92,21 @@
 //! - **DLQ**: `<PREFIX>_DLQ` has the same storage and replicas and no age
 //!   limit. Monitor its message count (alert when it grows) and inspect or
 //!   replay through [`JetStreamBus::dead_letters`] and
-//!   [`JetStreamBus::replay_dead_letter`].
+//!   [`JetStreamBus::replay_dead_letter`]. A replay waits in
+//!   `<PREFIX>_REPLAY` (same storage and replicas, work-queue retention)
+//!   until its consumer acknowledges it; one whose consumer never runs
+//!   again stays there.
 //! - **Consumers**: one durable name per consumer, shared by its replicas. A
-//!   consumer whose state is local to a replica (a search index) needs a
-//!   name per replica.
+//!   consumer whose state is local to a replica (a search index) has a
+//!   name per replica ([`Subscription::per_instance`]; search subscribes as
+//!   `search-<instance>`): the bus creates it with
+//!   [`JetStreamConfig::instance_inactive_threshold`] (1 hour), after which
+//!   the server removes the consumer of an instance that is gone, so that
+//!   replicas coming and going do not pile up consumers. Its dead letters
+//!   and replays carry its own name: a dead letter parked by an instance
+//!   that is gone needs no replay (its successor built its state from the
+//!   whole history), and replayed it would wait in `<PREFIX>_REPLAY` for a
+//!   consumer that never comes.
 //! - **Credentials**: put them in the URL (`nats://user:password@host:4222`)
 //!   and give the account JetStream limits large enough for the streams.
 //! - **One layout everywhere**: every process must get the same prefix and
@@ -131,6 +148,7 @@ const H_SUBJECT: &str = "Mercato-Original-Subject";
 const H_STREAM: &str = "Mercato-Original-Stream";
 const H_SEQ: &str = "Mercato-Original-Seq";
 const DLQ: &str = "dlq";
+const REPLAY: &str = "replay";
 /// Header values are kept short: an error chain can be long.
 const MAX_HEADER_VALUE: usize = 1024;
 
@@ -180,6 +198,13 @@ pub struct JetStreamConfig {
     pub retry_cap: Duration,
     /// Bound of every call to the server (connect, publish ack, API requests).
     pub request_timeout: Duration,
+    /// How long the server keeps a consumer of one process instance
+    /// ([`Subscription::per_instance`]) that nobody reads: it is removed,
+    /// with its position, once its instance has been gone this long. A
+    /// restart within it goes on where the instance stopped. Must exceed
+    /// the longest a running instance may go without asking for messages:
+    /// the handling of one batch ([`Self::batch_size`] events).
+    pub instance_inactive_threshold: Duration,
 }
 
 impl JetStreamConfig {
@@ -198,6 +223,7 @@ impl JetStreamConfig {
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
+            instance_inactive_threshold: Duration::from_secs(3600),
         }
     }
 }
@@ -245,7 +271,7 @@ impl JetStreamBus {
         for spec in &config.streams {
             let context = sanitize_name(&spec.context).to_uppercase();
             anyhow::ensure!(
-                !context.is_empty() && context != "DLQ",
+                !context.is_empty() && context != "DLQ" && context != "REPLAY",
                 "invalid JetStream stream context {:?}",
                 spec.context
             );
@@ -261,6 +287,18 @@ impl JetStreamBus {
             }
         }
         let timeout = config.request_timeout;
+        // Several seed servers of a cluster may be given, comma-separated.
+        let servers: Vec<async_nats::ServerAddr> = config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("invalid NATS server address {s:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        anyhow::ensure!(!servers.is_empty(), "no NATS server address given");
         let client = tokio::time::timeout(
             timeout,
             async_nats::ConnectOptions::new()
@@ -276,7 +314,7 @@ impl JetStreamBus {
                         other => tracing::warn!(event = %other, "NATS client event"),
                     }
                 })
-                .connect(config.url.as_str()),
+                .connect(servers),
         )
         .await
         .context("connecting to NATS timed out")?
@@ -374,10 +412,10 @@ impl JetStreamBus {
         Ok(out)
     }
 
-    /// Publishes a parked event again on its original subject, so every
-    /// consumer of it sees it again (the others drop it through their inbox),
-    /// and removes it from the dead letters. `false` when there is no dead
-    /// letter at `seq`.
+    /// Sends a parked event again to the consumer that parked it, and to no
+    /// other: to `<prefix>.replay.<consumer>` in the replay stream, which
+    /// only that consumer reads. Then removes it from the dead letters.
+    /// `false` when there is no dead letter at `seq`.
     pub async fn replay_dead_letter(&self, seq: i64) -> anyhow::Result<bool> {
         let Ok(seq) = u64::try_from(seq) else {
             return Ok(false);
@@ -397,18 +435,21 @@ impl JetStreamBus {
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(false),
             Err(e) => return Err(anyhow::Error::new(e).context("reading the dead letter")),
         };
-        let env: Envelope =
-            serde_json::from_slice(&msg.payload).context("the dead letter is not an envelope")?;
-        let subject = self.subject_of(&env.event_type)?;
-        let (stream_name, subjects) = self.stream_of_namespace(namespace(&env.event_type)?);
+        let dead = dead_letter_of(&msg)
+            .context("the dead letter names no consumer or holds no envelope")?;
+        let env = dead.envelope;
+        let (stream_name, subjects) = self.replay_stream();
         self.ensure_stream(&stream_name, &subjects).await?;
-        // A new message id, or the duplicate window would drop the replay;
-        // the same one when a replay is retried, so that it lands once.
-        let msg_id = format!("{}-replay-{seq}", env.id);
+        let mut headers = HeaderMap::new();
+        headers.insert(H_CONSUMER, header_value(&dead.consumer));
+        // The same message id when a replay is retried, so that it lands once.
+        let msg_id = format!("{}-{REPLAY}-{seq}", env.id);
         let publish = Publish::build()
             .payload(msg.payload.clone())
+            .headers(headers)
             .message_id(msg_id);
-        self.publish_one(&stream_name, subject, publish).await?;
+        self.publish_one(&stream_name, self.replay_subject(&dead.consumer), publish)
+            .await?;
         match stream.delete_message(seq).await {
             Ok(_) => {}
             // Replayed concurrently by someone else.
@@ -422,7 +463,7 @@ impl JetStreamBus {
                 return Err(anyhow::Error::new(e).context("removing the replayed dead letter"))
             }
         }
-        tracing::info!(event_id = %env.id, event_type = %env.event_type, seq, "dead letter replayed");
+        tracing::info!(consumer = %dead.consumer, event_id = %env.id, event_type = %env.event_type, seq, "dead letter replayed");
         Ok(true)
     }
 
@@ -430,6 +471,27 @@ impl JetStreamBus {
         (
             format!("{}_DLQ", self.inner.stream_prefix),
             vec![format!("{}.{DLQ}.>", self.inner.config.prefix)],
+        )
+    }
+
+    /// The name of the replay stream.
+    pub fn replay_stream_name(&self) -> String {
+        self.replay_stream().0
+    }
+
+    fn replay_stream(&self) -> (String, Vec<String>) {
+        (
+            format!("{}_REPLAY", self.inner.stream_prefix),
+            vec![format!("{}.{REPLAY}.>", self.inner.config.prefix)],
+        )
+    }
+
+    /// Where the replays of one consumer go (its replicas share them).
+    fn replay_subject(&self, consumer: &str) -> String {
+        format!(
+            "{}.{REPLAY}.{}",
+            self.inner.config.prefix,
+            durable_name(consumer)
         )
     }
 
@@ -473,7 +535,7 @@ impl JetStreamBus {
                     .strip_prefix(prefix.as_str())
                     .and_then(|rest| rest.strip_prefix('.'))
                     .and_then(|rest| rest.strip_suffix(".>"))
-                    .is_some_and(|ns| !ns.contains('.') && ns != DLQ)
+                    .is_some_and(|ns| !ns.contains('.') && ns != DLQ && ns != REPLAY)
             })
     }
 
@@ -486,15 +548,25 @@ impl JetStreamBus {
 
     fn stream_config(&self, name: &str, subjects: &[String]) -> stream::Config {
         let c = &self.inner.config;
+        let replays = name == self.replay_stream().0;
         stream::Config {
             name: name.to_owned(),
             subjects: subjects.to_vec(),
-            description: Some(format!("Mercato events under {}", c.prefix)),
+            description: Some(if replays {
+                format!("Mercato replays of dead letters under {}", c.prefix)
+            } else {
+                format!("Mercato events under {}", c.prefix)
+            }),
             storage: StorageType::File,
-            retention: RetentionPolicy::Limits,
+            // A replay is gone once its consumer acknowledged it.
+            retention: if replays {
+                RetentionPolicy::WorkQueue
+            } else {
+                RetentionPolicy::Limits
+            },
             num_replicas: c.replicas.max(1),
             duplicate_window: c.duplicate_window,
-            max_age: if name == self.dlq_stream().0 {
+            max_age: if replays || name == self.dlq_stream().0 {
                 Duration::ZERO
             } else {
                 c.max_age.unwrap_or(Duration::ZERO)
@@ -588,6 +660,12 @@ impl JetStreamBus {
             entry.1.insert(subject);
             entry.2.insert(ns.to_owned());
         }
+        let (replay_stream, replay_subjects) = self.replay_stream();
+        let replays = Binding {
+            stream: replay_stream,
+            stream_subjects: replay_subjects,
+            filter: self.replay_subject(&sub.consumer),
+        };
         Ok(by_stream
             .into_iter()
             .map(|(stream, (stream_subjects, wanted, namespaces))| {
@@ -608,6 +686,7 @@ impl JetStreamBus {
                     filter,
                 }
             })
+            .chain(std::iter::once(replays))
             .collect())
     }
 
@@ -741,13 +820,23 @@ impl JetStreamBus {
         stream
             .create_consumer(pull::Config {
                 durable_name: Some(durable.clone()),
-                description: Some(format!("Mercato consumer {}", sub.consumer)),
+                description: Some(if sub.per_instance {
+                    format!("Mercato consumer {} of one instance", sub.consumer)
+                } else {
+                    format!("Mercato consumer {}", sub.consumer)
+                }),
                 deliver_policy,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: c.ack_wait,
                 max_deliver: SERVER_MAX_DELIVER,
                 filter_subject: binding.filter.clone(),
                 max_ack_pending: c.max_ack_pending,
+                // Zero keeps the consumer; an instance's goes after its instance.
+                inactive_threshold: if sub.per_instance {
+                    c.instance_inactive_threshold
+                } else {
+                    Duration::ZERO
+                },
                 // No server-side `backoff`: handler failures carry their own
                 // delay in the nak, and with a backoff list older servers
                 // (2.9) time a delayed nak against the wrong ack wait.
@@ -865,10 +954,14 @@ impl JetStreamBus {
         headers.insert(H_CONSUMER, header_value(&sub.consumer));
         headers.insert(H_ERROR, header_value(error));
         headers.insert(H_SUBJECT, header_value(msg.subject.as_str()));
+        // Which message this is: a replay that fails again is another
+        // message, parked again even within the duplicate window.
+        let mut origin = String::new();
         if let Ok(info) = msg.info() {
             headers.insert(H_ATTEMPTS, header_value(&info.delivered.to_string()));
             headers.insert(H_STREAM, header_value(info.stream));
             headers.insert(H_SEQ, header_value(&info.stream_sequence.to_string()));
+            origin = format!("-{}-{}", info.stream, info.stream_sequence);
         }
         let subject = format!("{}.{DLQ}.{durable}", self.inner.config.prefix);
         let (dlq, subjects) = self.dlq_stream();
@@ -877,7 +970,7 @@ impl JetStreamBus {
         let publish = Publish::build()
             .payload(msg.payload.clone())
             .headers(headers)
-            .message_id(format!("{}-{DLQ}-{durable}", env.id));
+            .message_id(format!("{}-{DLQ}-{durable}{origin}", env.id));
         self.publish_one(&dlq, subject, publish)
             .await
             .context("parking the dead letter")
@@ -1056,7 +1149,7 @@ fn namespace(event_type: &str) -> anyhow::Result<&str> {
 fn validate_namespace(ns: &str) -> anyhow::Result<()> {
     validate_subject_tokens(ns)?;
     anyhow::ensure!(
-        !ns.contains('.') && ns != DLQ,
+        !ns.contains('.') && ns != DLQ && ns != REPLAY,
         "{ns:?} cannot be an event namespace"
     );
     Ok(())
@@ -1126,6 +1219,7 @@ mod tests {
         assert!(validate_subject_tokens("order.con firmed").is_err());
         assert!(validate_subject_tokens("").is_err());
         assert!(validate_namespace("dlq").is_err());
+        assert!(validate_namespace("replay").is_err());
     }
 
     #[test]

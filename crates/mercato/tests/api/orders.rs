@@ -533,7 +533,9 @@ async fn two_hundred_buyers_for_ten_units_make_exactly_ten_orders() {
 
 /// Waits until the customer has exactly `count` notifications with `template` for the order.
 async fn notified(app: &TestApp, customer: &User, order_id: &str, template: &str) -> Vec<Value> {
-    app.eventually("the notification", Duration::from_secs(5), || async {
+    // Generous: against a cluster under the whole suite's load, events
+    // cross processes and a dispatcher before a notification is sent.
+    app.eventually("the notification", Duration::from_secs(15), || async {
         let r = app.get("/notifications", Some(&customer.token)).await;
         let items: Vec<Value> = r.body["items"]
             .as_array()

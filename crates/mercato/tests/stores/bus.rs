@@ -94,6 +94,7 @@ async fn the_outbox_reaches_consumers_in_order_once_and_offsets_survive() {
         let task = bus.subscribe(
             Subscription {
                 consumer: "c1".into(),
+                per_instance: false,
                 event_types: vec!["test.*".into()],
                 handler: Arc::new(seen.clone()),
             },
@@ -118,6 +119,7 @@ async fn the_outbox_reaches_consumers_in_order_once_and_offsets_survive() {
         let task = bus.subscribe(
             Subscription {
                 consumer: "c1".into(),
+                per_instance: false,
                 event_types: vec!["test.ticked".into()],
                 handler: Arc::new(again.clone()),
             },
@@ -158,6 +160,7 @@ async fn a_poison_event_is_parked_and_the_consumer_moves_on() {
         let task = bus.subscribe(
             Subscription {
                 consumer: "poisoned".into(),
+                per_instance: false,
                 event_types: vec!["test.ticked".into()],
                 handler: Arc::new(Failing),
             },
@@ -176,6 +179,134 @@ async fn a_poison_event_is_parked_and_the_consumer_moves_on() {
         assert_eq!(dead[0].envelope.id, events[0].id);
         assert!(dead[0].error.contains("poison"));
         assert_eq!(bus.position("poisoned").await.expect("position"), 2);
+    }
+}
+
+/// Counts its calls per event; fails on `n == 1` until made healthy.
+#[derive(Clone, Default)]
+struct Flaky {
+    calls: Arc<Mutex<Vec<u32>>>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl EventHandler for Flaky {
+    async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
+        let t: Ticked = event.decode()?;
+        self.calls.lock().expect("lock").push(t.n);
+        anyhow::ensure!(
+            t.n != 1 || self.healthy.load(std::sync::atomic::Ordering::SeqCst),
+            "poison event"
+        );
+        Ok(())
+    }
+}
+
+impl Flaky {
+    fn calls_of(&self, n: u32) -> usize {
+        self.calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|c| **c == n)
+            .count()
+    }
+}
+
+async fn parked_once_more(bus: &LogBus, before: &[i64]) -> mercato_kernel::bus::DeadLetter {
+    for _ in 0..400 {
+        let dead = bus.dead_letters().await.expect("dead letters");
+        if let Some(d) = dead.into_iter().find(|d| !before.contains(&d.seq)) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing was parked in 10 s");
+}
+
+#[tokio::test]
+async fn a_replay_reaches_only_the_consumer_that_parked_the_event() {
+    for s in stores("replays", &NONE).await {
+        let bus = LogBus::open(s.db.clone()).await.expect("bus");
+        let failing = Flaky::default();
+        let other = Collect::default();
+        let subscribe =
+            |consumer: &str, handler: Arc<dyn EventHandler>, stop: &CancellationToken| {
+                bus.subscribe(
+                    Subscription {
+                        consumer: consumer.into(),
+                        per_instance: false,
+                        event_types: vec!["test.ticked".into()],
+                        handler,
+                    },
+                    stop.clone(),
+                )
+            };
+        let stop = CancellationToken::new();
+        let failing_task = subscribe("fails", Arc::new(failing.clone()), &stop);
+        let other_stop = CancellationToken::new();
+        let other_task = subscribe("handles", Arc::new(other.clone()), &other_stop);
+        let events: Vec<Envelope> = (1..=2)
+            .map(|n| Envelope::new("test", "x", &Ticked { n }).expect("event"))
+            .collect();
+        bus.publish(&events).await.expect("publish");
+        let first = parked_once_more(&bus, &[]).await;
+        assert_eq!(first.consumer, "fails", "{:?}", s.backend);
+        assert_eq!(first.envelope.id, events[0].id);
+        wait_for("the other consumer", || other.seen() == vec![1, 2]).await;
+
+        // Replayed while the cause is still there: only the consumer that
+        // parked it tries again, every attempt, and parks it again.
+        assert!(bus.replay(first.seq).await.expect("replay"));
+        let second = parked_once_more(&bus, &[first.seq]).await;
+        assert_eq!(second.consumer, "fails");
+        assert_eq!(second.envelope.id, events[0].id);
+        assert_eq!(bus.dead_letters().await.expect("dead letters").len(), 1);
+        assert_eq!(
+            failing.calls_of(1),
+            2 * mercato_kernel::bus::MAX_ATTEMPTS as usize
+        );
+        assert_eq!(failing.calls_of(2), 1);
+
+        // Fixed, and replayed while the consumer is stopped: the replay
+        // waits for it and reaches it when it starts again.
+        stop.cancel();
+        failing_task.await.expect("stops");
+        failing
+            .healthy
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(bus.replay(second.seq).await.expect("replay"));
+        assert!(!bus.replay(second.seq).await.expect("replay twice"));
+        assert!(!bus.replay(424_242).await.expect("unknown dead letter"));
+        let stop = CancellationToken::new();
+        let failing_task = subscribe("fails", Arc::new(failing.clone()), &stop);
+        wait_for("the replay", || {
+            failing.calls_of(1) == 2 * mercato_kernel::bus::MAX_ATTEMPTS as usize + 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            failing.calls_of(2),
+            1,
+            "the log is not read again ({:?})",
+            s.backend
+        );
+        assert_eq!(
+            other.seen(),
+            vec![1, 2],
+            "the other consumer never sees it again ({:?})",
+            s.backend
+        );
+        assert!(bus.dead_letters().await.expect("dead letters").is_empty());
+        assert_eq!(
+            bus.read(0, 100).await.expect("read").len(),
+            2,
+            "the log is unchanged"
+        );
+        stop.cancel();
+        other_stop.cancel();
+        failing_task.await.expect("stops");
+        other_task.await.expect("stops");
     }
 }
 
@@ -240,5 +371,82 @@ async fn idempotency_keys_replay_and_refuse_other_requests() {
         assert!(!idempotency::record(&mut tx, "scope", "k1", "h1", &answer)
             .await
             .expect("record"));
+    }
+}
+
+/// A bus that records what it is given and, on the first publish, lets a
+/// writer commit before the relay marks its batch published.
+struct CommitDuringPublish {
+    published: Mutex<Vec<uuid::Uuid>>,
+    during: tokio::sync::Mutex<Option<Tx>>,
+}
+
+#[async_trait]
+impl EventBus for CommitDuringPublish {
+    async fn publish(&self, events: &[Envelope]) -> anyhow::Result<()> {
+        self.published
+            .lock()
+            .expect("lock")
+            .extend(events.iter().map(|e| e.id));
+        if let Some(tx) = self.during.lock().await.take() {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+    fn subscribe(
+        &self,
+        _sub: Subscription,
+        _shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async {})
+    }
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn rewind(&self, _consumer: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn parked(&self, _limit: usize) -> anyhow::Result<Vec<mercato_kernel::bus::DeadLetter>> {
+        Ok(Vec::new())
+    }
+    async fn replay(&self, _seq: i64) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// On PostgreSQL an outbox row can commit after a row with a higher
+/// sequence number: the relay must not mark it published with its batch.
+#[tokio::test]
+async fn an_outbox_row_committed_late_is_still_published() {
+    for s in stores("events", &NONE).await {
+        if s.backend != mercato_kernel::db::Backend::Postgres {
+            // SQLite serialises writers: rows commit in sequence order.
+            continue;
+        }
+        let outbox = Outbox::new();
+        let event = |n| Envelope::new("test", "x", &Ticked { n }).expect("event");
+        let (first, late, third) = (event(1), event(2), event(3));
+        write(&s.db, &outbox, std::slice::from_ref(&first)).await;
+        let mut open = s.db.begin().await.expect("begin");
+        outbox
+            .add(&mut open, std::slice::from_ref(&late))
+            .await
+            .expect("outbox");
+        write(&s.db, &outbox, std::slice::from_ref(&third)).await;
+
+        let bus = CommitDuringPublish {
+            published: Mutex::new(Vec::new()),
+            during: tokio::sync::Mutex::new(Some(open)),
+        };
+        assert_eq!(relay_batch(&s.db, &bus).await.expect("relay"), 2);
+        assert_eq!(
+            relay_batch(&s.db, &bus).await.expect("relay"),
+            1,
+            "the late row is still pending"
+        );
+        assert_eq!(
+            *bus.published.lock().expect("lock"),
+            vec![first.id, third.id, late.id]
+        );
     }
 }

@@ -59,3 +59,111 @@ async fn one_intent_per_order_and_one_capture_per_intent() {
         );
     }
 }
+
+/// A saga's lease belongs to one run; a run whose lease another took can
+/// neither renew nor release it, and cannot record a step the saga has
+/// moved past.
+#[tokio::test]
+async fn a_saga_moves_only_from_where_it_is_and_only_for_its_lease_holder() {
+    use mercato_kernel::idempotency::StoredResponse;
+    use mercato_orders::domain::{
+        HistoryEntry, Order, OrderStatus, PaymentSummary, ShippingAddress,
+    };
+    use mercato_orders::store::{IdempotencyRecord, OrdersStore, SagaState};
+
+    for s in stores(mercato_orders::NAME, &mercato_orders::MIGRATIONS).await {
+        let store = OrdersStore::new(s.db.clone(), Outbox::new());
+        let now = mercato_kernel::time::now();
+        let eur = Money::new(700, Currency::parse("EUR").expect("currency"));
+        let order = Order {
+            id: mercato_kernel::id::new_id(),
+            customer_id: mercato_kernel::id::new_id(),
+            status: OrderStatus::Pending,
+            cancel_reason: None,
+            items: Vec::new(),
+            total: eur.clone(),
+            payment: PaymentSummary {
+                status: "pending".into(),
+                amount: eur,
+            },
+            shipping_address: ShippingAddress {
+                name: "A".into(),
+                line1: "1 Road".into(),
+                line2: None,
+                city: "Town".into(),
+                postal_code: "1000".into(),
+                country: "NL".into(),
+            },
+            history: vec![HistoryEntry {
+                status: OrderStatus::Pending,
+                at: now,
+            }],
+            created_at: now,
+            updated_at: now,
+        };
+        let record = IdempotencyRecord {
+            scope: "checkout",
+            key: "k1",
+            request_hash: "h1",
+            response: StoredResponse {
+                status: 202,
+                body: "{}".into(),
+            },
+        };
+        store
+            .create_checkout(&order, "tok_visa", &[], &now, &record, &[])
+            .await
+            .expect("order");
+        let id = order.id;
+        let short = chrono::Duration::milliseconds(50);
+        assert!(store.claim(id, "run-a", short).await.expect("claim"));
+        assert!(
+            !store.claim(id, "run-b", short).await.expect("claim"),
+            "{:?}",
+            s.backend
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        // A's lease ran out and B took the saga.
+        assert!(store
+            .claim(id, "run-b", chrono::Duration::seconds(30))
+            .await
+            .expect("claim"));
+        assert!(!store.renew(id, "run-a", short).await.expect("renew"));
+        store.release(id, "run-a").await.expect("release");
+        store
+            .retry_later(id, "run-a", 3, now, "late")
+            .await
+            .expect("retry");
+        assert!(
+            !store.claim(id, "run-c", short).await.expect("claim"),
+            "B still holds it"
+        );
+
+        let running = (SagaState::Running, "reserve");
+        assert!(!store
+            .advance(
+                id,
+                (SagaState::Running, "pay"),
+                SagaState::Running,
+                "commit",
+                None
+            )
+            .await
+            .expect("advance"));
+        assert!(store
+            .advance(id, running, SagaState::Running, "pay", None)
+            .await
+            .expect("advance"));
+        // A late run that also finished reserving moves nothing.
+        assert!(!store
+            .advance(id, running, SagaState::Running, "pay", None)
+            .await
+            .expect("advance"));
+        let saga = store.saga(id).await.expect("saga").expect("exists");
+        assert_eq!(
+            (saga.state, saga.step.as_str(), saga.attempts),
+            (SagaState::Running, "pay", 0)
+        );
+        assert!(store.renew(id, "run-b", short).await.expect("renew"));
+    }
+}

@@ -119,3 +119,82 @@ pub async fn pending_events(db: &Db) -> Vec<String> {
             .expect("outbox readable");
     rows.into_iter().map(|r| r.0).collect()
 }
+
+pub fn redis_url() -> String {
+    std::env::var("MERCATO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis key prefix of a test's own (on the Redis named by
+/// `MERCATO_TEST_REDIS_URL`, the local one by default); its keys are deleted
+/// when this is dropped, panics included.
+pub struct RedisKeys {
+    pub prefix: String,
+    conn: redis::Connection,
+}
+
+impl RedisKeys {
+    pub fn new() -> RedisKeys {
+        let url = redis_url();
+        let conn = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_secs(5)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "Redis at {url} is needed by the store suite (scripts/services starts it): {e}"
+                )
+            });
+        RedisKeys {
+            prefix: format!("test-{}", uuid::Uuid::now_v7().simple()),
+            conn,
+        }
+    }
+
+    /// The connection the code under test uses.
+    pub fn connection(&self) -> mercato_kernel::cache::RedisConnection {
+        mercato_kernel::cache::redis_connection(&redis_url(), std::time::Duration::from_secs(2))
+            .expect("redis client")
+    }
+
+    /// The keys under the prefix, without it, sorted.
+    pub fn keys(&mut self) -> Vec<String> {
+        use redis::Commands as _;
+        let stored: Vec<String> = self
+            .conn
+            .keys(format!("{}:*", self.prefix))
+            .expect("redis keys");
+        let skip = self.prefix.len() + 1;
+        let mut keys: Vec<String> = stored.into_iter().map(|k| k[skip..].to_owned()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// The hash under `<prefix>:<key>`.
+    pub fn hash(&mut self, key: &str) -> std::collections::HashMap<String, String> {
+        use redis::Commands as _;
+        self.conn
+            .hgetall(format!("{}:{key}", self.prefix))
+            .expect("redis hgetall")
+    }
+}
+
+impl RedisKeys {
+    /// Seconds `<prefix>:<key>` has left to live (-1 without expiry, -2 when absent).
+    pub fn ttl(&mut self, key: &str) -> i64 {
+        use redis::Commands as _;
+        self.conn
+            .ttl(format!("{}:{key}", self.prefix))
+            .expect("redis ttl")
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        use redis::Commands as _;
+        let keys: Vec<String> = self
+            .conn
+            .keys(format!("{}:*", self.prefix))
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = self.conn.del(&keys);
+        }
+    }
+}
