@@ -9,7 +9,7 @@ use crate::event::{with_correlation, Envelope};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub mod jetstream;
@@ -67,13 +67,19 @@ impl Subscription {
     }
 
     pub fn wants(&self, event_type: &str) -> bool {
-        self.event_types.iter().any(|p| match p.strip_suffix(".*") {
-            Some(prefix) => event_type
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('.')),
-            None => p == event_type,
-        })
+        wanted(&self.event_types, event_type)
     }
+}
+
+/// Whether `event_type` matches one of `patterns`: a name, or a prefix
+/// ending in `.*`.
+fn wanted(patterns: &[String], event_type: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix(".*") {
+        Some(prefix) => event_type
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => p == event_type,
+    })
 }
 
 #[async_trait]
@@ -237,10 +243,34 @@ const LOG_MIGRATIONS: Migrations = Migrations {
 #[derive(Clone)]
 pub struct LogBus {
     db: Db,
-    head: Arc<watch::Sender<i64>>,
+    /// The running consumers, each woken by appends of a type it wants.
+    waiting: Arc<std::sync::Mutex<Vec<Waiting>>>,
     /// Bumped whenever a replay is queued, to wake the consumers.
     replayed: Arc<watch::Sender<u64>>,
 }
+
+/// A running consumer of the [`LogBus`]: what it wants and how to wake it.
+struct Waiting {
+    event_types: Vec<String>,
+    wake: Arc<Notify>,
+}
+
+/// Takes a consumer off the [`LogBus`]'s list when it stops.
+struct Registered {
+    waiting: Arc<std::sync::Mutex<Vec<Waiting>>>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.retain(|w| !Arc::ptr_eq(&w.wake, &self.wake));
+        }
+    }
+}
+
+/// Rows in one statement appending to the log (4 parameters each).
+const APPEND_CHUNK: usize = 100;
 
 /// A parked event that exhausted its attempts.
 #[derive(Debug, Clone)]
@@ -259,15 +289,10 @@ pub struct DeadLetter {
 impl LogBus {
     pub async fn open(db: Db) -> anyhow::Result<Self> {
         db.migrate("event_log", &LOG_MIGRATIONS).await?;
-        let (head,): (i64,) =
-            sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
-                .fetch_one(db.pool())
-                .await?;
-        let (tx, _) = watch::channel(head);
         let (replayed, _) = watch::channel(0);
         Ok(Self {
             db,
-            head: Arc::new(tx),
+            waiting: Arc::default(),
             replayed: Arc::new(replayed),
         })
     }
@@ -296,17 +321,17 @@ impl LogBus {
     }
 
     async fn save_position(&self, consumer: &str, position: i64) -> anyhow::Result<()> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO consumer_offsets (consumer, position, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(consumer)
-        .bind(position)
-        .bind(crate::time::to_db(&crate::time::now()))
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        self.db
+            .execute(
+                sqlx::query(
+                    "INSERT INTO consumer_offsets (consumer, position, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                )
+                .bind(consumer)
+                .bind(position)
+                .bind(crate::time::to_db(&crate::time::now())),
+            )
+            .await?;
         Ok(())
     }
 
@@ -441,7 +466,19 @@ impl LogBus {
     }
 
     async fn consume(self, sub: Subscription, shutdown: CancellationToken) {
-        let mut head = self.head.subscribe();
+        // Appends of types this consumer wants wake it; a wake-up while it
+        // reads is kept for its next wait, so none is lost.
+        let wake = Arc::new(Notify::new());
+        let _registered = Registered {
+            waiting: self.waiting.clone(),
+            wake: wake.clone(),
+        };
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.push(Waiting {
+                event_types: sub.event_types.clone(),
+                wake: wake.clone(),
+            });
+        }
         let mut replayed = self.replayed.subscribe();
         // Replays queued while the consumer was stopped are looked for at once.
         let mut replays_checked: Option<std::time::Instant> = None;
@@ -457,9 +494,9 @@ impl LogBus {
                 }
             }
         };
-        // The offset is saved at most every SAVE_EVERY while busy, and at
-        // once when idle or stopping. Consumers are idempotent, so after a
-        // crash the events since the last save are simply delivered again.
+        // The offset is saved at most every SAVE_EVERY, and when stopping.
+        // Consumers are idempotent, so after a crash the events since the
+        // last save are simply delivered again.
         let mut saved = position;
         let mut saved_at = std::time::Instant::now();
         let save = |position: i64| {
@@ -492,7 +529,6 @@ impl LogBus {
                     }
                 }
             }
-            head.mark_unchanged();
             let batch = match self.read_for(&sub, position, 128).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -505,15 +541,23 @@ impl LogBus {
                 }
             };
             if batch.is_empty() {
-                if saved != position && save(position).await {
+                if saved != position && saved_at.elapsed() >= SAVE_EVERY && save(position).await {
                     saved = position;
                     saved_at = std::time::Instant::now();
                 }
+                // Idle with an unsaved offset: look again when it is due.
+                let wait = if saved == position {
+                    REPLAY_POLL
+                } else {
+                    SAVE_EVERY
+                        .saturating_sub(saved_at.elapsed())
+                        .max(Duration::from_millis(10))
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = head.changed() => {}
+                    _ = wake.notified() => {}
                     _ = replayed.changed() => {}
-                    _ = tokio::time::sleep(REPLAY_POLL) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }
@@ -596,24 +640,37 @@ impl EventBus for LogBus {
                 .await?;
         }
         let now = crate::time::to_db(&crate::time::now());
-        for env in events {
-            sqlx::query(
-                "INSERT INTO event_log (event_id, event_type, envelope, appended_at) VALUES ($1, $2, $3, $4)
+        // Rows of one statement take their sequence numbers in the order given.
+        for chunk in events.chunks(APPEND_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = 4 * i;
+                    format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO event_log (event_id, event_type, envelope, appended_at) VALUES {}
                  ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(env.id.to_string())
-            .bind(&env.event_type)
-            .bind(serde_json::to_string(env)?)
-            .bind(&now)
-            .execute(tx.conn())
-            .await?;
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for env in chunk {
+                query = query
+                    .bind(env.id.to_string())
+                    .bind(env.event_type.as_str())
+                    .bind(serde_json::to_string(env)?)
+                    .bind(now.as_str());
+            }
+            query.execute(tx.conn()).await?;
         }
-        let (head,): (i64,) =
-            sqlx::query_as("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM event_log")
-                .fetch_one(tx.conn())
-                .await?;
         tx.commit().await?;
-        self.head.send_replace(head);
+        if let Ok(waiting) = self.waiting.lock() {
+            for w in waiting.iter() {
+                if events.iter().any(|e| wanted(&w.event_types, &e.event_type)) {
+                    w.wake.notify_one();
+                }
+            }
+        }
         Ok(())
     }
 

@@ -185,9 +185,7 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     for (seq, _) in &rows {
         query = query.bind(*seq);
     }
-    let mut tx = db.begin().await?;
-    query.execute(tx.conn()).await?;
-    tx.commit().await?;
+    db.execute(query).await?;
     Ok(rows.len())
 }
 

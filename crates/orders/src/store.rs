@@ -476,18 +476,19 @@ impl OrdersStore {
         lease: chrono::Duration,
     ) -> anyhow::Result<bool> {
         let now = time::now();
-        let mut tx = self.db.begin().await?;
-        let done = sqlx::query(
-            "UPDATE sagas SET lease_owner = $1, lease_until = $2
+        let done = self
+            .db
+            .execute(
+                sqlx::query(
+                    "UPDATE sagas SET lease_owner = $1, lease_until = $2
              WHERE order_id = $3 AND state <> 'done' AND (lease_until IS NULL OR lease_until < $4)",
-        )
-        .bind(owner)
-        .bind(time::to_db(&(now + lease)))
-        .bind(order_id.to_string())
-        .bind(time::to_db(&now))
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+                )
+                .bind(owner)
+                .bind(time::to_db(&(now + lease)))
+                .bind(order_id.to_string())
+                .bind(time::to_db(&now)),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -499,16 +500,17 @@ impl OrdersStore {
         owner: &str,
         lease: chrono::Duration,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let done = sqlx::query(
-            "UPDATE sagas SET lease_until = $1 WHERE order_id = $2 AND lease_owner = $3",
-        )
-        .bind(time::to_db(&(time::now() + lease)))
-        .bind(order_id.to_string())
-        .bind(owner)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        let done = self
+            .db
+            .execute(
+                sqlx::query(
+                    "UPDATE sagas SET lease_until = $1 WHERE order_id = $2 AND lease_owner = $3",
+                )
+                .bind(time::to_db(&(time::now() + lease)))
+                .bind(order_id.to_string())
+                .bind(owner),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -575,7 +577,22 @@ impl OrdersStore {
         step: &str,
         reason: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
+        let done = Self::advance_query(order_id, from, state, step, reason)
+            .execute(tx.conn())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves the saga from step `from` to `step` in `state`; changes no row
+    /// when the saga is no longer at `from`.
+    fn advance_query<'q>(
+        order_id: Uuid,
+        from: (SagaState, &'q str),
+        state: SagaState,
+        step: &'q str,
+        reason: Option<&'q str>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        sqlx::query(
             "UPDATE sagas SET state = $1, step = $2, cancel_reason = COALESCE($3, cancel_reason), attempts = 0,
                 last_error = NULL, updated_at = $4, lease_owner = CASE WHEN $1 = 'done' THEN NULL ELSE lease_owner END,
                 lease_until = CASE WHEN $1 = 'done' THEN NULL ELSE lease_until END
@@ -588,9 +605,6 @@ impl OrdersStore {
         .bind(order_id.to_string())
         .bind(from.0.as_str())
         .bind(from.1)
-        .execute(tx.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Records the payment's status and the saga's next step together;
@@ -627,12 +641,11 @@ impl OrdersStore {
         step: &str,
         reason: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.db.begin().await?;
-        if !Self::advance_from(&mut tx, order_id, from, state, step, reason).await? {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        let done = self
+            .db
+            .execute(Self::advance_query(order_id, from, state, step, reason))
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// A step failed for now: try again at `next_run_at`, by whichever runner is free.
@@ -645,8 +658,7 @@ impl OrdersStore {
         next_run_at: DateTime<Utc>,
         error: &str,
     ) -> anyhow::Result<()> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE sagas SET attempts = $1, next_run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
              WHERE order_id = $5 AND lease_owner = $6",
         )
@@ -655,24 +667,19 @@ impl OrdersStore {
         .bind(error.chars().take(500).collect::<String>())
         .bind(time::to_db(&time::now()))
         .bind(order_id.to_string())
-        .bind(owner)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        .bind(owner);
+        self.db.execute(query).await?;
         Ok(())
     }
 
     /// Lets go of `owner`'s lease without changing anything else.
     pub async fn release(&self, order_id: Uuid, owner: &str) -> anyhow::Result<()> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE order_id = $1 AND lease_owner = $2",
         )
         .bind(order_id.to_string())
-        .bind(owner)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        .bind(owner);
+        self.db.execute(query).await?;
         Ok(())
     }
 
@@ -680,13 +687,10 @@ impl OrdersStore {
     /// on this store (embedded mode): leases left by a crashed earlier
     /// process would otherwise hold their sagas until they expire.
     pub async fn release_all(&self) -> anyhow::Result<u64> {
-        let mut tx = self.db.begin().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
-        )
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        );
+        let done = self.db.execute(query).await?;
         Ok(done.rows_affected())
     }
 

@@ -137,6 +137,63 @@ async fn the_outbox_reaches_consumers_in_order_once_and_offsets_survive() {
     }
 }
 
+/// A batch larger than one append statement keeps its order, wakes the
+/// consumer that wants it while it waits, and the offset of a consumer that
+/// has nothing to do is left alone.
+#[tokio::test]
+async fn a_large_batch_is_appended_in_order_and_wakes_its_consumers() {
+    for s in stores("events", &NONE).await {
+        let bus = LogBus::open(s.db.clone()).await.expect("bus");
+        let seen = Collect::default();
+        let stop = CancellationToken::new();
+        let task = bus.subscribe(
+            Subscription {
+                consumer: "ticks".into(),
+                per_instance: false,
+                event_types: vec!["test.ticked".into()],
+                handler: Arc::new(seen.clone()),
+            },
+            stop.clone(),
+        );
+        let others = Collect::default();
+        let other_task = bus.subscribe(
+            Subscription {
+                consumer: "others".into(),
+                per_instance: false,
+                event_types: vec!["other.*".into()],
+                handler: Arc::new(others.clone()),
+            },
+            stop.clone(),
+        );
+        // Both consumers are idle before anything is published.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let events: Vec<Envelope> = (1..=250)
+            .map(|n| Envelope::new("test", "x", &Ticked { n }).expect("event"))
+            .collect();
+        bus.publish(&events).await.expect("publish");
+        wait_for("delivery of the batch", || seen.seen().len() == 250).await;
+        assert_eq!(
+            seen.seen(),
+            (1..=250).collect::<Vec<u32>>(),
+            "{:?}",
+            s.backend
+        );
+        let log = bus.read(0, 1000).await.expect("read");
+        let ids: Vec<_> = log.iter().map(|(_, e)| e.id).collect();
+        assert_eq!(ids, events.iter().map(|e| e.id).collect::<Vec<_>>());
+        assert!(log.windows(2).all(|w| w[0].0 < w[1].0));
+        stop.cancel();
+        task.await.expect("consumer stops");
+        other_task.await.expect("consumer stops");
+        assert!(others.seen().is_empty());
+        assert_eq!(
+            bus.position("ticks").await.expect("position"),
+            log[249].0,
+            "the offset is saved when the consumer stops"
+        );
+    }
+}
+
 struct Failing;
 
 #[async_trait]
