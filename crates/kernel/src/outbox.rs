@@ -125,7 +125,9 @@ impl Outbox {
                     }
                 }
                 match relay_batch(&db, bus.as_ref()).await {
-                    Ok(n) if n > 0 => {
+                    // A full batch: more may be waiting. After a partial one,
+                    // rows committed since the read have woken the relay.
+                    Ok(n) if n >= RELAY_BATCH as usize => {
                         failures = 0;
                         continue;
                     }

@@ -77,8 +77,8 @@ pub struct SagaRunner {
 }
 
 enum Step {
-    /// The step recorded what comes next.
-    Advanced,
+    /// The step recorded what comes next: the saga as it is now.
+    Advanced(Saga),
     /// Try again later.
     Retry(String),
 }
@@ -98,6 +98,19 @@ impl SagaConfig {
 }
 /// A run that recorded nothing because the saga had moved on stops here:
 /// another run holds it (its lease ran out under this one).
+/// The saga once moved to `step` in `state`, as the store records it.
+fn moved_to(saga: &Saga, state: SagaState, step: &str, reason: Option<&str>) -> Saga {
+    Saga {
+        state,
+        step: step.to_owned(),
+        cancel_reason: reason
+            .map(str::to_owned)
+            .or_else(|| saga.cancel_reason.clone()),
+        attempts: 0,
+        ..saga.clone()
+    }
+}
+
 fn moved_on_unless(moved: bool, saga: &Saga) -> anyhow::Result<()> {
     anyhow::ensure!(
         moved,
@@ -258,7 +271,7 @@ impl SagaRunner {
             correlation_id: saga.correlation_id.clone(),
             causation_id: None,
         };
-        let result = with_correlation(correlation, self.drive_claimed(order_id, &holder)).await;
+        let result = with_correlation(correlation, self.drive_claimed(saga, &holder)).await;
         if result.is_err() {
             // Let any runner pick it up again at once.
             let _ = self.store.release(order_id, &holder).await;
@@ -286,7 +299,11 @@ impl SagaRunner {
         Ok(false)
     }
 
-    async fn drive_claimed(&self, order_id: Uuid, holder: &str) -> anyhow::Result<()> {
+    /// Runs the saga's steps while this run holds it. Each step records the
+    /// next one only from the step the saga is at, so the saga in hand is the
+    /// stored one as long as recording succeeds.
+    async fn drive_claimed(&self, mut saga: Saga, holder: &str) -> anyhow::Result<()> {
+        let order_id = saga.order_id;
         // What the steps read of the order (lines, total, customer) never
         // changes, so it is read once.
         let order = self
@@ -301,17 +318,15 @@ impl SagaRunner {
             {
                 return Ok(());
             }
-            let Some(saga) = self.store.saga(order_id).await? else {
-                return Ok(());
-            };
             if saga.state == SagaState::Done {
                 return Ok(());
             }
             let started = Instant::now();
             // The lease is kept while the step runs, however long it waits.
+            let current = saga.clone();
             let work = async {
-                pause_point(&saga.step).await;
-                self.step(&saga, &order).await
+                pause_point(&current.step).await;
+                self.step(&current, &order).await
             };
             tokio::pin!(work);
             let step = loop {
@@ -328,60 +343,71 @@ impl SagaRunner {
                 }
             };
             let outcome = match &step {
-                Step::Advanced => "ok",
+                Step::Advanced(_) => "ok",
                 Step::Retry(_) => "retry",
             };
             metrics::histogram!("mercato_saga_step_duration_seconds", "step" => saga.step.clone(), "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());
-            if let Step::Retry(error) = step {
-                let forward = matches!(saga.step.as_str(), "reserve" | "pay" | "commit");
-                if saga.state == SagaState::Running && forward && time::now() >= saga.deadline {
-                    let reason = if saga.step == "pay" {
-                        cancel_reason::PAYMENT_FAILED
-                    } else {
-                        cancel_reason::OUT_OF_STOCK
-                    };
-                    tracing::warn!(order_id = %order_id, step = %saga.step, error = %error, "saga step timed out; compensating");
-                    let moved = self
-                        .store
-                        .advance(
-                            order_id,
-                            (saga.state, &saga.step),
-                            SagaState::Compensating,
-                            "refund_payment",
-                            Some(reason),
-                        )
-                        .await?;
-                    moved_on_unless(moved, &saga)?;
+            let error = match step {
+                Step::Advanced(next) => {
+                    saga = next;
                     continue;
                 }
-                if saga.step == "clear_cart" && saga.attempts + 1 >= CART_ATTEMPTS {
-                    tracing::error!(order_id = %order_id, error = %error, "giving up emptying the cart of a confirmed order");
-                    let moved = self
-                        .store
-                        .advance(
-                            order_id,
-                            (saga.state, &saga.step),
-                            SagaState::Done,
-                            "done",
-                            None,
-                        )
-                        .await?;
-                    return moved_on_unless(moved, &saga);
-                }
-                let attempts = saga.attempts + 1;
-                let pause = backoff(
-                    attempts.min(16) as u32,
-                    Duration::from_millis(50),
-                    Duration::from_secs(30),
-                );
-                tracing::info!(order_id = %order_id, step = %saga.step, attempts, error = %error, "saga step will be retried");
-                let next = time::now() + chrono::Duration::from_std(pause).unwrap_or_default();
-                self.store
-                    .retry_later(order_id, holder, attempts, next, &error)
+                Step::Retry(error) => error,
+            };
+            let forward = matches!(saga.step.as_str(), "reserve" | "pay" | "commit");
+            if saga.state == SagaState::Running && forward && time::now() >= saga.deadline {
+                let reason = if saga.step == "pay" {
+                    cancel_reason::PAYMENT_FAILED
+                } else {
+                    cancel_reason::OUT_OF_STOCK
+                };
+                tracing::warn!(order_id = %order_id, step = %saga.step, error = %error, "saga step timed out; compensating");
+                let moved = self
+                    .store
+                    .advance(
+                        order_id,
+                        (saga.state, &saga.step),
+                        SagaState::Compensating,
+                        "refund_payment",
+                        Some(reason),
+                    )
                     .await?;
-                return Ok(());
+                moved_on_unless(moved, &saga)?;
+                saga = moved_to(
+                    &saga,
+                    SagaState::Compensating,
+                    "refund_payment",
+                    Some(reason),
+                );
+                continue;
             }
+            if saga.step == "clear_cart" && saga.attempts + 1 >= CART_ATTEMPTS {
+                tracing::error!(order_id = %order_id, error = %error, "giving up emptying the cart of a confirmed order");
+                let moved = self
+                    .store
+                    .advance(
+                        order_id,
+                        (saga.state, &saga.step),
+                        SagaState::Done,
+                        "done",
+                        None,
+                    )
+                    .await?;
+                return moved_on_unless(moved, &saga);
+            }
+            let attempts = saga.attempts + 1;
+            let pause = backoff(
+                attempts.min(16) as u32,
+                Duration::from_millis(50),
+                Duration::from_secs(30),
+            );
+            tracing::info!(order_id = %order_id, step = %saga.step, attempts, error = %error, "saga step will be retried");
+            let next = time::now() + chrono::Duration::from_std(pause).unwrap_or_default();
+            self.store
+                .retry_later(order_id, holder, attempts, next, &error)
+                .await?;
+            return Ok(());
         }
     }
 
@@ -392,13 +418,14 @@ impl SagaRunner {
         state: SagaState,
         next: &str,
         reason: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Saga> {
         crash_point(&saga.step);
         let moved = self
             .store
             .advance(saga.order_id, (saga.state, &saga.step), state, next, reason)
             .await?;
-        moved_on_unless(moved, saga)
+        moved_on_unless(moved, saga)?;
+        Ok(moved_to(saga, state, next, reason))
     }
 
     /// Like [`Self::advance`], recording the payment's status in the same transaction.
@@ -409,7 +436,7 @@ impl SagaRunner {
         state: SagaState,
         next: &str,
         reason: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Saga> {
         match payment_status {
             None => self.advance(saga, state, next, reason).await,
             Some(status) => {
@@ -425,7 +452,8 @@ impl SagaRunner {
                         reason,
                     )
                     .await?;
-                moved_on_unless(moved, saga)
+                moved_on_unless(moved, saga)?;
+                Ok(moved_to(saga, state, next, reason))
             }
         }
     }
@@ -442,15 +470,16 @@ impl SagaRunner {
         payment_status: Option<&str>,
         reason: &str,
     ) -> anyhow::Result<Step> {
-        self.advance_paying(
-            saga,
-            payment_status,
-            SagaState::Compensating,
-            "refund_payment",
-            Some(reason),
-        )
-        .await?;
-        Ok(Step::Advanced)
+        let next = self
+            .advance_paying(
+                saga,
+                payment_status,
+                SagaState::Compensating,
+                "refund_payment",
+                Some(reason),
+            )
+            .await?;
+        Ok(Step::Advanced(next))
     }
 
     async fn step(&self, saga: &Saga, order: &Order) -> anyhow::Result<Step> {
@@ -474,8 +503,7 @@ impl SagaRunner {
                 .await
                 {
                     Ok(ReserveOutcome::Reserved) => {
-                        self.advance(saga, SagaState::Running, "pay", None).await?;
-                        Step::Advanced
+                        Step::Advanced(self.advance(saga, SagaState::Running, "pay", None).await?)
                     }
                     Ok(ReserveOutcome::OutOfStock { sku }) => {
                         tracing::info!(order_id = %id, sku = %sku, "out of stock; cancelling");
@@ -486,15 +514,16 @@ impl SagaRunner {
             }
             (SagaState::Running, "pay") => {
                 if order.total.amount == 0 {
-                    self.advance_paying(
-                        saga,
-                        Some("not_required"),
-                        SagaState::Running,
-                        "commit",
-                        None,
-                    )
-                    .await?;
-                    return Ok(Step::Advanced);
+                    let next = self
+                        .advance_paying(
+                            saga,
+                            Some("not_required"),
+                            SagaState::Running,
+                            "commit",
+                            None,
+                        )
+                        .await?;
+                    return Ok(Step::Advanced(next));
                 }
                 let token = self.store.payment_token(id).await?;
                 match within(
@@ -505,7 +534,7 @@ impl SagaRunner {
                 )
                 .await
                 {
-                    Ok(ChargeOutcome::Captured { .. }) => {
+                    Ok(ChargeOutcome::Captured { .. }) => Step::Advanced(
                         self.advance_paying(
                             saga,
                             Some("captured"),
@@ -513,9 +542,8 @@ impl SagaRunner {
                             "commit",
                             None,
                         )
-                        .await?;
-                        Step::Advanced
-                    }
+                        .await?,
+                    ),
                     Ok(ChargeOutcome::Declined { reason, .. }) => {
                         let status = match reason.as_str() {
                             "card_declined" | "insufficient_funds" | "invalid_token" => "declined",
@@ -530,11 +558,10 @@ impl SagaRunner {
             }
             (SagaState::Running, "commit") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.commit(id)).await {
-                    Ok(()) => {
+                    Ok(()) => Step::Advanced(
                         self.advance(saga, SagaState::Running, "confirm", None)
-                            .await?;
-                        Step::Advanced
-                    }
+                            .await?,
+                    ),
                     Err(ClientError::Failed(_, why)) => {
                         tracing::warn!(order_id = %id, error = %why, "reservation could not be committed; compensating");
                         self.compensate(saga, cancel_reason::OUT_OF_STOCK).await?
@@ -569,11 +596,13 @@ impl SagaRunner {
                 if moved {
                     metrics::counter!("mercato_orders_total", "event" => "confirmed", "reason" => "").increment(1);
                     tracing::info!(order_id = %id, "order confirmed");
+                    Step::Advanced(moved_to(saga, SagaState::Running, "clear_cart", None))
                 } else {
-                    self.advance(saga, SagaState::Running, "clear_cart", None)
-                        .await?;
+                    Step::Advanced(
+                        self.advance(saga, SagaState::Running, "clear_cart", None)
+                            .await?,
+                    )
                 }
-                Step::Advanced
             }
             (SagaState::Running, "clear_cart") => {
                 let bought: Vec<SkuQuantity> = order
@@ -592,8 +621,7 @@ impl SagaRunner {
                 .await
                 {
                     Ok(()) => {
-                        self.advance(saga, SagaState::Done, "done", None).await?;
-                        Step::Advanced
+                        Step::Advanced(self.advance(saga, SagaState::Done, "done", None).await?)
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
@@ -610,20 +638,20 @@ impl SagaRunner {
                             SagaKind::Checkout => "release_stock",
                             SagaKind::Unwind => "restock",
                         };
-                        self.advance_paying(saga, status, SagaState::Compensating, next, None)
-                            .await?;
-                        Step::Advanced
+                        Step::Advanced(
+                            self.advance_paying(saga, status, SagaState::Compensating, next, None)
+                                .await?,
+                        )
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
             (SagaState::Compensating, "release_stock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.release(id)).await {
-                    Ok(()) => {
+                    Ok(()) => Step::Advanced(
                         self.advance(saga, SagaState::Compensating, "cancel_order", None)
-                            .await?;
-                        Step::Advanced
-                    }
+                            .await?,
+                    ),
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
@@ -658,16 +686,15 @@ impl SagaRunner {
                 if moved {
                     metrics::counter!("mercato_orders_total", "event" => "cancelled", "reason" => reason.clone()).increment(1);
                     tracing::info!(order_id = %id, reason = %reason, "order cancelled");
+                    Step::Advanced(moved_to(saga, SagaState::Done, "done", None))
                 } else {
-                    self.advance(saga, SagaState::Done, "done", None).await?;
+                    Step::Advanced(self.advance(saga, SagaState::Done, "done", None).await?)
                 }
-                Step::Advanced
             }
             (SagaState::Compensating, "restock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.restock(id)).await {
                     Ok(()) => {
-                        self.advance(saga, SagaState::Done, "done", None).await?;
-                        Step::Advanced
+                        Step::Advanced(self.advance(saga, SagaState::Done, "done", None).await?)
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
