@@ -42,8 +42,10 @@ struct Cli {
     /// Customers registered during setup (raised to --concurrency if lower).
     #[arg(long, default_value_t = 200)]
     customers: usize,
-    /// How often a checkout's order is polled until it leaves `pending`.
-    #[arg(long, default_value_t = 5)]
+    /// How often a checkout's order is polled until it leaves `pending`; 0:
+    /// no polling, the order is read with `?wait=5`, which the server
+    /// answers once the order has settled.
+    #[arg(long, default_value_t = 0)]
     poll_ms: u64,
     /// The server's process id: its VmHWM and VmRSS are sampled after each phase.
     #[arg(long, conflicts_with = "pid_file")]
@@ -113,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let duration = Duration::from_secs(cli.duration);
-    let poll = Duration::from_millis(cli.poll_ms.max(1));
+    let poll = Duration::from_millis(cli.poll_ms);
     let run_checkout = matches!(cli.phase, Phase::Checkout | Phase::All);
     let customers = if run_checkout {
         cli.customers.max(cli.concurrency)

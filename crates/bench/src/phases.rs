@@ -128,8 +128,9 @@ pub struct CheckoutReport {
     pub timed_out: u64,
     pub errors: u64,
     pub elapsed: Duration,
+    /// Zero: the order is read with `?wait=`, not polled.
     pub poll_interval: Duration,
-    /// From sending `POST /checkout` to the poll that saw `confirmed`.
+    /// From sending `POST /checkout` to the read that saw `confirmed`.
     pub to_confirmed: Summary,
     /// The `POST /checkout` call alone (202 answers).
     pub checkout_call: Summary,
@@ -143,13 +144,17 @@ impl CheckoutReport {
     pub fn describe(&self) -> String {
         format!(
             "checkout: {} orders confirmed in {:.2} s = {:.0} orders/s; \
-             checkout-to-confirmed {} (polling every {} ms); POST /checkout {}; \
+             checkout-to-confirmed {} ({}); POST /checkout {}; \
              cancelled {}, timed out (> {} s) {}, errors {}",
             self.confirmed,
             self.elapsed.as_secs_f64(),
             self.per_sec(),
             self.to_confirmed.describe(true),
-            self.poll_interval.as_millis(),
+            if self.poll_interval.is_zero() {
+                "waiting with ?wait=".to_owned()
+            } else {
+                format!("polling every {} ms", self.poll_interval.as_millis())
+            },
             self.checkout_call.describe(true),
             self.cancelled,
             ORDER_SETTLE_LIMIT.as_secs(),
@@ -195,7 +200,8 @@ fn shipping_address() -> Value {
 
 /// One customer per task: add a random SKU to the cart, check out with a
 /// fresh `Idempotency-Key` and `tok_visa`, then poll the order every
-/// `poll_interval` until it leaves `pending`.
+/// `poll_interval` (or read it with `?wait=` when that is zero) until it
+/// leaves `pending`.
 pub async fn checkout(
     api: &Api,
     data: &DataSet,
@@ -305,7 +311,13 @@ async fn buy_once(
     let Some(order_id) = placed.body["id"].as_str().map(str::to_owned) else {
         return Outcome::Failed;
     };
-    let path = format!("/orders/{order_id}");
+    // Polling reads the order every `poll_interval`; without one, each read
+    // waits on the server until the order settles.
+    let path = if poll_interval.is_zero() {
+        format!("/orders/{order_id}?wait={}", ORDER_SETTLE_LIMIT.as_secs())
+    } else {
+        format!("/orders/{order_id}")
+    };
     let mut status = placed.body["status"]
         .as_str()
         .unwrap_or("pending")

@@ -10,13 +10,14 @@
 //! state is stored after every step, and a lease lets exactly one runner
 //! drive a saga at a time, so after a crash any runner resumes it.
 //!
-//! Rooms: [`domain`], [`store`], [`saga`], [`service`], [`routes`].
+//! Rooms: [`domain`], [`store`], [`saga`], [`service`], [`routes`], [`watch`].
 
 pub mod domain;
 pub mod routes;
 pub mod saga;
 pub mod service;
 pub mod store;
+pub mod watch;
 
 pub use saga::SagaRunner;
 pub use service::OrdersService;

@@ -2,6 +2,7 @@
 
 use crate::domain::{Order, OrderStatus, ShippingAddress};
 use crate::service::{Answer, CheckoutRequest, OrdersService};
+use crate::watch::MAX_WAIT_SECS;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -14,6 +15,7 @@ use mercato_kernel::page::{Page, PageQuery};
 use mercato_kernel::{ApiError, ApiResult};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -52,6 +54,34 @@ pub struct OrderListQuery {
     pub status: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderGetQuery {
+    /// Seconds (0–20) to wait for a `pending` order to be confirmed or
+    /// cancelled before answering; the answer comes as soon as it is, or
+    /// with the order still `pending` when the time is up. Default 0: at once.
+    pub wait: Option<String>,
+}
+
+/// The `wait` parameter: whole seconds, at most [`MAX_WAIT_SECS`].
+fn wait_param(raw: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(Duration::ZERO);
+    };
+    let secs: i64 = raw.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("wait must be a whole number of seconds, got {raw:?}"),
+        )
+    })?;
+    match u64::try_from(secs) {
+        Ok(secs) if secs <= MAX_WAIT_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(ApiError::validation(format!(
+            "wait must be between 0 and {MAX_WAIT_SECS} seconds, got {secs}"
+        ))),
+    }
 }
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -152,16 +182,23 @@ async fn list_orders(
     Ok(Json(service.list(caller, status, &page).await?))
 }
 
-/// One order: its customer, a seller of its lines, or an admin. Anyone else gets 404.
+/// One order: its customer, a seller of its lines, or an admin. Anyone else
+/// gets 404. With `wait`, a `pending` order is answered once it is confirmed
+/// or cancelled (or when the wait is over), so a storefront need not poll.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Order id"), OrderGetQuery),
+    responses((status = 200, body = Order), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_order(
     State(service): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<OrderGetQuery>,
 ) -> ApiResult<Json<Order>> {
-    Ok(Json(service.get(caller, order_id(&id)?).await?))
+    let wait = wait_param(q.wait.as_deref())?;
+    Ok(Json(
+        service.get_settled(caller, order_id(&id)?, wait).await?,
+    ))
 }
 
 /// Cancel a confirmed order (its customer or an admin): money and stock go back.

@@ -206,6 +206,47 @@ impl OrdersService {
         }
     }
 
+    /// Like [`Self::get`]; a `pending` order is answered once it is
+    /// confirmed or cancelled, or when `wait` has passed, whichever is first.
+    pub async fn get_settled(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        wait: std::time::Duration,
+    ) -> Result<Order, ApiError> {
+        if wait.is_zero() {
+            return self.get(caller, id).await;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let watching = self.store.watch().watch(id);
+        let changed = watching.notify.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let mut order = self.get(caller, id).await?;
+        while order.status == OrderStatus::Pending {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Woken by a change in this process; another replica's change
+            // is seen at the next look.
+            let look_at = (now + crate::watch::RECHECK).min(deadline);
+            if tokio::time::timeout_at(look_at, changed.as_mut())
+                .await
+                .is_ok()
+            {
+                changed.set(watching.notify.notified());
+                changed.as_mut().enable();
+            }
+            order = self
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("order"))?;
+        }
+        Ok(order)
+    }
+
     pub async fn list(
         &self,
         caller: Caller,

@@ -1,6 +1,7 @@
 //! Orders, their history and sellers, and the saga log.
 
 use crate::domain::{HistoryEntry, Order, OrderStatus, PaymentSummary, ShippingAddress};
+use crate::watch::StatusWatch;
 use chrono::{DateTime, Utc};
 use mercato_contracts::types::Line;
 use mercato_kernel::db::{Db, Tx};
@@ -14,6 +15,7 @@ use uuid::Uuid;
 pub struct OrdersStore {
     db: Db,
     outbox: Outbox,
+    watch: StatusWatch,
 }
 
 /// Which saga an order runs.
@@ -132,11 +134,20 @@ const ORDER_COLUMNS: &str =
 
 impl OrdersStore {
     pub fn new(db: Db, outbox: Outbox) -> Self {
-        Self { db, outbox }
+        Self {
+            db,
+            outbox,
+            watch: StatusWatch::default(),
+        }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Requests waiting for an order to change; woken by [`Self::transition`].
+    pub fn watch(&self) -> &StatusWatch {
+        &self.watch
     }
 
     async fn insert_history(
@@ -328,6 +339,7 @@ impl OrdersStore {
         }
         self.outbox.add(&mut tx, events).await?;
         tx.commit().await?;
+        self.watch.changed(order_id);
         Ok(true)
     }
 

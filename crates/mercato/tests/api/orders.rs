@@ -632,3 +632,75 @@ async fn the_same_body_with_other_key_order_and_spacing_is_the_same_request() {
     let broken = send(r#"{"payment": "#).await.expect("sent");
     assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
 }
+
+/// `GET /orders/{id}?wait=N` answers a pending order once it has settled,
+/// in one request instead of polling; at the end of the wait a pending order
+/// is answered as it is.
+#[tokio::test]
+async fn waiting_on_a_pending_order_answers_once_it_settles() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 5).await;
+    for (token, settled_as) in [("tok_visa", "confirmed"), ("tok_decline", "cancelled")] {
+        let customer = app.register("customer").await;
+        add_to_cart(&app, &customer, &sku, 1).await;
+        let r = checkout(&app, &customer, token, &unique("key")).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        let id = r.body["id"].as_str().expect("id");
+        let waited = app
+            .get(&format!("/orders/{id}?wait=10"), Some(&customer.token))
+            .await;
+        assert_eq!(waited.status, StatusCode::OK, "{:?}", waited.body);
+        assert_eq!(
+            waited.body["status"], settled_as,
+            "{token}: {:?}",
+            waited.body
+        );
+        // A settled order is answered at once, and waiting shows nobody else's order.
+        let again = app
+            .get(&format!("/orders/{id}?wait=10"), Some(&customer.token))
+            .await;
+        assert_eq!(again.body["status"], settled_as);
+        let stranger = app.register("customer").await;
+        assert_eq!(
+            app.get(&format!("/orders/{id}?wait=10"), Some(&stranger.token))
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        for (wait, status) in [
+            ("ten", StatusCode::BAD_REQUEST),
+            ("1.5", StatusCode::BAD_REQUEST),
+            ("-1", StatusCode::UNPROCESSABLE_ENTITY),
+            ("21", StatusCode::UNPROCESSABLE_ENTITY),
+            ("0", StatusCode::OK),
+            ("", StatusCode::OK),
+        ] {
+            let r = app
+                .get(&format!("/orders/{id}?wait={wait}"), Some(&customer.token))
+                .await;
+            assert_eq!(r.status, status, "wait={wait}: {:?}", r.body);
+            if status != StatusCode::OK {
+                assert!(r.body["error"]["code"].is_string(), "{:?}", r.body);
+            }
+        }
+    }
+
+    // A provider that does not answer keeps the order pending for seconds:
+    // a short wait ends with the order still pending, a long one sees it settle.
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let r = checkout(&app, &customer, "tok_timeout", &unique("key")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let id = r.body["id"].as_str().expect("id");
+    let started = std::time::Instant::now();
+    let short = app
+        .get(&format!("/orders/{id}?wait=1"), Some(&customer.token))
+        .await;
+    assert_eq!(short.status, StatusCode::OK);
+    assert_eq!(short.body["status"], "pending", "{:?}", short.body);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let long = app
+        .get(&format!("/orders/{id}?wait=15"), Some(&customer.token))
+        .await;
+    assert_eq!(long.body["status"], "cancelled", "{:?}", long.body);
+}
