@@ -112,8 +112,7 @@ impl CartStore {
         if let Some(redis) = &self.redis {
             return redis.add(customer_id, sku, quantity, max, now).await;
         }
-        let mut tx = self.db.begin().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO cart_lines (customer_id, sku, quantity, added_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (customer_id, sku) DO UPDATE SET quantity = cart_lines.quantity + excluded.quantity
              WHERE cart_lines.quantity + excluded.quantity <= $5",
@@ -122,10 +121,8 @@ impl CartStore {
         .bind(sku)
         .bind(quantity)
         .bind(time::to_db(&now))
-        .bind(max)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        .bind(max);
+        let done = self.db.execute(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -139,15 +136,12 @@ impl CartStore {
         if let Some(redis) = &self.redis {
             return redis.set_quantity(customer_id, sku, quantity).await;
         }
-        let mut tx = self.db.begin().await?;
-        let done =
+        let query =
             sqlx::query("UPDATE cart_lines SET quantity = $3 WHERE customer_id = $1 AND sku = $2")
                 .bind(customer_id.to_string())
                 .bind(sku)
-                .bind(quantity)
-                .execute(tx.conn())
-                .await?;
-        tx.commit().await?;
+                .bind(quantity);
+        let done = self.db.execute(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -156,13 +150,10 @@ impl CartStore {
         if let Some(redis) = &self.redis {
             return redis.remove(customer_id, sku).await;
         }
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM cart_lines WHERE customer_id = $1 AND sku = $2")
+        let query = sqlx::query("DELETE FROM cart_lines WHERE customer_id = $1 AND sku = $2")
             .bind(customer_id.to_string())
-            .bind(sku)
-            .execute(tx.conn())
-            .await?;
-        tx.commit().await?;
+            .bind(sku);
+        self.db.execute(query).await?;
         Ok(())
     }
 

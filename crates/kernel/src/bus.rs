@@ -361,8 +361,7 @@ impl LogBus {
         env: &Envelope,
         error: &str,
     ) -> anyhow::Result<()> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO dead_letters (consumer, event_id, seq, event_type, envelope, error, attempts, failed_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
@@ -373,10 +372,8 @@ impl LogBus {
         .bind(serde_json::to_string(env)?)
         .bind(error)
         .bind(i64::from(MAX_ATTEMPTS))
-        .bind(crate::time::to_db(&crate::time::now()))
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        .bind(crate::time::to_db(&crate::time::now()));
+        self.db.execute(query).await?;
         Ok(())
     }
 
@@ -422,12 +419,8 @@ impl LogBus {
     }
 
     async fn forget_replay(&self, id: i64) -> anyhow::Result<()> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM replays WHERE id = $1")
-            .bind(id)
-            .execute(tx.conn())
-            .await?;
-        tx.commit().await?;
+        let query = sqlx::query("DELETE FROM replays WHERE id = $1").bind(id);
+        self.db.execute(query).await?;
         Ok(())
     }
 

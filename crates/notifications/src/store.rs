@@ -220,18 +220,15 @@ impl NotificationsStore {
     /// replica) exactly one wins, and a dispatcher that dies mid-send leaves
     /// the notification to be tried again once the lease runs out.
     pub async fn lease(&self, due: &Due, until: Timestamp) -> anyhow::Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE notifications SET next_attempt_at = $1
              WHERE id = $2 AND status = $3 AND next_attempt_at = $4",
         )
         .bind(time::to_db(&until))
         .bind(due.message.notification_id.to_string())
         .bind(NotificationStatus::Pending.as_str())
-        .bind(&due.next_attempt_at)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        .bind(&due.next_attempt_at);
+        let done = self.db.execute(query).await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -94,8 +94,7 @@ impl PaymentsStore {
             return Ok(i);
         }
         let now = time::to_db(&time::now());
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO payment_intents (id, order_id, customer_id, amount, currency, status, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (order_id) DO NOTHING",
         )
@@ -104,10 +103,8 @@ impl PaymentsStore {
         .bind(customer_id.to_string())
         .bind(amount.amount)
         .bind(amount.currency.as_str())
-        .bind(&now)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
+        .bind(&now);
+        self.db.execute(query).await?;
         self.by_order(order_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("payment intent for order {order_id} vanished"))
