@@ -7,7 +7,7 @@ use mercato_catalog::domain::{CatalogCommand, NewVariant};
 use mercato_catalog::store::CatalogStore;
 use mercato_catalog::CatalogService;
 use mercato_contracts::clients::CatalogClient;
-use mercato_contracts::types::ProductStatus;
+use mercato_contracts::types::{Product, ProductStatus};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::cache::{Cache, MemoryCache};
 use mercato_kernel::db::Db;
@@ -54,20 +54,13 @@ async fn price_of(replica: &CatalogService, sku: &str) -> Option<i64> {
         .map(|info| info.price.amount)
 }
 
-#[tokio::test]
-async fn a_write_on_one_replica_is_answered_by_the_other_at_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = store(&dir).await;
-    let shared: Arc<dyn Cache> = Arc::new(MemoryCache::new(1024 * 1024));
-    let one = CatalogService::new(store.clone()).with_shared_cache(shared.clone());
-    let two = CatalogService::new(store).with_shared_cache(shared);
-    assert!(two.cache_subscription().is_some());
+/// A seller and the kettle it puts on sale through `replica` (SKU `KET-1`).
+async fn kettle_on_sale(replica: &CatalogService) -> (Caller, Product) {
     let seller = Caller {
         user_id: mercato_kernel::id::new_id(),
         role: Role::Seller,
     };
-
-    let product = one
+    let product = replica
         .create(
             seller,
             CatalogCommand::Create {
@@ -80,6 +73,18 @@ async fn a_write_on_one_replica_is_answered_by_the_other_at_once() {
         )
         .await
         .expect("created");
+    (seller, product)
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_is_answered_by_the_other_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store(&dir).await;
+    let shared: Arc<dyn Cache> = Arc::new(MemoryCache::new(1024 * 1024));
+    let one = CatalogService::new(store.clone()).with_shared_cache(shared.clone());
+    let two = CatalogService::new(store).with_shared_cache(shared);
+    assert!(two.cache_subscription().is_some());
+    let (seller, product) = kettle_on_sale(&one).await;
     // Replica two looks both up: one known, one not yet.
     assert_eq!(price_of(&two, "KET-1").await, Some(1299));
     assert_eq!(price_of(&two, "KET-2").await, None);
@@ -112,23 +117,7 @@ async fn a_single_process_keeps_its_lookups_to_itself() {
     let dir = tempfile::tempdir().expect("temp dir");
     let only = CatalogService::new(store(&dir).await);
     assert!(only.cache_subscription().is_none());
-    let seller = Caller {
-        user_id: mercato_kernel::id::new_id(),
-        role: Role::Seller,
-    };
-    let product = only
-        .create(
-            seller,
-            CatalogCommand::Create {
-                seller_id: seller.user_id,
-                title: "Kettle".into(),
-                description: String::new(),
-                category: "kitchen".into(),
-                variants: vec![variant("KET-1", 1299)],
-            },
-        )
-        .await
-        .expect("created");
+    let (seller, product) = kettle_on_sale(&only).await;
     assert_eq!(price_of(&only, "KET-1").await, Some(1299));
     only.update(seller, product.id, variants(&[("KET-1", 999)]))
         .await
