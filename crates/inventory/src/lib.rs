@@ -23,6 +23,13 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "inventory";
 
+// Migrations written once, for both backends.
+const SKU_VERSIONS: Migration = Migration {
+    version: 2,
+    name: "sku_versions",
+    sql: include_str!("../migrations/2_sku_versions.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -30,11 +37,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "stock_reservations",
             sql: include_str!("../migrations/sqlite.sql"),
         },
-        Migration {
-            version: 2,
-            name: "sku_versions",
-            sql: include_str!("../migrations/2_sku_versions.sql"),
-        },
+        SKU_VERSIONS,
     ],
     postgres: &[
         Migration {
@@ -42,10 +45,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "stock_reservations",
             sql: include_str!("../migrations/postgres.sql"),
         },
-        Migration {
-            version: 2,
-            name: "sku_versions",
-            sql: include_str!("../migrations/2_sku_versions.sql"),
-        },
+        SKU_VERSIONS,
     ],
 };

@@ -77,6 +77,19 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "search";
 
+// Migrations written once, for both backends.
+const PRODUCT_VERSIONS: Migration = Migration {
+    version: 2,
+    name: "search_product_versions",
+    sql: include_str!("../migrations/2_versions.sql"),
+};
+
+const STOCK_VERSIONS: Migration = Migration {
+    version: 3,
+    name: "search_stock_versions",
+    sql: include_str!("../migrations/3_stock_versions.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -84,16 +97,8 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "search_state",
             sql: include_str!("../migrations/sqlite.sql"),
         },
-        Migration {
-            version: 2,
-            name: "search_product_versions",
-            sql: include_str!("../migrations/2_versions.sql"),
-        },
-        Migration {
-            version: 3,
-            name: "search_stock_versions",
-            sql: include_str!("../migrations/3_stock_versions.sql"),
-        },
+        PRODUCT_VERSIONS,
+        STOCK_VERSIONS,
     ],
     postgres: &[
         Migration {
@@ -101,15 +106,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "search_state",
             sql: include_str!("../migrations/postgres.sql"),
         },
-        Migration {
-            version: 2,
-            name: "search_product_versions",
-            sql: include_str!("../migrations/2_versions.sql"),
-        },
-        Migration {
-            version: 3,
-            name: "search_stock_versions",
-            sql: include_str!("../migrations/3_stock_versions.sql"),
-        },
+        PRODUCT_VERSIONS,
+        STOCK_VERSIONS,
     ],
 };
