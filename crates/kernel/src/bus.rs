@@ -458,20 +458,27 @@ impl LogBus {
         }
     }
 
-    async fn consume(self, sub: Subscription, shutdown: CancellationToken) {
-        // Appends of types this consumer wants wake it; a wake-up while it
-        // reads is kept for its next wait, so none is lost.
+    /// Puts a consumer of `event_types` on the list [`EventBus::publish`]
+    /// wakes; it stays there until the returned guard is dropped.
+    fn register(&self, event_types: &[String]) -> Registered {
         let wake = Arc::new(Notify::new());
-        let _registered = Registered {
-            waiting: self.waiting.clone(),
-            wake: wake.clone(),
-        };
         if let Ok(mut waiting) = self.waiting.lock() {
             waiting.push(Waiting {
-                event_types: sub.event_types.clone(),
+                event_types: event_types.to_vec(),
                 wake: wake.clone(),
             });
         }
+        Registered {
+            waiting: self.waiting.clone(),
+            wake,
+        }
+    }
+
+    async fn consume(self, sub: Subscription, shutdown: CancellationToken) {
+        // Appends of types this consumer wants wake it; a wake-up while it
+        // reads is kept for its next wait, so none is lost.
+        let registered = self.register(&sub.event_types);
+        let wake = &registered.wake;
         let mut replayed = self.replayed.subscribe();
         // Replays queued while the consumer was stopped are looked for at once.
         let mut replays_checked: Option<std::time::Instant> = None;
