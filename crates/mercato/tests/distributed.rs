@@ -178,7 +178,7 @@ async fn every_search_replica_indexes_every_product() {
     .await;
     cluster.ready().await;
     let api = Api::new(&cluster.gateway);
-    let replica = |name: &str| Api::new(&format!("http://127.0.0.1:{}", cluster.proc(name).port));
+    let replica = |name: &str| Api::new(&format!("http://127.0.0.1:{}", cluster.proc(name).port()));
     let (search_0, search_1) = (replica("search-0"), replica("search-1"));
 
     let seller = api.sign_up("seller").await.token;

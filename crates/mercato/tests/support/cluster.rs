@@ -76,11 +76,16 @@ pub struct Proc {
     /// `orders-1`, `gateway`.
     pub name: String,
     pub service: String,
-    pub port: u16,
     pub data_dir: PathBuf,
     child: Option<Child>,
     /// Held for the cluster's life, so a killed process restarts on its port.
-    _port: PortClaim,
+    port: PortClaim,
+}
+
+impl Proc {
+    pub fn port(&self) -> u16 {
+        self.port.port
+    }
 }
 
 pub struct Cluster {
@@ -142,14 +147,12 @@ impl Cluster {
             };
             for i in 0..replicas {
                 let name = format!("{service}-{i}");
-                let claim = claim_port();
                 procs.push(Proc {
                     data_dir: dir.path().join(&name),
                     name,
                     service: service.into(),
-                    port: claim.port,
                     child: None,
-                    _port: claim,
+                    port: claim_port(),
                 });
             }
         }
@@ -157,22 +160,21 @@ impl Cluster {
             let urls: Vec<String> = procs
                 .iter()
                 .filter(|p| p.service == service)
-                .map(|p| format!("http://127.0.0.1:{}", p.port))
+                .map(|p| format!("http://127.0.0.1:{}", p.port()))
                 .collect();
             env.push((
                 format!("MERCATO_SERVICES__{}", service.to_uppercase()),
                 urls.join(","),
             ));
         }
-        let gateway_claim = claim_port();
-        let gateway_port = gateway_claim.port;
+        let gateway = claim_port();
+        let gateway_port = gateway.port;
         procs.push(Proc {
             name: "gateway".into(),
             service: "gateway".into(),
-            port: gateway_port,
             data_dir: dir.path().join("gateway"),
             child: None,
-            _port: gateway_claim,
+            port: gateway,
         });
         let mut cluster = Cluster {
             procs,
@@ -214,7 +216,7 @@ impl Cluster {
             "--service",
             &proc.service,
             "--addr",
-            &format!("127.0.0.1:{}", proc.port),
+            &format!("127.0.0.1:{}", proc.port()),
             "--data-dir",
         ])
         .arg(&proc.data_dir)
@@ -277,7 +279,7 @@ impl Cluster {
             if self.procs[i].child.is_none() {
                 continue;
             }
-            let url = format!("http://127.0.0.1:{}/readyz", self.procs[i].port);
+            let url = format!("http://127.0.0.1:{}/readyz", self.procs[i].port());
             loop {
                 if let Ok(r) = client.get(&url).send().await {
                     if r.status() == StatusCode::OK {
@@ -449,29 +451,30 @@ fn delete_redis_keys(prefix: &str) {
 /// A NATS server with JetStream of a test's own, on a free port with its
 /// store in a temporary directory, so that the test can stop and restart it.
 pub struct NatsServer {
-    pub port: u16,
+    port: PortClaim,
     store: tempfile::TempDir,
     child: Option<Child>,
-    _port: PortClaim,
 }
 
 impl NatsServer {
+    pub fn port(&self) -> u16 {
+        self.port.port
+    }
+
     /// `None` when no `nats-server` binary is installed.
     pub async fn start() -> Option<NatsServer> {
         let binary = nats_binary()?;
-        let claim = claim_port();
         let mut server = NatsServer {
-            port: claim.port,
+            port: claim_port(),
             store: tempfile::tempdir().expect("temp dir"),
             child: None,
-            _port: claim,
         };
         server.spawn(&binary).await;
         Some(server)
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.port())
     }
 
     async fn spawn(&mut self, binary: &Path) {
@@ -481,7 +484,7 @@ impl NatsServer {
                 "-a",
                 "127.0.0.1",
                 "-p",
-                &self.port.to_string(),
+                &self.port().to_string(),
                 "-sd",
             ])
             .arg(self.store.path())
@@ -491,11 +494,11 @@ impl NatsServer {
             .expect("nats-server starts");
         self.child = Some(child);
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port())).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "nats-server did not listen on {}",
-                self.port
+                self.port()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
