@@ -254,6 +254,31 @@ impl SagaRunner {
 
     /// Runs a saga's steps until it is done or must wait.
     pub async fn drive(&self, order_id: Uuid) -> anyhow::Result<()> {
+        self.try_drive(order_id).await.map(|_| ())
+    }
+
+    /// Runs the saga in this task and answers once it is done, or must wait
+    /// for a dependency, or `patience` has passed. A run elsewhere that holds
+    /// the saga (a recovery run that took it a moment before) is waited for
+    /// instead of leaving the saga half-way at the answer.
+    pub async fn drive_now(&self, order_id: Uuid, patience: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + patience;
+        while !self.try_drive(order_id).await? {
+            let finished = self
+                .store
+                .saga(order_id)
+                .await?
+                .is_none_or(|s| s.state == SagaState::Done);
+            if finished || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// [`Self::drive`]; `false` when another run held the saga (or it was done).
+    async fn try_drive(&self, order_id: Uuid) -> anyhow::Result<bool> {
         // A holder per run: a run that outlived its lease cannot renew or
         // release the lease of the run that took over, even in this process.
         let holder = format!("{}/{}", self.owner, mercato_kernel::id::new_id().simple());
@@ -262,10 +287,10 @@ impl SagaRunner {
             .claim(order_id, &holder, self.config.lease())
             .await?
         {
-            return Ok(());
+            return Ok(false);
         }
         let Some(saga) = self.store.saga(order_id).await? else {
-            return Ok(());
+            return Ok(true);
         };
         let correlation = Correlation {
             correlation_id: saga.correlation_id.clone(),
@@ -276,7 +301,7 @@ impl SagaRunner {
             // Let any runner pick it up again at once.
             let _ = self.store.release(order_id, &holder).await;
         }
-        result
+        result.map(|()| true)
     }
 
     /// Extends this run's lease; `false` when another run took it.

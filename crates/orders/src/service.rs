@@ -13,6 +13,11 @@ use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, ApiError, Envelope, Money};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a cancel or refund waits for a run of its unwind that started
+/// elsewhere a moment before (a recovery run) to finish.
+const UNWIND_PATIENCE: Duration = Duration::from_secs(3);
 use uuid::Uuid;
 
 pub struct OrdersService {
@@ -316,7 +321,7 @@ impl OrdersService {
     /// Runs an unwind saga in the request, so that the answer shows the money
     /// back when the dependencies are up; the saga finishes later otherwise.
     async fn unwind_now(&self, id: Uuid) {
-        if let Err(e) = self.saga.drive(id).await {
+        if let Err(e) = self.saga.drive_now(id, UNWIND_PATIENCE).await {
             tracing::warn!(order_id = %id, error = %format!("{e:#}"), "unwinding will be resumed");
         }
     }
