@@ -5,14 +5,10 @@
 //! starts and stops a server around it; `docs/benchmarks.md` explains the
 //! figures.
 
-mod api;
-mod memory;
-mod phases;
-mod stats;
-
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
-use memory::MemorySample;
+use mercato_bench::memory::MemorySample;
+use mercato_bench::{api, memory, phases};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -22,6 +22,10 @@ impl Samples {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn summary(mut self) -> Summary {
         self.0.sort_unstable();
         Summary {
