@@ -13,7 +13,8 @@
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _};
 use std::str::FromStr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -43,25 +44,46 @@ pub struct Db {
     writer: Option<Arc<Mutex<()>>>,
 }
 
-/// A write transaction. On SQLite it also holds the in-process writer lock.
+/// A write transaction. On SQLite it also holds the in-process writer turn.
+///
+/// Cancel-safe: a transaction dropped anywhere short of a successful commit
+/// (its request cancelled because the client hung up, an error returned
+/// with `?`, a time-out) is rolled back by a task of its own before its
+/// connection goes back to the pool, and the writer turn is handed on only
+/// once the store has left the transaction. A connection that cannot be
+/// brought back to a clean state is closed, never pooled.
 pub struct Tx {
-    inner: Transaction<'static, Any>,
-    _writer: Option<OwnedMutexGuard<()>>,
+    lease: Lease,
     on_commit: Vec<Arc<Notify>>,
 }
 
 impl Tx {
     /// The connection to run statements on.
     pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.inner
+        self.lease.conn()
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await?;
-        for n in &self.on_commit {
-            n.notify_one();
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        // Dropped while COMMIT is in flight, the lease rolls back after it:
+        // on a committed transaction that is a no-op.
+        match self.lease.conn().execute("COMMIT").await {
+            Ok(_) => {
+                self.lease.settled();
+                let on_commit = std::mem::take(&mut self.on_commit);
+                drop(self);
+                for n in &on_commit {
+                    n.notify_one();
+                }
+                Ok(())
+            }
+            // A failed COMMIT (SQLite's SQLITE_BUSY, say) can leave the
+            // transaction open: roll it back before anyone else gets the
+            // connection or the writer turn.
+            Err(e) => {
+                self.lease.leave().await;
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Wakes `n` once this transaction has committed (the outbox relay, say).
@@ -70,6 +92,121 @@ impl Tx {
             self.on_commit.push(n.clone());
         }
     }
+}
+
+/// A pooled connection and, on SQLite, the writer turn, held together until
+/// the connection is known to be idle outside any transaction.
+struct Lease {
+    conn: Option<PoolConnection<Any>>,
+    writer: Option<OwnedMutexGuard<()>>,
+    state: LeaseState,
+    /// Already handed to a cleanup task: if that task is dropped unrun (the
+    /// runtime shutting down), the connection is closed, not handed on again.
+    cleanup: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeaseState {
+    /// A statement may still be running on the connection.
+    Busy,
+    /// The connection may be inside a transaction.
+    InTransaction,
+    /// Idle, outside any transaction: fit for the pool.
+    Settled,
+}
+
+/// How long cleaning up after a cancelled statement may take before the
+/// connection is given up and closed.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Lease {
+    fn conn(&mut self) -> &mut AnyConnection {
+        // Present until the lease is dropped or left: both take `self`.
+        self.conn
+            .as_deref_mut()
+            .expect("a lease holds its connection until it ends")
+    }
+
+    fn settled(&mut self) {
+        self.state = LeaseState::Settled;
+    }
+
+    /// Brings the connection back to a clean state, then returns it to the
+    /// pool (or closes it if that fails), then hands on the writer turn.
+    /// Cancelled half-way, the lease's drop starts over in a task of its own.
+    async fn leave(&mut self) {
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return;
+        };
+        let clean = match self.state {
+            LeaseState::Settled => true,
+            // Waits for the statement in flight: a connection's commands run in order.
+            LeaseState::Busy => {
+                matches!(
+                    tokio::time::timeout(CLEANUP_TIMEOUT, conn.ping()).await,
+                    Ok(Ok(()))
+                )
+            }
+            LeaseState::InTransaction => {
+                match tokio::time::timeout(CLEANUP_TIMEOUT, conn.execute("ROLLBACK")).await {
+                    Ok(Ok(_)) => true,
+                    // The transaction had ended (its COMMIT ran) or never begun.
+                    Ok(Err(e)) if no_transaction_active(&e) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "rolling back a cancelled transaction failed; closing its connection");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!("rolling back a cancelled transaction timed out; closing its connection");
+                        false
+                    }
+                }
+            }
+        };
+        self.state = LeaseState::Settled;
+        if !clean {
+            if let Some(conn) = self.conn.take() {
+                // Closing a connection ends its transaction on either backend.
+                let _ = tokio::time::timeout(CLEANUP_TIMEOUT, conn.close()).await;
+            }
+        }
+        // Back to the pool, then the writer turn to the next in line.
+        self.conn.take();
+        self.writer.take();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.state == LeaseState::Settled || self.conn.is_none() {
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        match runtime {
+            Some(rt) if !self.cleanup => {
+                let mut rest = Lease {
+                    conn: self.conn.take(),
+                    writer: self.writer.take(),
+                    state: self.state,
+                    cleanup: true,
+                };
+                rt.spawn(async move { rest.leave().await });
+            }
+            // No runtime to roll back on: close the connection instead, which
+            // ends the transaction, rather than pool it.
+            _ => {
+                if let Some(conn) = self.conn.take() {
+                    drop(conn.detach());
+                }
+            }
+        }
+        self.state = LeaseState::Settled;
+    }
+}
+
+/// SQLite's answer to a ROLLBACK outside a transaction (PostgreSQL only warns).
+fn no_transaction_active(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.message().contains("no transaction is active"))
 }
 
 static DRIVERS: Once = Once::new();
@@ -126,6 +263,7 @@ impl Db {
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                  PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
                                  PRAGMA wal_autocheckpoint = 20000; \
+                                 PRAGMA journal_size_limit = 67108864; \
                                  PRAGMA mmap_size = 268435456;",
                             )
                             .await?;
@@ -145,7 +283,7 @@ impl Db {
             .with_context(|| format!("opening store {}", redact(&config.url)))?;
         let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         if backend == Backend::Sqlite {
-            spawn_checkpointer(pool.clone());
+            spawn_checkpointer(pool.clone(), sqlite_path(&config.url));
         }
         Ok(Db {
             pool,
@@ -172,38 +310,54 @@ impl Db {
         &self.pool
     }
 
+    /// Takes the writer turn (SQLite) and a connection, in that order.
+    async fn lease(&self, state: LeaseState) -> Result<Lease, sqlx::Error> {
+        let writer = match &self.writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let conn = self.pool.acquire().await?;
+        Ok(Lease {
+            conn: Some(conn),
+            writer,
+            state,
+            cleanup: false,
+        })
+    }
+
+    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite, so that it
+    /// never fails half-way on a lock upgrade).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        match &self.writer {
-            Some(lock) => {
-                let guard = lock.clone().lock_owned().await;
-                let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Tx {
-                    inner,
-                    _writer: Some(guard),
-                    on_commit: Vec::new(),
-                })
-            }
-            None => Ok(Tx {
-                inner: self.pool.begin().await?,
-                _writer: None,
-                on_commit: Vec::new(),
-            }),
+        // Counted as inside a transaction from before BEGIN is sent: if this
+        // future is dropped while BEGIN is in flight, the lease rolls it back.
+        let mut lease = self.lease(LeaseState::InTransaction).await?;
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        if let Err(e) = lease.conn().execute(begin).await {
+            lease.leave().await;
+            return Err(e);
         }
+        Ok(Tx {
+            lease,
+            on_commit: Vec::new(),
+        })
     }
 
     /// Runs one write statement on its own, without `BEGIN` and `COMMIT`:
     /// as atomic as a transaction of that one statement, for two round trips
     /// less. On SQLite it takes its turn with the transactions of
-    /// [`Db::begin`].
+    /// [`Db::begin`], and keeps it until the statement has finished, even if
+    /// the caller is cancelled.
     pub async fn execute<'q>(
         &self,
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        let _turn = match &self.writer {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        query.execute(&self.pool).await
+        let mut lease = self.lease(LeaseState::Busy).await?;
+        let done = query.execute(lease.conn()).await;
+        lease.settled();
+        done
     }
 
     /// Readiness: the store answers a trivial query.
@@ -274,9 +428,20 @@ impl Db {
 }
 
 /// Copies the WAL back into the database file every half second without
-/// blocking writers (a passive checkpoint), so that commits do not have to.
-/// Ends when the pool is closed.
-fn spawn_checkpointer(pool: AnyPool) {
+/// blocking writers (a passive checkpoint), so that commits do not have to,
+/// and reports the WAL's size as `mercato_store_wal_bytes{store}`. Once a
+/// checkpoint has caught up, the next commit starts the WAL over and
+/// `journal_size_limit` trims the file. Ends when the pool is closed.
+fn spawn_checkpointer(pool: AnyPool, path: Option<std::path::PathBuf>) {
+    let wal = path.as_ref().map(|p| {
+        let mut wal = p.clone().into_os_string();
+        wal.push("-wal");
+        std::path::PathBuf::from(wal)
+    });
+    let store = path
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| "sqlite".to_owned(), |s| s.to_string_lossy().into_owned());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,8 +459,22 @@ fn spawn_checkpointer(pool: AnyPool) {
                 }
                 tracing::debug!(error = %e, "background checkpoint failed");
             }
+            if let Some(wal) = &wal {
+                let bytes = tokio::fs::metadata(wal).await.map_or(0, |m| m.len());
+                metrics::gauge!("mercato_store_wal_bytes", "store" => store.clone())
+                    .set(bytes as f64);
+            }
         }
     });
+}
+
+/// The file of a `sqlite:` url.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or(rest);
+    (!file.is_empty() && file != ":memory:").then(|| std::path::PathBuf::from(file))
 }
 
 /// One schema change.
@@ -349,6 +528,16 @@ mod tests {
             "postgres://app:***@db:5432/shop"
         );
         assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite://data/orders.db?mode=rwc"),
+            Some(std::path::PathBuf::from("data/orders.db"))
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://x/y"), None);
     }
 
     #[test]

@@ -134,12 +134,11 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %e, "store unavailable");
-                ApiError::unavailable("a store is temporarily unavailable")
-            }
-            other => ApiError::internal(other),
+        if is_transient(&e) {
+            tracing::warn!(error = %e, "store busy or unavailable");
+            ApiError::unavailable("a store is busy or temporarily unavailable; retry shortly")
+        } else {
+            ApiError::internal(e)
         }
     }
 }
@@ -159,6 +158,34 @@ impl From<anyhow::Error> for ApiError {
 impl From<crate::money::MoneyError> for ApiError {
     fn from(e: crate::money::MoneyError) -> Self {
         ApiError::validation(e.to_string())
+    }
+}
+
+/// True when a store failure passes by itself, so that the client is told to
+/// retry (503 with `Retry-After`) rather than that the server broke: no free
+/// connection in time, a lost or closed connection, the database busy or
+/// locked, a serialization conflict or deadlock the database broke off.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // SQLite: SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+            Some("5" | "261" | "517" | "773" | "6" | "262" | "518") => true,
+            // PostgreSQL: connection exceptions, serialization failure,
+            // deadlock, lock not available, too many connections, shutdown.
+            Some(code) => {
+                code.starts_with("08")
+                    || matches!(
+                        code,
+                        "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"
+                    )
+            }
+            None => false,
+        },
+        _ => false,
     }
 }
 

@@ -6,6 +6,7 @@
 mod support;
 
 mod bus;
+mod cancellation;
 mod cart;
 mod catalog;
 mod identity;

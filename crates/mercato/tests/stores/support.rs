@@ -6,6 +6,8 @@ use sqlx::Connection as _;
 pub struct TestStore {
     pub db: Db,
     pub backend: Backend,
+    /// How to open the same store again, with a pool of its own.
+    pub config: StoreConfig,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<PgDatabase>,
 }
@@ -67,12 +69,19 @@ async fn migrated(db: Db, scope: &str, migrations: &Migrations) -> Db {
 pub async fn stores(scope: &str, migrations: &Migrations) -> Vec<TestStore> {
     let mut out = Vec::new();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::sqlite_file(&dir.path().join(format!("{scope}.db")))
-        .await
-        .expect("sqlite opens");
+    let config = StoreConfig {
+        url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join(format!("{scope}.db")).display()
+        ),
+        schema: None,
+        max_connections: 8,
+    };
+    let db = Db::connect(&config).await.expect("sqlite opens");
     out.push(TestStore {
         db: migrated(db, scope, migrations).await,
         backend: Backend::Sqlite,
+        config,
         _dir: Some(dir),
         _pg: None,
     });
@@ -94,16 +103,16 @@ pub async fn stores(scope: &str, migrations: &Migrations) -> Vec<TestStore> {
             Some(i) => format!("{}/{name}", &admin_url[..i]),
             None => panic!("MERCATO_TEST_POSTGRES_URL needs a database path"),
         };
-        let db = Db::connect(&StoreConfig {
+        let config = StoreConfig {
             url,
             schema: Some(scope.to_owned()),
             max_connections: 5,
-        })
-        .await
-        .expect("postgres opens");
+        };
+        let db = Db::connect(&config).await.expect("postgres opens");
         out.push(TestStore {
             db: migrated(db, scope, migrations).await,
             backend: Backend::Postgres,
+            config,
             _dir: None,
             _pg: Some(guard),
         });
