@@ -116,11 +116,19 @@ impl Outbox {
         let wake = self.wake.clone();
         tokio::spawn(async move {
             let mut failures = 0u32;
-            let mut pruned_at = std::time::Instant::now();
+            let mut pruned_at: Option<std::time::Instant> = None;
+            let mut marks = PublishedMarks::default();
+            let mut measured_at: Option<std::time::Instant> = None;
             loop {
-                if pruned_at.elapsed() >= PRUNE_EVERY {
-                    pruned_at = std::time::Instant::now();
-                    if let Err(e) = prune(&db, chrono::Duration::hours(24)).await {
+                if measured_at.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+                    measured_at = Some(std::time::Instant::now());
+                    if let Err(e) = measure(name, &db).await {
+                        tracing::debug!(context = name, error = %e, "measuring the outbox failed");
+                    }
+                }
+                if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                    pruned_at = Some(std::time::Instant::now());
+                    if let Err(e) = marks.prune(&db, KEEP_PUBLISHED).await {
                         tracing::warn!(context = name, error = %format!("{e:#}"), "pruning the outbox failed");
                     }
                 }
@@ -157,16 +165,47 @@ impl Outbox {
 }
 
 const RELAY_BATCH: i64 = 256;
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+// The relay's statements. Each finds its rows by an index (the sequence
+// number, or the partial index of unpublished rows), so none slows down as
+// published rows pile up; a unit test holds SQLite's plans to that.
+const READ_PENDING_SQL: &str =
+    "SELECT seq, envelope FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1";
+const MEASURE_SQL: &str = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL";
+const NEWEST_PUBLISHED_SQL: &str = "SELECT MAX(seq) FROM outbox WHERE published_at IS NOT NULL";
+const PRUNE_SQL: &str = "DELETE FROM outbox WHERE seq IN (
+    SELECT seq FROM outbox WHERE seq <= $1 AND published_at IS NOT NULL ORDER BY seq LIMIT $2)";
+
+fn mark_published_sql(rows: usize) -> String {
+    let placeholders: Vec<String> = (0..rows).map(|i| format!("${}", i + 2)).collect();
+    format!(
+        "UPDATE outbox SET published_at = $1 WHERE seq IN ({}) AND published_at IS NULL",
+        placeholders.join(", ")
+    )
+}
+
+/// The relay's backlog as gauges: `mercato_outbox_pending` (events recorded,
+/// not yet published) and `mercato_outbox_lag_seconds` (age of the oldest).
+async fn measure(context: &'static str, db: &Db) -> Result<(), sqlx::Error> {
+    let (pending, oldest): (i64, Option<String>) =
+        sqlx::query_as(MEASURE_SQL).fetch_one(db.pool()).await?;
+    let lag = oldest
+        .and_then(|t| crate::time::from_db(&t).ok())
+        .map(|t| (crate::time::now() - t).num_milliseconds())
+        .map_or(0.0, |ms| ms.max(0) as f64 / 1000.0);
+    metrics::gauge!("mercato_outbox_pending", "context" => context).set(pending as f64);
+    metrics::gauge!("mercato_outbox_lag_seconds", "context" => context).set(lag);
+    Ok(())
+}
 
 /// Publishes one batch of pending events; returns how many.
 pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT seq, envelope FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-    )
-    .bind(RELAY_BATCH)
-    .fetch_all(db.pool())
-    .await?;
+    let rows: Vec<(i64, String)> = sqlx::query_as(READ_PENDING_SQL)
+        .bind(RELAY_BATCH)
+        .fetch_all(db.pool())
+        .await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -178,11 +217,7 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     // Exactly the rows read, not their range: on PostgreSQL sequence numbers
     // are taken before commit, so a row inside the range may have committed
     // after the read and is not published yet.
-    let placeholders: Vec<String> = (0..rows.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql = format!(
-        "UPDATE outbox SET published_at = $1 WHERE seq IN ({}) AND published_at IS NULL",
-        placeholders.join(", ")
-    );
+    let sql = mark_published_sql(rows.len());
     let mut query = sqlx::query(&sql).bind(crate::time::to_db(&crate::time::now()));
     for (seq, _) in &rows {
         query = query.bind(*seq);
@@ -191,25 +226,55 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     Ok(rows.len())
 }
 
-/// Drops published rows older than `keep`: they stay a while for inspection.
-/// Rows are deleted in sequence order, so the scan stops at the first row
-/// that is still wanted.
-pub async fn prune(db: &Db, keep: chrono::Duration) -> anyhow::Result<u64> {
-    let horizon = crate::time::to_db(&(crate::time::now() - keep));
-    let mut tx = db.begin().await?;
-    let (upto,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM outbox WHERE published_at IS NOT NULL AND published_at < $1
-           AND seq < (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM outbox WHERE published_at IS NULL)",
-    )
-    .bind(&horizon)
-    .fetch_one(tx.conn())
-    .await?;
-    let done = sqlx::query("DELETE FROM outbox WHERE seq <= $1 AND published_at IS NOT NULL")
-        .bind(upto)
-        .execute(tx.conn())
-        .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected())
+/// How long published rows stay, for inspection.
+const KEEP_PUBLISHED: Duration = Duration::from_secs(3600);
+/// Rows deleted per statement, so that pruning never holds the writer long.
+const PRUNE_BATCH: i64 = 2_000;
+
+/// Where the published rows stood at past moments: the newest mark older
+/// than the retention tells which rows may go, by sequence number, so that
+/// pruning never has to scan rows by time, however large the outbox is.
+#[derive(Default)]
+struct PublishedMarks(std::collections::VecDeque<(std::time::Instant, i64)>);
+
+impl PublishedMarks {
+    async fn prune(&mut self, db: &Db, keep: Duration) -> Result<u64, sqlx::Error> {
+        let (newest,): (Option<i64>,) = sqlx::query_as(NEWEST_PUBLISHED_SQL)
+            .fetch_one(db.pool())
+            .await?;
+        if let Some(seq) = newest {
+            self.0.push_back((std::time::Instant::now(), seq));
+        }
+        let mut upto = None;
+        while let Some(&(at, seq)) = self.0.front() {
+            if at.elapsed() < keep {
+                break;
+            }
+            upto = Some(seq);
+            self.0.pop_front();
+        }
+        match upto {
+            Some(seq) => prune_upto(db, seq).await,
+            None => Ok(0),
+        }
+    }
+}
+
+/// Deletes the published rows up to sequence number `upto`, a batch per
+/// statement; rows not yet published stay whatever their number.
+pub async fn prune_upto(db: &Db, upto: i64) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let done = db
+            .execute(sqlx::query(PRUNE_SQL).bind(upto).bind(PRUNE_BATCH))
+            .await?
+            .rows_affected();
+        total += done;
+        if done < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Events recorded but not yet published, for readiness and tests.
@@ -218,4 +283,45 @@ pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
         .fetch_one(db.pool())
         .await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On SQLite, every statement of the relay reaches its rows through the
+    /// sequence number or the index of unpublished rows, never a table scan.
+    #[tokio::test]
+    async fn the_relay_never_scans_the_outbox() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite_file(&dir.path().join("o.db"))
+            .await
+            .expect("sqlite");
+        db.migrate("platform", &PLATFORM_MIGRATIONS)
+            .await
+            .expect("migrations");
+        let mark = mark_published_sql(3);
+        for sql in [
+            READ_PENDING_SQL,
+            MEASURE_SQL,
+            NEWEST_PUBLISHED_SQL,
+            PRUNE_SQL,
+            mark.as_str(),
+        ] {
+            let explain = format!("EXPLAIN QUERY PLAN {}", sql.replace('$', "?"));
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&explain)
+                .fetch_all(db.pool())
+                .await
+                .expect("plan");
+            for (_, _, _, step) in rows {
+                // A bare SEARCH is MAX(seq) walking back from the newest row.
+                let by_key = step == "SEARCH outbox"
+                    || step.contains("INTEGER PRIMARY KEY")
+                    || step.contains("USING INDEX outbox_unpublished")
+                    || step.contains("USING COVERING INDEX outbox_unpublished");
+                assert!(!step.contains("outbox") || by_key, "{sql}: {step}");
+            }
+        }
+        db.close().await;
+    }
 }

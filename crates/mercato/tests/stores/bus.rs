@@ -1,10 +1,10 @@
-use crate::support::stores;
+use crate::support::{pending_events, stores};
 use async_trait::async_trait;
 use mercato_kernel::bus::{EventBus, EventHandler, LogBus, Subscription};
 use mercato_kernel::db::{Migrations, Tx};
 use mercato_kernel::event::DomainEvent;
 use mercato_kernel::idempotency::{self, StoredResponse};
-use mercato_kernel::outbox::{relay_batch, Outbox};
+use mercato_kernel::outbox::{prune_upto, relay_batch, Outbox};
 use mercato_kernel::{inbox, Envelope};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -505,5 +505,40 @@ async fn an_outbox_row_committed_late_is_still_published() {
             *bus.published.lock().expect("lock"),
             vec![first.id, third.id, late.id]
         );
+    }
+}
+
+#[tokio::test]
+async fn pruning_deletes_published_rows_up_to_a_mark_and_keeps_the_rest() {
+    for s in stores("prune", &NONE).await {
+        let bus = LogBus::open(s.db.clone()).await.expect("bus");
+        let outbox = Outbox::new();
+        // More rows than one prune statement deletes.
+        let events: Vec<Envelope> = (0..2_600)
+            .map(|n| Envelope::new("test", "x", &Ticked { n }).expect("event"))
+            .collect();
+        for chunk in events.chunks(500) {
+            write(&s.db, &outbox, chunk).await;
+        }
+        while relay_batch(&s.db, &bus).await.expect("relay") > 0 {}
+        let later: Vec<Envelope> = (0..3)
+            .map(|n| Envelope::new("test", "x", &Ticked { n }).expect("event"))
+            .collect();
+        write(&s.db, &outbox, &later).await;
+        let (upto,): (i64,) = sqlx::query_as("SELECT CAST(MAX(seq) AS BIGINT) FROM outbox")
+            .fetch_one(s.db.pool())
+            .await
+            .expect("max seq");
+
+        // The mark covers every row; only the published ones go.
+        let pruned = prune_upto(&s.db, upto).await.expect("prune");
+        assert_eq!(pruned, 2_600, "{:?}", s.backend);
+        assert_eq!(pending_events(&s.db).await.len(), 3, "{:?}", s.backend);
+        let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(s.db.pool())
+            .await
+            .expect("count");
+        assert_eq!(left, 3, "{:?}", s.backend);
+        assert_eq!(relay_batch(&s.db, &bus).await.expect("relay"), 3);
     }
 }
