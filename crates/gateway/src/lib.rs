@@ -12,8 +12,10 @@
 mod observe;
 mod probes;
 pub mod ratelimit;
+pub mod server;
 
 pub use probes::{Probe, Probes};
+pub use server::ConnectionLimits;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -33,7 +35,10 @@ use utoipa_scalar::{Scalar, Servable};
 #[derive(Clone)]
 pub struct GatewayConfig {
     pub body_limit_bytes: usize,
+    /// A request must be answered within this (503 `timeout`).
     pub request_timeout: Duration,
+    /// A request body must arrive within this (408 `request_timeout`).
+    pub body_read_timeout: Duration,
     /// Allowed CORS origins; `*` allows any.
     pub cors_origins: Vec<String>,
     /// Limits on `/api/v1` requests per client; `None` for none.
@@ -45,6 +50,7 @@ impl Default for GatewayConfig {
         Self {
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
             cors_origins: vec!["*".to_owned()],
             rate_limit: None,
         }
@@ -88,7 +94,10 @@ pub fn build(
         )
         .merge(Scalar::with_url("/docs", openapi.as_ref().clone()));
 
-    let timeout = config.request_timeout;
+    let timeouts = observe::Timeouts {
+        request: config.request_timeout,
+        body_read: config.body_read_timeout,
+    };
     let api_router = api_router.layer(axum::middleware::from_fn_with_state(keys, authenticate));
     let api_router = match &config.rate_limit {
         Some(rl) => api_router.layer(axum::middleware::from_fn_with_state(
@@ -109,7 +118,7 @@ pub fn build(
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(cors(&config.cors_origins))
         .layer(axum::middleware::from_fn(move |req, next| {
-            observe::observe(timeout, req, next)
+            observe::observe(timeouts, req, next)
         }))
 }
 

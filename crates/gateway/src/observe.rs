@@ -12,7 +12,159 @@ use tracing::Instrument;
 
 const REQUEST_ID: &str = "x-request-id";
 
-pub async fn observe(timeout: Duration, req: Request, next: Next) -> Response {
+/// How long a request may take, and its body within that.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub request: Duration,
+    pub body_read: Duration,
+}
+
+/// The JSON error for a status the stack answered without a body of ours.
+fn error_for_status(status: StatusCode) -> ApiError {
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request could not be understood"),
+        StatusCode::NOT_FOUND => ("route_not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request was not received in time"),
+        StatusCode::LENGTH_REQUIRED => ("length_required", "the request needs a Content-Length"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "the request target is too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests, slow down"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("headers_too_large", "the request headers are too large")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ("unavailable", "the service is temporarily unavailable")
+        }
+        s if s.is_server_error() => ("internal", "an internal error occurred"),
+        _ => ("bad_request", "the request was refused"),
+    };
+    ApiError::new(status, code, message)
+}
+
+/// Request bodies that must arrive within a deadline.
+mod body {
+    use axum::body::{Body, Bytes};
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use http_body::{Frame, SizeHint};
+    use mercato_kernel::ApiError;
+    use std::future::Future as _;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+    use tokio::time::Sleep;
+
+    const READING: u8 = 0;
+    const DONE: u8 = 1;
+    const TIMED_OUT: u8 = 2;
+
+    /// Where a request's body stands.
+    #[derive(Clone)]
+    pub struct Progress(Arc<AtomicU8>);
+
+    impl Progress {
+        pub fn unfinished(&self) -> bool {
+            self.0.load(Ordering::Acquire) != DONE
+        }
+        pub fn timed_out(&self) -> bool {
+            self.0.load(Ordering::Acquire) == TIMED_OUT
+        }
+    }
+
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body was not received in time",
+        )
+    }
+
+    /// The request with a body that fails once `within` has passed
+    /// without its last byte.
+    pub fn with_deadline(req: Request, within: Duration) -> (Request, Progress) {
+        let (parts, inner) = req.into_parts();
+        let state = if http_body::Body::is_end_stream(&inner) {
+            DONE
+        } else {
+            READING
+        };
+        let progress = Progress(Arc::new(AtomicU8::new(state)));
+        let body = Timed {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(within)),
+            progress: progress.clone(),
+        };
+        (Request::from_parts(parts, Body::new(body)), progress)
+    }
+
+    struct Timed {
+        inner: Body,
+        deadline: Pin<Box<Sleep>>,
+        progress: Progress,
+    }
+
+    impl http_body::Body for Timed {
+        type Data = Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+            let this = self.get_mut();
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    let _ = this.progress.0.compare_exchange(
+                        READING,
+                        DONE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(frame)) => {
+                    if http_body::Body::is_end_stream(&this.inner) {
+                        let _ = this.progress.0.compare_exchange(
+                            READING,
+                            DONE,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                    }
+                    Poll::Ready(Some(frame))
+                }
+                Poll::Pending => {
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        this.progress.0.store(TIMED_OUT, Ordering::Release);
+                        return Poll::Ready(Some(Err(axum::Error::new(
+                            "request body not received in time",
+                        ))));
+                    }
+                    Poll::Pending
+                }
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.inner.size_hint()
+        }
+    }
+}
+
+pub async fn observe(limits: Timeouts, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -32,9 +184,11 @@ pub async fn observe(timeout: Duration, req: Request, next: Next) -> Response {
         correlation_id: Some(request_id.clone()),
         causation_id: None,
     };
+    let (req, body) = body::with_deadline(req, limits.body_read);
     let fut = with_correlation(correlation, next.run(req)).instrument(span.clone());
-    let mut response = match tokio::time::timeout(timeout, fut).await {
+    let mut response = match tokio::time::timeout(limits.request, fut).await {
         Ok(r) => r,
+        Err(_) if body.unfinished() => body::request_timeout().into_response(),
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
@@ -42,35 +196,24 @@ pub async fn observe(timeout: Duration, req: Request, next: Next) -> Response {
         )
         .into_response(),
     };
-    let response_is_bare = response.headers().get(header::CONTENT_TYPE).is_none();
-    if response_is_bare {
-        let status = response.status();
-        let replacement = match status {
-            StatusCode::METHOD_NOT_ALLOWED => Some(ApiError::new(
-                status,
-                "method_not_allowed",
-                "this route does not take that method",
-            )),
-            StatusCode::PAYLOAD_TOO_LARGE => Some(ApiError::new(
-                status,
-                "payload_too_large",
-                "request body is too large",
-            )),
-            StatusCode::NOT_FOUND => {
-                Some(ApiError::new(status, "route_not_found", "no such route"))
-            }
-            s if s.is_server_error() => {
-                Some(ApiError::new(s, "internal", "an internal error occurred"))
-            }
-            _ => None,
-        };
-        if let Some(e) = replacement {
-            let headers = std::mem::take(response.headers_mut());
-            response = e.into_response();
-            for (name, value) in headers.iter() {
-                if name != header::CONTENT_LENGTH {
-                    response.headers_mut().insert(name.clone(), value.clone());
-                }
+    if body.timed_out() {
+        // Whatever the handler made of a body cut short, the client was too slow.
+        response = body::request_timeout().into_response();
+    }
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        // What axum and tower answer by themselves (plain text or nothing)
+        // leaves in the JSON error shape too.
+        let headers = std::mem::take(response.headers_mut());
+        response = error_for_status(status).into_response();
+        for (name, value) in headers.iter() {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                response.headers_mut().insert(name.clone(), value.clone());
             }
         }
     }

@@ -4,7 +4,7 @@
 use crate::config::Settings;
 use anyhow::Context as _;
 use mercato_contracts::clients::{CartClient, CatalogClient, InventoryClient, PaymentsClient};
-use mercato_gateway::{GatewayConfig, Probe, Probes};
+use mercato_gateway::{ConnectionLimits, GatewayConfig, Probe, Probes};
 use mercato_kernel::auth::TokenKeys;
 use mercato_kernel::bus::jetstream::{JetStreamBus, JetStreamConfig, StreamSpec};
 use mercato_kernel::bus::{EventBus, LogBus};
@@ -41,6 +41,7 @@ pub struct Contexts {
 /// A built, not yet serving, Mercato.
 pub struct Application {
     listener: TcpListener,
+    limits: ConnectionLimits,
     router: axum::Router,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -720,6 +721,16 @@ impl Assembly {
     }
 }
 
+/// The limits on what clients may hold of the server, from `http.*`.
+pub(crate) fn connection_limits(settings: &Settings) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: settings.http.max_connections,
+        header_read_timeout: Duration::from_millis(settings.http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(settings.http.idle_timeout_ms),
+        ..ConnectionLimits::default()
+    }
+}
+
 pub(crate) fn gateway_config(
     settings: &Settings,
     redis: Option<&mercato_kernel::cache::RedisConnection>,
@@ -727,6 +738,7 @@ pub(crate) fn gateway_config(
     GatewayConfig {
         body_limit_bytes: settings.http.body_limit_bytes,
         request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
+        body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
         cors_origins: settings.http.cors_origins.clone(),
         rate_limit: rate_limit(settings, redis),
     }
@@ -803,6 +815,7 @@ impl Application {
             .with_context(|| format!("listening on {}", settings.addr))?;
         Ok(Application {
             listener,
+            limits: connection_limits(&settings),
             router,
             shutdown,
             tasks,
@@ -837,6 +850,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         serve(
             self.listener,
+            self.limits,
             self.router,
             self.shutdown,
             self.tasks,
@@ -851,6 +865,7 @@ impl Application {
 /// background work and closes the stores.
 pub(crate) async fn serve(
     listener: TcpListener,
+    limits: ConnectionLimits,
     router: axum::Router,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -866,14 +881,7 @@ pub(crate) async fn serve(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     tracing::info!(%addr, "mercato is listening");
-    let drained = shutdown.clone();
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { drained.cancelled().await })
-    .await
-    .context("serving HTTP")?;
+    mercato_gateway::server::serve(listener, router, limits, shutdown.clone()).await;
     shutdown.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

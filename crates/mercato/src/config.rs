@@ -362,7 +362,16 @@ pub struct AuthSettings {
 #[serde(default)]
 pub struct HttpSettings {
     pub body_limit_bytes: usize,
+    /// A request must be answered within this (503 `timeout` otherwise).
     pub request_timeout_ms: u64,
+    /// A request's body must arrive whole within this, from its head (408 otherwise).
+    pub body_read_timeout_ms: u64,
+    /// A request head must arrive whole within this, from its first byte.
+    pub header_read_timeout_ms: u64,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; more are closed as soon as accepted.
+    pub max_connections: usize,
     pub cors_origins: Vec<String>,
     /// Sustained API requests per second per client address; 0 turns the limit off.
     pub rate_limit_per_second: u32,
@@ -421,6 +430,10 @@ impl Default for HttpSettings {
         Self {
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
+            body_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 4096,
             cors_origins: vec!["*".into()],
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,

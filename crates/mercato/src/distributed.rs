@@ -10,6 +10,7 @@ use mercato_contracts::http::{
     HttpCartClient, HttpCatalogClient, HttpInventoryClient, HttpPaymentsClient, ServiceClient,
     ServiceConfig,
 };
+use mercato_gateway::ConnectionLimits;
 use mercato_kernel::auth::TokenKeys;
 use mercato_kernel::bus::EventBus;
 use mercato_kernel::db::Db;
@@ -37,6 +38,7 @@ pub const SERVICES: [&str; 9] = [
 /// One context, or the gateway, built and not yet serving.
 pub struct Service {
     listener: TcpListener,
+    limits: ConnectionLimits,
     router: axum::Router,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -58,6 +60,7 @@ impl Service {
         tracing::info!(service = name, "distributed mode");
         Ok(Service {
             listener,
+            limits: app::connection_limits(&settings),
             router,
             shutdown,
             tasks,
@@ -77,6 +80,7 @@ impl Service {
     ) -> anyhow::Result<()> {
         app::serve(
             self.listener,
+            self.limits,
             self.router,
             self.shutdown,
             self.tasks,

@@ -5,6 +5,7 @@ mod support;
 
 mod cart;
 mod catalog;
+mod connections;
 mod identity;
 mod internal;
 mod inventory;
