@@ -26,15 +26,30 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "orders";
 
+/// One cart, one order: a customer has at most one order pending, so that
+/// a cart cannot be checked out again while its order is being placed.
+/// Plain SQL that both backends take.
+const ONE_PENDING_ORDER: Migration = Migration {
+    version: 2,
+    name: "one_pending_order_per_customer",
+    sql: "CREATE UNIQUE INDEX orders_one_pending ON orders (customer_id) WHERE status = 'pending'",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "orders_and_sagas",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "orders_and_sagas",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "orders_and_sagas",
+            sql: include_str!("../migrations/sqlite.sql"),
+        },
+        ONE_PENDING_ORDER,
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "orders_and_sagas",
+            sql: include_str!("../migrations/postgres.sql"),
+        },
+        ONE_PENDING_ORDER,
+    ],
 };

@@ -102,7 +102,7 @@ fn json_answer(a: Answer) -> Response {
         (status = 202, description = "Order placed, pending", body = Order),
         (status = 400, description = "No Idempotency-Key, or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "The key was used with another body", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `checkout_in_progress`: an order from this cart is still pending (the same key replays its answer instead)", body = ErrorBody),
         (status = 422, description = "Empty cart or invalid address", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]

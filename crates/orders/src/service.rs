@@ -163,6 +163,12 @@ impl OrdersService {
             .await?
         {
             CreateOutcome::Created => {}
+            CreateOutcome::InProgress => {
+                return Err(ApiError::conflict(
+                    "checkout_in_progress",
+                    "an order from this cart is still being placed; wait for it to settle",
+                ))
+            }
             CreateOutcome::KeyTaken => {
                 // A concurrent request with the same key committed first.
                 return match idempotency::lookup(

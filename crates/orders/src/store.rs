@@ -104,6 +104,8 @@ pub enum CreateOutcome {
     Created,
     /// Another request with the same key won the race.
     KeyTaken,
+    /// The customer has an order pending already (from the same cart).
+    InProgress,
 }
 
 /// kind, state, step, cancel_reason, attempts, deadline, correlation_id
@@ -234,7 +236,7 @@ impl OrdersStore {
         {
             return Ok(CreateOutcome::KeyTaken);
         }
-        sqlx::query(&format!(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO orders ({ORDER_COLUMNS}, payment_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(order.id.to_string())
@@ -250,7 +252,16 @@ impl OrdersStore {
         .bind(time::to_db(&order.updated_at))
         .bind(payment_token)
         .execute(tx.conn())
-        .await?;
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // The order id is new: the only unique rule it can break is one
+            // pending order per customer. The transaction rolls back, key included.
+            Err(e) if mercato_kernel::error::is_unique_violation(&e) => {
+                return Ok(CreateOutcome::InProgress)
+            }
+            Err(e) => return Err(e.into()),
+        }
         for seller in sellers {
             sqlx::query("INSERT INTO order_sellers (order_id, seller_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(order.id.to_string())

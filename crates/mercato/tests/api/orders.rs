@@ -704,3 +704,82 @@ async fn waiting_on_a_pending_order_answers_once_it_settles() {
         .await;
     assert_eq!(long.body["status"], "cancelled", "{:?}", long.body);
 }
+
+/// One cart, one order: while the order placed from a cart is pending, the
+/// cart cannot be checked out again under another key (a storefront that
+/// makes a new key per click), whether the requests race or follow each
+/// other; the same key still replays its answer.
+#[tokio::test]
+async fn a_cart_with_a_pending_order_cannot_be_checked_out_again() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 50).await;
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+
+    let keys: Vec<String> = (0..10).map(|i| format!("click-{i}")).collect();
+    let racing = futures::future::join_all(
+        keys.iter()
+            .map(|key| checkout(&app, &customer, "tok_visa", key)),
+    )
+    .await;
+    let placed: Vec<&Response> = racing
+        .iter()
+        .filter(|r| r.status == StatusCode::ACCEPTED)
+        .collect();
+    assert_eq!(
+        placed.len(),
+        1,
+        "{:?}",
+        racing.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in racing.iter().filter(|r| r.status != StatusCode::ACCEPTED) {
+        assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+        assert_eq!(r.code(), "checkout_in_progress");
+    }
+    let order_id = placed[0].body["id"].as_str().expect("id").to_owned();
+    let winner = racing
+        .iter()
+        .position(|r| r.status == StatusCode::ACCEPTED)
+        .expect("one placed");
+
+    // Back to back, while it may still be pending: the same key replays,
+    // another key is refused or (once settled) finds the cart emptied.
+    let replay = checkout(&app, &customer, "tok_visa", &format!("click-{winner}")).await;
+    assert_eq!(replay.status, StatusCode::ACCEPTED);
+    assert_eq!(replay.body["id"], order_id.as_str());
+    let order = settled(&app, &customer, &order_id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    for i in 0..3 {
+        let again = checkout(&app, &customer, "tok_visa", &format!("later-{i}")).await;
+        assert_eq!(
+            again.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}",
+            again.body
+        );
+        assert_eq!(again.code(), "cart_empty");
+    }
+
+    // One order, one capture, one unit sold.
+    let orders = app.get("/orders", Some(&customer.token)).await;
+    assert_eq!(orders.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stock(&app, &sku).await, (49, 0));
+    let admin = app.admin().await;
+    let payment = app
+        .get(&format!("/payments/orders/{order_id}"), Some(&admin.token))
+        .await;
+    assert_eq!(
+        payment.body["intent"]["status"], "captured",
+        "{:?}",
+        payment.body
+    );
+    if let Some(ctx) = &app.contexts {
+        let captured = ctx
+            .test_provider
+            .charges()
+            .iter()
+            .filter(|c| c.status == "captured")
+            .count();
+        assert_eq!(captured, 1, "one charge at the provider");
+    }
+}
