@@ -104,3 +104,63 @@ pub async fn record(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Fills in the answer of a key recorded with an empty one: for effects
+/// whose answer is known only after they have run. The first answer written
+/// stays; returns the stored answer, which every request with the key gets.
+pub async fn complete(
+    db: &Db,
+    scope: &str,
+    key: &str,
+    response: &StoredResponse,
+) -> Result<Option<StoredResponse>, sqlx::Error> {
+    db.execute(
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, response = $4
+             WHERE scope = $1 AND idem_key = $2 AND response = ''",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(i64::from(response.status))
+        .bind(&response.body),
+    )
+    .await?;
+    stored(db, scope, key).await
+}
+
+/// The answer stored for a key, if any (without checking the request).
+async fn stored(db: &Db, scope: &str, key: &str) -> Result<Option<StoredResponse>, sqlx::Error> {
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "SELECT status, response FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(status, body)| StoredResponse {
+        status: u16::try_from(status).unwrap_or(200),
+        body,
+    }))
+}
+
+/// Waits up to `patience` for the request that holds a key to fill in its
+/// answer (see [`complete`]); `None` if it has not by then.
+pub async fn completed(
+    db: &Db,
+    scope: &str,
+    key: &str,
+    patience: std::time::Duration,
+) -> Result<Option<StoredResponse>, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(answer) = stored(db, scope, key).await? {
+            if !answer.body.is_empty() {
+                return Ok(Some(answer));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

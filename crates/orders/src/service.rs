@@ -405,16 +405,15 @@ impl OrdersService {
         })
     }
 
-    /// Refunds a confirmed, shipped or delivered order (admins), idempotent by key.
+    /// Refunds a confirmed, shipped or delivered order (admins), idempotent
+    /// by key: every request with the key, concurrent or not, gets the
+    /// answer the first one gave.
     pub async fn refund(&self, caller: Caller, id: Uuid, key: &str) -> Result<Answer, ApiError> {
         caller.require(&[Role::Admin])?;
         let scope = format!("refund:{}", caller.user_id);
         let hash = idempotency::fingerprint(&[id.as_bytes()]);
-        if idempotency::lookup(self.store.db(), &scope, key, &hash)
-            .await?
-            .is_some()
-        {
-            return self.current(caller, id).await;
+        if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+            return self.refund_replay(caller, id, &scope, key, stored).await;
         }
         let order = self.get(caller, id).await?;
         order.status.check(OrderStatus::Refunded)?;
@@ -428,7 +427,8 @@ impl OrdersService {
             },
         )
         .map_err(ApiError::internal)?;
-        // A replay answers with the order as it is then, so the record keeps no body.
+        // The answer shows the money back, known only once the unwind has
+        // run: the key is taken with the change and its answer filled in after.
         let record = IdempotencyRecord {
             scope: &scope,
             key,
@@ -455,11 +455,8 @@ impl OrdersService {
             )
             .await?;
         if !moved {
-            if idempotency::lookup(self.store.db(), &scope, key, &hash)
-                .await?
-                .is_some()
-            {
-                return self.current(caller, id).await;
+            if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+                return self.refund_replay(caller, id, &scope, key, stored).await;
             }
             return Err(ApiError::conflict(
                 "invalid_transition",
@@ -469,6 +466,55 @@ impl OrdersService {
         metrics::counter!("mercato_orders_total", "event" => "refunded", "reason" => "")
             .increment(1);
         self.unwind_now(id).await;
-        self.current(caller, id).await
+        self.refund_answer(caller, id, &scope, key).await
+    }
+
+    /// A refund's key seen again: its stored answer, once the request that
+    /// holds the key has filled it in.
+    async fn refund_replay(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        scope: &str,
+        key: &str,
+        stored: StoredResponse,
+    ) -> Result<Answer, ApiError> {
+        if !stored.body.is_empty() {
+            return Ok(Answer {
+                status: stored.status,
+                body: stored.body,
+            });
+        }
+        let patience = UNWIND_PATIENCE + Duration::from_secs(1);
+        match idempotency::completed(self.store.db(), scope, key, patience).await? {
+            Some(answer) => Ok(Answer {
+                status: answer.status,
+                body: answer.body,
+            }),
+            // The first request died before answering: this one answers for it.
+            None => self.refund_answer(caller, id, scope, key).await,
+        }
+    }
+
+    /// Stores the refund's answer (the order as it is now) unless another
+    /// request with the key stored one first, and answers with what is stored.
+    async fn refund_answer(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        scope: &str,
+        key: &str,
+    ) -> Result<Answer, ApiError> {
+        let now = self.current(caller, id).await?;
+        let answer = StoredResponse {
+            status: now.status,
+            body: now.body,
+        };
+        let stored = idempotency::complete(self.store.db(), scope, key, &answer).await?;
+        let answer = stored.filter(|s| !s.body.is_empty()).unwrap_or(answer);
+        Ok(Answer {
+            status: answer.status,
+            body: answer.body,
+        })
     }
 }
