@@ -18,15 +18,34 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "identity";
 
+/// Failed sign-ins per account, counted in a time window (see
+/// [`service::LoginThrottle`]); plain SQL that both backends take. The
+/// subject is a hash of the address, so the table holds nothing personal.
+const LOGIN_FAILURES: Migration = Migration {
+    version: 2,
+    name: "login_failures",
+    sql: "CREATE TABLE login_failures (
+        subject TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        window_start TEXT NOT NULL
+    )",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "users",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "users",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "users",
+            sql: include_str!("../migrations/sqlite.sql"),
+        },
+        LOGIN_FAILURES,
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "users",
+            sql: include_str!("../migrations/postgres.sql"),
+        },
+        LOGIN_FAILURES,
+    ],
 };

@@ -99,6 +99,8 @@ async fn register(
         (status = 200, description = "Signed in", body = AuthResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong e-mail or password", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many failed sign-ins for this address lately; `Retry-After` says when to try again",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn login(
     State(service): State<AppState>,

@@ -16,6 +16,38 @@ pub struct IdentityService {
     decoy_hash: String,
     /// Where argon2id runs: one thread per core (see [`crate::hashing`]).
     hashing: crate::hashing::HashingPool,
+    throttle: LoginThrottle,
+    /// Failed sign-ins counted; every so often, expired windows are dropped.
+    failures_counted: std::sync::atomic::AtomicU64,
+}
+
+/// Sign-in abuse: after `max_failures` failed sign-ins for one address
+/// within `window`, that address is answered 429 (with `Retry-After`) until
+/// the window has passed, whatever the client and whatever the password,
+/// and alike whether an account has the address or not.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottle {
+    /// 0 turns the throttle off.
+    pub max_failures: u32,
+    pub window: std::time::Duration,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            window: std::time::Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Expired windows are dropped once per this many failed sign-ins.
+const PRUNE_EVERY_FAILURES: u64 = 1000;
+
+/// What failed sign-ins are counted under: a hash of the address as typed,
+/// trimmed and lower-cased (valid or not), never the address itself.
+fn login_subject(email: &str) -> String {
+    mercato_kernel::idempotency::fingerprint(&[b"login", email.trim().to_lowercase().as_bytes()])
 }
 
 /// A new account's details, as sent.
@@ -38,6 +70,7 @@ impl IdentityService {
         store: IdentityStore,
         keys: Arc<TokenKeys>,
         hasher: PasswordHasherConfig,
+        throttle: LoginThrottle,
     ) -> anyhow::Result<Self> {
         let decoy_hash = hasher.hash("decoy password, never matches")?;
         let cores = std::thread::available_parallelism()
@@ -49,6 +82,8 @@ impl IdentityService {
             hasher,
             decoy_hash,
             hashing: crate::hashing::HashingPool::new(cores)?,
+            throttle,
+            failures_counted: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -110,6 +145,8 @@ impl IdentityService {
                 "wrong e-mail or password",
             )
         };
+        let subject = login_subject(email);
+        self.refuse_if_throttled(&subject).await?;
         let found = match Email::parse(email) {
             Ok(email) => self.store.by_email(&email).await?,
             Err(_) => None,
@@ -117,8 +154,12 @@ impl IdentityService {
         match found {
             Some((user, hash)) => {
                 if self.verify(password.to_owned(), hash).await? {
+                    if self.throttle.max_failures > 0 {
+                        self.store.clear_login_failures(&subject).await?;
+                    }
                     self.session(user)
                 } else {
+                    self.count_failure(&subject).await?;
                     Err(wrong())
                 }
             }
@@ -126,9 +167,65 @@ impl IdentityService {
                 let _ = self
                     .verify(password.to_owned(), self.decoy_hash.clone())
                     .await?;
+                self.count_failure(&subject).await?;
                 Err(wrong())
             }
         }
+    }
+
+    /// The start of the sign-in window that is still open at `now`.
+    fn window_after(&self, now: time::Timestamp) -> String {
+        let window = chrono::Duration::from_std(self.throttle.window).unwrap_or_default();
+        time::to_db(&(now - window))
+    }
+
+    async fn refuse_if_throttled(&self, subject: &str) -> Result<(), ApiError> {
+        if self.throttle.max_failures == 0 {
+            return Ok(());
+        }
+        let now = time::now();
+        let Some((failures, started)) = self
+            .store
+            .login_failures(subject, &self.window_after(now))
+            .await?
+        else {
+            return Ok(());
+        };
+        if failures < i64::from(self.throttle.max_failures) {
+            return Ok(());
+        }
+        let reopens = time::from_db(&started)
+            .map(|t| t + chrono::Duration::from_std(self.throttle.window).unwrap_or_default())
+            .unwrap_or(now);
+        let retry_after = (reopens - now).num_seconds().max(1) as u64;
+        metrics::counter!("mercato_login_throttled_total").increment(1);
+        let mut e = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed sign-ins for this address; try again later",
+        );
+        e.retry_after_secs = Some(retry_after);
+        Err(e)
+    }
+
+    async fn count_failure(&self, subject: &str) -> Result<(), ApiError> {
+        if self.throttle.max_failures == 0 {
+            return Ok(());
+        }
+        let now = time::now();
+        let window_after = self.window_after(now);
+        self.store
+            .count_login_failure(subject, &time::to_db(&now), &window_after)
+            .await?;
+        let n = self
+            .failures_counted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY_FAILURES == PRUNE_EVERY_FAILURES - 1 {
+            if let Err(e) = self.store.prune_login_failures(&window_after).await {
+                tracing::warn!(error = %e, "dropping expired sign-in windows failed");
+            }
+        }
+        Ok(())
     }
 
     pub async fn user(&self, id: Uuid) -> Result<User, ApiError> {

@@ -109,6 +109,67 @@ impl IdentityStore {
         Ok(row.map(user_from_row).transpose()?.map(|(u, _)| u))
     }
 
+    /// Failed sign-ins of `subject` in the window that started after
+    /// `window_after`: their count and when the window started.
+    pub async fn login_failures(
+        &self,
+        subject: &str,
+        window_after: &str,
+    ) -> Result<Option<(i64, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT failures, window_start FROM login_failures WHERE subject = $1 AND window_start > $2",
+        )
+        .bind(subject)
+        .bind(window_after)
+        .fetch_optional(self.db.pool())
+        .await
+    }
+
+    /// Counts a failed sign-in of `subject` at `now`, in a new window when
+    /// the last one started before `window_after`.
+    pub async fn count_login_failure(
+        &self,
+        subject: &str,
+        now: &str,
+        window_after: &str,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(
+                sqlx::query(
+                    "INSERT INTO login_failures (subject, failures, window_start) VALUES ($1, 1, $2)
+                     ON CONFLICT (subject) DO UPDATE SET
+                       failures = CASE WHEN login_failures.window_start > $3
+                                       THEN login_failures.failures + 1 ELSE 1 END,
+                       window_start = CASE WHEN login_failures.window_start > $3
+                                           THEN login_failures.window_start ELSE $2 END",
+                )
+                .bind(subject)
+                .bind(now)
+                .bind(window_after),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Forgets `subject`'s failed sign-ins (it signed in).
+    pub async fn clear_login_failures(&self, subject: &str) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(subject))
+            .await
+            .map(|_| ())
+    }
+
+    /// Drops windows that started before `window_after`.
+    pub async fn prune_login_failures(&self, window_after: &str) -> Result<u64, sqlx::Error> {
+        self.db
+            .execute(
+                sqlx::query("DELETE FROM login_failures WHERE window_start <= $1")
+                    .bind(window_after),
+            )
+            .await
+            .map(|r| r.rows_affected())
+    }
+
     pub async fn count(&self) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
             .fetch_one(self.db.pool())

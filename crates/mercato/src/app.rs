@@ -274,6 +274,10 @@ fn identity_service(
             memory_kib: settings.auth.password_memory_kib,
             iterations: settings.auth.password_iterations,
         },
+        mercato_identity::service::LoginThrottle {
+            max_failures: settings.auth.login_max_failures,
+            window: Duration::from_secs(settings.auth.login_failure_window_secs),
+        },
     )
 }
 

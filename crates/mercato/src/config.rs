@@ -356,6 +356,10 @@ pub struct AuthSettings {
     /// argon2id memory cost in KiB.
     pub password_memory_kib: u32,
     pub password_iterations: u32,
+    /// Failed sign-ins for one address within the window after which it is
+    /// answered 429 until the window has passed; 0 turns this off.
+    pub login_max_failures: u32,
+    pub login_failure_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -421,6 +425,8 @@ impl Default for AuthSettings {
             token_ttl_secs: 24 * 3600,
             password_memory_kib: 19 * 1024,
             password_iterations: 2,
+            login_max_failures: 10,
+            login_failure_window_secs: 15 * 60,
         }
     }
 }

@@ -172,3 +172,91 @@ async fn malformed_bodies_are_400_and_missing_fields_422() {
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(missing.code(), "validation_failed");
 }
+
+/// Ten failed sign-ins for one address within 15 minutes (the default)
+/// lock that address out with 429 and `Retry-After`, the right password
+/// included, whatever the client; an address no account has is answered
+/// exactly alike, so the lock-out tells nothing of who has an account.
+#[tokio::test]
+async fn repeated_failed_sign_ins_lock_the_address_out_alike_for_unknown_ones() {
+    let app = TestApp::spawn().await;
+    let user = app.register("customer").await;
+    let nobody = format!("{}@example.com", crate::support::unique("nobody"));
+    let attempt = |email: String, password: &'static str| {
+        let app = &app;
+        async move {
+            app.post(
+                "/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await
+        }
+    };
+    for _ in 0..10 {
+        let known = attempt(user.email.clone(), "wrong password").await;
+        let unknown = attempt(nobody.clone(), "wrong password").await;
+        assert_eq!(known.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(known.body, unknown.body);
+    }
+    let locked = attempt(user.email.clone(), "correct horse battery").await;
+    let locked_unknown = attempt(nobody.clone(), "correct horse battery").await;
+    for r in [&locked, &locked_unknown] {
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
+        assert_eq!(r.code(), "too_many_attempts");
+        let retry: u64 = r.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=900).contains(&retry), "{retry}");
+    }
+    assert_eq!(locked.body, locked_unknown.body);
+    // The address as typed in another case is the same address.
+    let shouted = attempt(user.email.to_uppercase(), "correct horse battery").await;
+    assert_eq!(shouted.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another account is not affected.
+    let other = app.register("customer").await;
+    let fine = attempt(other.email.clone(), "correct horse battery").await;
+    assert_eq!(fine.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_successful_sign_in_clears_the_count_and_the_window_reopens() {
+    let app = TestApp::spawn_with(|s| {
+        s.auth.login_max_failures = 3;
+        s.auth.login_failure_window_secs = 2;
+    })
+    .await;
+    if app.contexts.is_none() {
+        return; // an external server has its own settings
+    }
+    let user = app.register("customer").await;
+    let login = |password: &'static str| {
+        app.post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": password}),
+        )
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            login("wrong password").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(login("correct horse battery").await.status, StatusCode::OK);
+    // The count started over: three more failures before the lock.
+    for _ in 0..3 {
+        assert_eq!(
+            login("wrong password").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("correct horse battery").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert_eq!(login("correct horse battery").await.status, StatusCode::OK);
+}
