@@ -282,8 +282,8 @@ impl Db {
             .await
             .with_context(|| format!("opening store {}", redact(&config.url)))?;
         let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        if backend == Backend::Sqlite {
-            spawn_checkpointer(pool.clone(), sqlite_path(&config.url));
+        if let Some(writer) = &writer {
+            spawn_checkpointer(pool.clone(), writer.clone(), sqlite_path(&config.url));
         }
         Ok(Db {
             pool,
@@ -427,12 +427,19 @@ impl Db {
     }
 }
 
+/// A WAL larger than this is copied back and emptied at once.
+const WAL_TRUNCATE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Copies the WAL back into the database file every half second without
 /// blocking writers (a passive checkpoint), so that commits do not have to,
 /// and reports the WAL's size as `mercato_store_wal_bytes{store}`. Once a
 /// checkpoint has caught up, the next commit starts the WAL over and
-/// `journal_size_limit` trims the file. Ends when the pool is closed.
-fn spawn_checkpointer(pool: AnyPool, path: Option<std::path::PathBuf>) {
+/// `journal_size_limit` trims the file; but readers that never stop can
+/// keep it from starting over, so a WAL past [`WAL_TRUNCATE_BYTES`] is
+/// emptied by a truncating checkpoint, with the writer turn held so that
+/// writers wait in line rather than on the busy handler. Ends when the pool
+/// is closed.
+fn spawn_checkpointer(pool: AnyPool, writer: Arc<Mutex<()>>, path: Option<std::path::PathBuf>) {
     let wal = path.as_ref().map(|p| {
         let mut wal = p.clone().into_os_string();
         wal.push("-wal");
@@ -459,11 +466,21 @@ fn spawn_checkpointer(pool: AnyPool, path: Option<std::path::PathBuf>) {
                 }
                 tracing::debug!(error = %e, "background checkpoint failed");
             }
-            if let Some(wal) = &wal {
-                let bytes = tokio::fs::metadata(wal).await.map_or(0, |m| m.len());
-                metrics::gauge!("mercato_store_wal_bytes", "store" => store.clone())
-                    .set(bytes as f64);
+            let Some(wal) = &wal else {
+                continue;
+            };
+            let mut bytes = tokio::fs::metadata(wal).await.map_or(0, |m| m.len());
+            if bytes > WAL_TRUNCATE_BYTES {
+                let _turn = writer.lock().await;
+                match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&pool)
+                    .await
+                {
+                    Ok(_) => bytes = tokio::fs::metadata(wal).await.map_or(0, |m| m.len()),
+                    Err(e) => tracing::debug!(error = %e, "truncating checkpoint failed"),
+                }
             }
+            metrics::gauge!("mercato_store_wal_bytes", "store" => store.clone()).set(bytes as f64);
         }
     });
 }

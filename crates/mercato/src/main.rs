@@ -108,7 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve(args) => {
-            init_logs(format, "info,sqlx=warn");
+            // PostgreSQL's notices are not ours to act on; the one seen in
+            // practice is "there is no transaction in progress", when a
+            // cancelled request's transaction is rolled back after its COMMIT
+            // had already gone through.
+            init_logs(format, "info,sqlx=warn,sqlx::postgres::notice=error");
             if let Some(addr) = args.addr {
                 settings.addr = addr;
             }
