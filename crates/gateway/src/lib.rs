@@ -9,6 +9,7 @@
 //! It also serves `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and
 //! `/docs`.
 
+mod docs;
 mod observe;
 mod probes;
 pub mod ratelimit;
@@ -29,7 +30,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_scalar::{Scalar, Servable};
 
 /// What the gateway needs to know.
 #[derive(Clone)]
@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     pub body_read_timeout: Duration,
     /// Allowed CORS origins; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Whether listed origins may send credentials (cookies); never with `*`.
+    pub cors_allow_credentials: bool,
     /// Limits on `/api/v1` requests per client; `None` for none.
     pub rate_limit: Option<ratelimit::RateLimit>,
 }
@@ -52,6 +54,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             cors_origins: vec!["*".to_owned()],
+            cors_allow_credentials: false,
             rate_limit: None,
         }
     }
@@ -92,7 +95,7 @@ pub fn build(
                 }
             }),
         )
-        .merge(Scalar::with_url("/docs", openapi.as_ref().clone()));
+        .merge(docs::router());
 
     let timeouts = observe::Timeouts {
         request: config.request_timeout,
@@ -116,10 +119,30 @@ pub fn build(
             )
         })
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(cors(&config.cors_origins))
+        .layer(cors(&config.cors_origins, config.cors_allow_credentials))
         .layer(axum::middleware::from_fn(move |req, next| {
             observe::observe(timeouts, req, next)
         }))
+}
+
+/// Refuses CORS settings a browser would be unsafe with: credentials
+/// together with any origin, or an origin that is not `scheme://host[:port]`.
+pub fn check_cors(origins: &[String], allow_credentials: bool) -> anyhow::Result<()> {
+    let any = origins.iter().any(|o| o == "*");
+    anyhow::ensure!(
+        !(any && allow_credentials),
+        "http.cors_allow_credentials cannot be used with the origin \"*\": list the origins"
+    );
+    for o in origins.iter().filter(|o| *o != "*") {
+        let ok = (o.starts_with("https://") || o.starts_with("http://"))
+            && !o.ends_with('/')
+            && HeaderValue::from_str(o).is_ok();
+        anyhow::ensure!(
+            ok,
+            "http.cors_origins: {o:?} is not an origin (scheme://host[:port], no path)"
+        );
+    }
+    Ok(())
 }
 
 fn base_openapi() -> OpenApi {
@@ -148,14 +171,20 @@ fn base_openapi() -> OpenApi {
     api
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.iter().any(|o| o == "*") {
+/// CORS as configured per deployment: `*` lets any site call the API
+/// without credentials; a list of origins lets those sites only, with
+/// credentials when allowed. Credentials with `*` are refused when the
+/// settings load (see [`check_cors`]); were they to get here, they are dropped.
+fn cors(origins: &[String], allow_credentials: bool) -> CorsLayer {
+    let any = origins.iter().any(|o| o == "*");
+    let allow = if any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     CorsLayer::new()
         .allow_origin(allow)
+        .allow_credentials(allow_credentials && !any)
         .allow_methods([
             Method::GET,
             Method::POST,

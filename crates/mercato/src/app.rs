@@ -744,6 +744,7 @@ pub(crate) fn gateway_config(
         request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
         body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
         cors_origins: settings.http.cors_origins.clone(),
+        cors_allow_credentials: settings.http.cors_allow_credentials,
         rate_limit: rate_limit(settings, redis),
     }
 }
@@ -752,6 +753,7 @@ impl Application {
     /// Embedded mode: every context in this process, calling each other in
     /// process, on the embedded event log unless `bus.nats_url` is set.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.check()?;
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let keys = Arc::new(TokenKeys::from_secret(

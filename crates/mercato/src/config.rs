@@ -376,7 +376,11 @@ pub struct HttpSettings {
     pub idle_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as accepted.
     pub max_connections: usize,
+    /// Origins whose pages may call the API from a browser; `*` any (then
+    /// without credentials).
     pub cors_origins: Vec<String>,
+    /// Whether the listed origins may send credentials (cookies).
+    pub cors_allow_credentials: bool,
     /// Sustained API requests per second per client address; 0 turns the limit off.
     pub rate_limit_per_second: u32,
     /// Requests a client may make at once before the sustained rate applies.
@@ -441,6 +445,7 @@ impl Default for HttpSettings {
             idle_timeout_ms: 60_000,
             max_connections: 4096,
             cors_origins: vec!["*".into()],
+            cors_allow_credentials: false,
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,
             trust_forwarded_for: false,
@@ -474,8 +479,16 @@ impl Settings {
             None => figment = figment.merge(Toml::file("mercato.toml")),
         }
         figment = figment.merge(Env::prefixed("MERCATO_").split("__").ignore(&["log"]));
-        figment
+        let settings: Settings = figment
             .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules across settings that their types do not hold.
+    pub fn check(&self) -> anyhow::Result<()> {
+        mercato_gateway::check_cors(&self.http.cors_origins, self.http.cors_allow_credentials)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 }

@@ -47,6 +47,7 @@ pub struct Service {
 
 impl Service {
     pub async fn build(settings: Settings, name: &str) -> anyhow::Result<Service> {
+        settings.check()?;
         let shutdown = CancellationToken::new();
         let (router, tasks, stores) = if name == "gateway" {
             let (router, tasks) = crate::proxy::build(&settings, shutdown.clone())?;

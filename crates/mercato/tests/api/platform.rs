@@ -65,6 +65,121 @@ async fn openapi_documents_the_contract_and_docs_render() {
     assert!(docs.text().await.expect("html").contains("openapi"));
 }
 
+/// The reference page works offline: everything it loads comes from this
+/// server, and its Content-Security-Policy allows nothing from elsewhere.
+#[tokio::test]
+async fn the_api_reference_loads_nothing_from_another_site() {
+    let app = TestApp::spawn().await;
+    let docs = app.client.get(app.url("/docs")).send().await.expect("sent");
+    assert_eq!(docs.status(), StatusCode::OK);
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let html = docs.text().await.expect("html");
+    for directive in csp.split(';').map(str::trim) {
+        for source in directive.split_whitespace().skip(1) {
+            assert!(
+                matches!(source, "'self'" | "'none'" | "'unsafe-inline'" | "data:"),
+                "{directive} lets the page reach {source}"
+            );
+        }
+    }
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    // Every src and href of the page is a path on this server.
+    let mut scripts = Vec::new();
+    for attr in ["src=\"", "href=\"", "data-url=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let value: String = html[i + attr.len()..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect();
+            assert!(
+                value.starts_with('/') && !value.starts_with("//"),
+                "{attr}{value} leaves the server"
+            );
+            if attr == "src=\"" {
+                scripts.push(value);
+            }
+        }
+    }
+    assert!(!scripts.is_empty(), "{html}");
+    for path in scripts {
+        let js = app.client.get(app.url(&path)).send().await.expect("sent");
+        assert_eq!(js.status(), StatusCode::OK, "{path}");
+        assert!(js.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/javascript")));
+        assert!(js.bytes().await.expect("script").len() > 100_000);
+    }
+}
+
+/// Headers a security review expects, on JSON answers, errors and pages alike.
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/products",
+        "/nowhere",
+        "/healthz",
+        "/docs",
+        "/openapi.json",
+    ] {
+        let r = app.client.get(app.url(path)).send().await.expect("sent");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(r.headers()["referrer-policy"], "no-referrer", "{path}");
+        let html = r.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"));
+        assert_eq!(
+            r.headers().contains_key("content-security-policy"),
+            html,
+            "{path}: a policy on HTML pages"
+        );
+    }
+}
+
+/// CORS per deployment: listed origins only, with credentials when allowed;
+/// credentials are never allowed together with `*`.
+#[tokio::test]
+async fn cors_origins_are_configured_per_deployment() {
+    let app = TestApp::spawn_with(|s| {
+        s.http.cors_origins = vec!["https://shop.example".into()];
+        s.http.cors_allow_credentials = true;
+    })
+    .await;
+    if app.contexts.is_none() {
+        return; // an external server has its own origins
+    }
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/cart/items"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.expect("sent");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let other = preflight("https://evil.example").await.expect("sent");
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+
+    let mut settings = crate::support::test_settings(std::path::Path::new("/nonexistent"));
+    settings.http.cors_allow_credentials = true;
+    let refused = mercato::Application::build(settings).await;
+    let err = refused.err().expect("credentials with * are refused");
+    assert!(
+        format!("{err:#}").contains("cors_allow_credentials"),
+        "{err:#}"
+    );
+}
+
 #[tokio::test]
 async fn request_ids_are_kept_or_made() {
     let app = TestApp::spawn().await;
