@@ -3,15 +3,23 @@
 //! context that owns its path, behind the same middleware as embedded mode
 //! (request ids, metrics, rate limit, CORS, JSON errors).
 //!
-//! Replicas are taken round-robin, skipping those whose circuit breaker is
-//! open. Each forward has a time-out. A request is tried on another replica
-//! only when the connection could not be made and repeating it is safe:
-//! GET and HEAD, or a request carrying an `Idempotency-Key`.
+//! Replicas are taken round-robin, ready ones first, skipping those whose
+//! circuit breaker is open. A request is bounded by the request time-out.
+//! It is tried again on another replica, at most twice, after a short
+//! pause, while its time lasts, when that is safe (see [`retry_reason`]):
+//! always when no connection could be made; when the connection broke
+//! before a whole answer or the replica answered 503 `unavailable` or
+//! `timeout` (a transient failure such as a lost store connection), only
+//! for GET, HEAD, PUT, DELETE and OPTIONS and for requests carrying an
+//! `Idempotency-Key`. A replica whose connection failed counts as not
+//! ready until its `/readyz` answers again. Retries are counted in
+//! `mercato_gateway_retries_total{context, reason}`.
 
 use crate::config::{Settings, CONTEXTS};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,23 +28,29 @@ use mercato_kernel::auth::TokenKeys;
 use mercato_kernel::resilience::{backoff, CircuitBreaker};
 use mercato_kernel::ApiError;
 use serde_json::Value;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How often every replica's `/readyz` is asked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// Attempts of a request that may be repeated, the first included.
-const SAFE_ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = 3;
+/// The pause before a retry: full jitter under `base * 2^retry`, at most the cap.
+const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(50);
+const RETRY_BACKOFF_CAP: Duration = Duration::from_millis(400);
+/// A retry starts only when at least this much of the request's time is
+/// left after its pause.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The request headers a context needs; everything else stays at the gateway.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] = [
-    header::AUTHORIZATION,
-    header::CONTENT_TYPE,
-    HeaderName::from_static("idempotency-key"),
-];
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] =
+    [header::AUTHORIZATION, header::CONTENT_TYPE, IDEMPOTENCY_KEY];
 
 /// The context that owns a public path (relative to `/api/v1`).
 pub fn owner(path: &str) -> Option<&'static str> {
@@ -73,19 +87,40 @@ impl Upstream {
     /// The next ready replica whose circuit lets a call through; when none
     /// is ready (or none has been checked yet), the next one whose circuit
     /// does.
+    #[cfg(test)]
     fn pick(&self) -> Option<&Replica> {
+        self.pick_other(&[]).map(|(_, r)| r)
+    }
+
+    /// Like [`Upstream::pick`], but a replica not in `tried` (indexes into
+    /// `replicas`) comes first: a ready one not tried, then a ready one,
+    /// then one not tried, then any, each in turn and only if its circuit
+    /// lets the call through.
+    fn pick_other(&self, tried: &[usize]) -> Option<(usize, &Replica)> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let in_turn = || (0..n).map(move |i| &self.replicas[(start + i) % n]);
+        let in_turn = || {
+            (0..n).map(move |i| {
+                let index = (start + i) % n;
+                (index, &self.replicas[index])
+            })
+        };
+        let ready = |r: &Replica| r.ready.load(Ordering::Relaxed);
+        let fresh = |i: usize| !tried.contains(&i);
+        // The breaker is asked last: when it lets a call through, that call is made.
         in_turn()
-            .find(|r| r.ready.load(Ordering::Relaxed) && r.breaker.allow())
-            .or_else(|| in_turn().find(|r| r.breaker.allow()))
+            .find(|&(i, r)| ready(r) && fresh(i) && r.breaker.allow())
+            .or_else(|| in_turn().find(|&(_, r)| ready(r) && r.breaker.allow()))
+            .or_else(|| in_turn().find(|&(i, r)| fresh(i) && r.breaker.allow()))
+            .or_else(|| in_turn().find(|&(_, r)| r.breaker.allow()))
     }
 }
 
 pub(crate) struct Proxy {
     http: reqwest::Client,
     upstreams: Vec<Upstream>,
+    /// A request's time from its arrival, every attempt included.
+    request_timeout: Duration,
     /// The merged OpenAPI document, once every context has given its own.
     openapi: Mutex<Option<Value>>,
 }
@@ -137,13 +172,19 @@ pub(crate) fn build(
         !upstreams.is_empty(),
         "the gateway needs services.<context> (MERCATO_SERVICES__<CONTEXT>) for the contexts it routes to"
     );
+    let request_timeout = Duration::from_millis(settings.http.request_timeout_ms);
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(settings.http.request_timeout_ms))
+        .timeout(request_timeout)
         .connect_timeout(Duration::from_millis(500))
+        // Idle connections are given up well before the replicas close
+        // them (`http.idle_timeout_ms`, the same setting there), so that a
+        // request rarely goes out on a connection the replica is closing.
+        .pool_idle_timeout(Duration::from_millis(settings.http.idle_timeout_ms / 2))
         .build()?;
     let proxy = Arc::new(Proxy {
         http,
         upstreams,
+        request_timeout,
         openapi: Mutex::new(None),
     });
 
@@ -251,13 +292,28 @@ async fn check_health(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     }
 }
 
+/// When the gateway began to take the request in: its time-out runs from
+/// about then (the gateway's own middleware starts the clock a moment
+/// earlier).
+struct Arrived(Instant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Arrived {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Arrived(Instant::now()))
+    }
+}
+
 async fn forward(
     State(proxy): State<Arc<Proxy>>,
+    Arrived(arrived): Arrived,
     OriginalUri(uri): OriginalUri,
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // The whole body, up to the body limit: it may have to be sent again.
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -286,66 +342,217 @@ async fn forward(
             .into_response();
     };
     let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-    let repeatable =
-        method == Method::GET || method == Method::HEAD || headers.contains_key("idempotency-key");
-    let attempts = if repeatable { SAFE_ATTEMPTS } else { 1 };
-    let request_id = mercato_kernel::event::current_correlation().correlation_id;
-    for attempt in 0..attempts {
-        if attempt > 0 {
-            tokio::time::sleep(backoff(
-                attempt - 1,
-                Duration::from_millis(20),
-                Duration::from_millis(200),
-            ))
-            .await;
-        }
-        let Some(replica) = upstream.pick() else {
-            break;
-        };
-        let mut req = proxy
-            .http
-            .request(method.clone(), format!("{}{path_and_query}", replica.base))
-            .body(body.clone());
-        for name in &FORWARDED_REQUEST_HEADERS {
-            for value in headers.get_all(name) {
-                req = req.header(name, value);
+    let deadline = arrived + proxy.request_timeout;
+    proxy
+        .send(upstream, &method, path_and_query, &headers, body, deadline)
+        .await
+}
+
+/// A whole answer of a replica.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// How one attempt at a replica ended.
+enum Outcome {
+    /// The replica answered, completely.
+    Answered(Answer),
+    /// No connection could be made: the request did not leave the gateway.
+    ConnectFailed,
+    /// The connection broke (reset, closed) before a whole answer arrived:
+    /// the replica may have acted on the request.
+    Broken,
+    /// No whole answer within the request's remaining time.
+    TimedOut,
+}
+
+/// Methods whose repetition has the effect of one request.
+const IDEMPOTENT_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::PUT,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// Why the request may be sent to a replica again after this outcome (the
+/// `reason` of `mercato_gateway_retries_total`), or `None` when it may not.
+///
+/// A request that never left the gateway may always go again. One that may
+/// have reached a replica goes again only when that is safe: an idempotent
+/// method, or an `Idempotency-Key` (checkout and refund store their answer
+/// with the key, so a replay gets the first one), and only after a broken
+/// connection or a 503 that says the failure was transient (`unavailable`:
+/// a store busy or its connection lost; `timeout`). Never a POST without a
+/// key that may have been acted on.
+fn retry_reason(
+    method: &Method,
+    has_idempotency_key: bool,
+    outcome: &Outcome,
+) -> Option<&'static str> {
+    let repeatable = has_idempotency_key || IDEMPOTENT_METHODS.contains(method);
+    match outcome {
+        Outcome::ConnectFailed => Some("connect"),
+        Outcome::Broken if repeatable => Some("connection"),
+        Outcome::Answered(answer)
+            if repeatable && answer.status == StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            match error_code(&answer.body).as_deref() {
+                Some("unavailable") => Some("unavailable"),
+                Some("timeout") => Some("timeout"),
+                _ => None,
             }
         }
-        if let Some(id) = &request_id {
-            req = req.header(mercato_kernel::internal::REQUEST_ID_HEADER, id.as_str());
-        }
-        match req.send().await {
-            Ok(resp) => {
-                replica.breaker.record_success();
-                return relay(name, resp).await;
-            }
-            Err(e) => {
-                replica.breaker.record_failure();
-                if e.is_connect() && attempt + 1 < attempts {
-                    tracing::debug!(context = name, replica = %replica.base, "connection failed, trying another replica");
-                    continue;
+        _ => None,
+    }
+}
+
+/// `error.code` of a JSON error body.
+fn error_code(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value.pointer("/error/code")?.as_str().map(str::to_owned)
+}
+
+impl Proxy {
+    /// Sends the request to a replica of `upstream` and answers with the
+    /// replica's answer; tries other replicas while [`retry_reason`] allows
+    /// it, at most [`ATTEMPTS`] in all, before `deadline`.
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Response {
+        let name = upstream.name;
+        let has_key = headers.contains_key(IDEMPOTENCY_KEY);
+        let request_id = mercato_kernel::event::current_correlation().correlation_id;
+        let mut tried: Vec<usize> = Vec::with_capacity(ATTEMPTS as usize);
+        let mut last: Option<(Outcome, &str)> = None;
+        for attempt in 0..ATTEMPTS {
+            if let Some((outcome, _)) = &last {
+                let Some(reason) = retry_reason(method, has_key, outcome) else {
+                    break;
+                };
+                let pause = backoff(attempt - 1, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < pause + MIN_ATTEMPT_TIME {
+                    tracing::debug!(
+                        context = name,
+                        reason,
+                        "no time left to try another replica"
+                    );
+                    break;
                 }
-                tracing::warn!(context = name, replica = %replica.base, timeout = e.is_timeout(), "forwarding failed");
-                if e.is_timeout() {
-                    return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        format!("the {name} service took too long to answer"),
-                    )
-                    .into_response();
-                }
-                return ApiError::unavailable(format!("the {name} service is not available"))
-                    .into_response();
+                metrics::counter!("mercato_gateway_retries_total", "context" => name, "reason" => reason)
+                    .increment(1);
+                tracing::info!(
+                    context = name,
+                    reason,
+                    attempt,
+                    "trying the request on another replica"
+                );
+                tokio::time::sleep(pause).await;
             }
+            let Some((index, replica)) = upstream.pick_other(&tried) else {
+                break;
+            };
+            tried.push(index);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path_and_query}", replica.base))
+                .timeout(left.max(MIN_ATTEMPT_TIME))
+                .body(body.clone());
+            for name in &FORWARDED_REQUEST_HEADERS {
+                for value in headers.get_all(name) {
+                    req = req.header(name, value);
+                }
+            }
+            if let Some(id) = &request_id {
+                req = req.header(mercato_kernel::internal::REQUEST_ID_HEADER, id.as_str());
+            }
+            let outcome = attempt_once(name, req).await;
+            match &outcome {
+                Outcome::Answered(_) => replica.breaker.record_success(),
+                Outcome::TimedOut => replica.breaker.record_failure(),
+                Outcome::ConnectFailed | Outcome::Broken => {
+                    replica.breaker.record_failure();
+                    // Skipped by the next picks until its `/readyz` answers again.
+                    if replica.ready.swap(false, Ordering::Relaxed) {
+                        tracing::info!(replica = %replica.base, ready = false, "replica readiness changed: a request to it failed");
+                    }
+                }
+            }
+            last = Some((outcome, replica.base.as_str()));
+        }
+        match last {
+            Some((Outcome::Answered(answer), _)) => relay(answer),
+            Some((Outcome::ConnectFailed | Outcome::Broken, replica)) => {
+                tracing::warn!(context = name, replica, "forwarding failed");
+                ApiError::unavailable(format!("the {name} service is not available"))
+                    .into_response()
+            }
+            Some((Outcome::TimedOut, replica)) => {
+                tracing::warn!(context = name, replica, timeout = true, "forwarding failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!("the {name} service took too long to answer"),
+                )
+                .into_response()
+            }
+            None => ApiError::unavailable(format!("no replica of the {name} service is available"))
+                .into_response(),
         }
     }
-    ApiError::unavailable(format!("no replica of the {name} service is available")).into_response()
+}
+
+/// Sends one request and reads its whole answer.
+async fn attempt_once(name: &str, req: reqwest::RequestBuilder) -> Outcome {
+    // A connection that could not be made (in time, too) sent nothing.
+    let failed = |e: &reqwest::Error| {
+        if e.is_connect() {
+            Outcome::ConnectFailed
+        } else if e.is_timeout() {
+            Outcome::TimedOut
+        } else {
+            Outcome::Broken
+        }
+    };
+    let resp = match req.send().await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(context = name, error = %e, "sending to a replica failed");
+            return failed(&e);
+        }
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    match resp.bytes().await {
+        Ok(body) => Outcome::Answered(Answer {
+            status,
+            headers,
+            body,
+        }),
+        Err(e) => {
+            tracing::warn!(context = name, error = %e, "reading an upstream answer failed");
+            failed(&e)
+        }
+    }
 }
 
 /// The upstream answer as the client's: status, headers, body.
-async fn relay(name: &str, resp: reqwest::Response) -> Response {
-    let status = resp.status();
-    let mut headers = resp.headers().clone();
+fn relay(answer: Answer) -> Response {
+    let Answer {
+        status,
+        mut headers,
+        body,
+    } = answer;
     for hop in [
         header::CONNECTION,
         header::TRANSFER_ENCODING,
@@ -359,18 +566,10 @@ async fn relay(name: &str, resp: reqwest::Response) -> Response {
     ] {
         headers.remove(hop);
     }
-    match resp.bytes().await {
-        Ok(bytes) => {
-            let mut response = Response::new(Body::from(bytes));
-            *response.status_mut() = status;
-            *response.headers_mut() = headers;
-            response
-        }
-        Err(e) => {
-            tracing::warn!(context = name, error = %e, "reading an upstream answer failed");
-            ApiError::unavailable(format!("the {name} service is not available")).into_response()
-        }
-    }
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// `/openapi.json` in gateway mode: the contexts' documents merged, which
@@ -481,15 +680,23 @@ mod tests {
     }
 
     fn upstream(ready: &[bool]) -> Upstream {
+        let replicas = ready
+            .iter()
+            .enumerate()
+            .map(|(i, ready)| (format!("http://replica-{i}"), *ready));
+        upstream_at(replicas)
+    }
+
+    /// An upstream of the replicas at these bases, ready or not.
+    fn upstream_at(replicas: impl IntoIterator<Item = (String, bool)>) -> Upstream {
         Upstream {
             name: "orders",
-            replicas: ready
-                .iter()
-                .enumerate()
-                .map(|(i, ready)| Replica {
-                    base: format!("http://replica-{i}"),
+            replicas: replicas
+                .into_iter()
+                .map(|(base, ready)| Replica {
+                    base,
                     breaker: CircuitBreaker::new("orders", 5, Duration::from_secs(5)),
-                    ready: AtomicBool::new(*ready),
+                    ready: AtomicBool::new(ready),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -527,6 +734,359 @@ mod tests {
             u.replicas[0].breaker.record_failure();
         }
         assert_eq!(picks(&u, 2), ["http://replica-1", "http://replica-1"]);
+    }
+
+    #[test]
+    fn a_retry_goes_to_a_replica_not_tried_yet() {
+        let u = upstream(&[true, true, false]);
+        for _ in 0..4 {
+            let (first, _) = u.pick_other(&[]).expect("a replica");
+            let (second, _) = u.pick_other(&[first]).expect("another replica");
+            assert_ne!(first, second);
+            assert!(second < 2, "a ready replica comes before one that is not");
+        }
+        // Every ready replica tried: a ready one again rather than one not ready.
+        let (again, _) = u.pick_other(&[0, 1]).expect("a replica");
+        assert!(again < 2);
+        // None ready: one not tried, then any.
+        let u = upstream(&[false, false]);
+        assert_eq!(u.pick_other(&[0]).map(|(i, _)| i), Some(1));
+        assert!(u.pick_other(&[0, 1]).is_some());
+        // A single replica is tried again: its store may be back.
+        let u = upstream(&[true]);
+        assert_eq!(u.pick_other(&[0]).map(|(i, _)| i), Some(0));
+    }
+
+    fn answered(status: StatusCode, body: &str) -> Outcome {
+        Outcome::Answered(Answer {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        })
+    }
+
+    fn error_body(code: &str) -> String {
+        serde_json::json!({"error": {"code": code, "message": "..."}}).to_string()
+    }
+
+    #[test]
+    fn only_safe_requests_are_retried_and_only_after_transient_failures() {
+        let unavailable = || answered(StatusCode::SERVICE_UNAVAILABLE, &error_body("unavailable"));
+        let timeout = || answered(StatusCode::SERVICE_UNAVAILABLE, &error_body("timeout"));
+        let post = Method::POST;
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert_eq!(
+                retry_reason(&method, false, &Outcome::Broken),
+                Some("connection"),
+                "{method}"
+            );
+            assert_eq!(
+                retry_reason(&method, false, &unavailable()),
+                Some("unavailable"),
+                "{method}"
+            );
+            assert_eq!(
+                retry_reason(&method, false, &timeout()),
+                Some("timeout"),
+                "{method}"
+            );
+        }
+        // With an Idempotency-Key a replica answers a replay with the first answer.
+        assert_eq!(
+            retry_reason(&post, true, &Outcome::Broken),
+            Some("connection")
+        );
+        assert_eq!(
+            retry_reason(&post, true, &unavailable()),
+            Some("unavailable")
+        );
+        assert_eq!(retry_reason(&post, true, &timeout()), Some("timeout"));
+        // Without one, a request that may have reached a replica is not repeated.
+        for method in [Method::POST, Method::PATCH] {
+            assert_eq!(
+                retry_reason(&method, false, &Outcome::Broken),
+                None,
+                "{method}"
+            );
+            assert_eq!(
+                retry_reason(&method, false, &unavailable()),
+                None,
+                "{method}"
+            );
+            assert_eq!(retry_reason(&method, false, &timeout()), None, "{method}");
+            // ... but one that never left the gateway may go elsewhere.
+            assert_eq!(
+                retry_reason(&method, false, &Outcome::ConnectFailed),
+                Some("connect"),
+                "{method}"
+            );
+        }
+        // What is not a transient failure is the answer.
+        for outcome in [
+            answered(StatusCode::OK, "{}"),
+            answered(StatusCode::INTERNAL_SERVER_ERROR, &error_body("internal")),
+            answered(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &error_body("payment_provider_unavailable"),
+            ),
+            answered(StatusCode::SERVICE_UNAVAILABLE, "not json"),
+            answered(StatusCode::SERVICE_UNAVAILABLE, ""),
+            answered(StatusCode::CONFLICT, &error_body("unavailable")),
+            answered(StatusCode::TOO_MANY_REQUESTS, &error_body("rate_limited")),
+            // The request's time is spent.
+            Outcome::TimedOut,
+        ] {
+            assert_eq!(retry_reason(&Method::GET, true, &outcome), None);
+        }
+    }
+
+    /// Serves `router` on a loopback port; its base URL.
+    async fn serve(router: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}")
+    }
+
+    /// A replica that reads the request and dies while answering: the head
+    /// and part of the body go out, then the connection is cut.
+    async fn dying_replica(hits: Arc<AtomicUsize>) -> String {
+        // Takes the whole request body before it answers.
+        let handler = move |_body: Bytes| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                    Ok(Bytes::from_static(b"{\"partial\":")),
+                    Err(std::io::Error::other("the replica died")),
+                ];
+                Response::new(Body::from_stream(futures::stream::iter(chunks)))
+            }
+        };
+        serve(axum::Router::new().fallback(handler)).await
+    }
+
+    /// A replica that reads the request head and closes the connection
+    /// without a word.
+    async fn silent_replica(hits: Arc<AtomicUsize>) -> String {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                hits.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// A replica whose store is failing: 503 `unavailable`.
+    async fn store_down_replica(hits: Arc<AtomicUsize>) -> String {
+        let handler = move || {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                ApiError::unavailable("a store is busy or temporarily unavailable; retry shortly")
+            }
+        };
+        serve(axum::Router::new().fallback(handler)).await
+    }
+
+    /// A healthy replica: 200 with what it was sent.
+    async fn healthy_replica(hits: Arc<AtomicUsize>) -> String {
+        let handler = move |method: Method, headers: HeaderMap, body: Bytes| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!({
+                    "from": "healthy",
+                    "method": method.as_str(),
+                    "key": headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
+                    "body": String::from_utf8_lossy(&body),
+                }))
+            }
+        };
+        serve(axum::Router::new().fallback(handler)).await
+    }
+
+    fn proxy_of(upstream: Upstream) -> Proxy {
+        Proxy {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .build()
+                .expect("client"),
+            upstreams: vec![upstream],
+            request_timeout: Duration::from_secs(10),
+            openapi: Mutex::new(None),
+        }
+    }
+
+    /// Sends a request through a proxy whose first pick is `failing`;
+    /// the status and JSON body of the client's answer.
+    async fn through(
+        failing: &str,
+        healthy: &str,
+        method: Method,
+        key: Option<&str>,
+    ) -> (StatusCode, Value, bool) {
+        let proxy = proxy_of(upstream_at([
+            (failing.to_owned(), true),
+            (healthy.to_owned(), true),
+        ]));
+        let upstream = &proxy.upstreams[0];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/json".parse().expect("value"),
+        );
+        if let Some(key) = key {
+            headers.insert(IDEMPOTENCY_KEY, key.parse().expect("value"));
+        }
+        let deadline = Instant::now() + proxy.request_timeout;
+        let resp = proxy
+            .send(
+                upstream,
+                &method,
+                "/api/v1/orders",
+                &headers,
+                Bytes::from_static(b"{\"n\":1}"),
+                deadline,
+            )
+            .await;
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("the answer's body");
+        let json = serde_json::from_slice(&body).expect("a JSON answer");
+        let failing_ready = upstream.replicas[0].ready.load(Ordering::SeqCst);
+        (status, json, failing_ready)
+    }
+
+    #[tokio::test]
+    async fn a_safe_request_cut_off_by_a_dying_replica_is_answered_by_another() {
+        for kind in ["dies while answering", "closes without a word"] {
+            let failing_hits = Arc::new(AtomicUsize::new(0));
+            let healthy_hits = Arc::new(AtomicUsize::new(0));
+            let failing = match kind {
+                "dies while answering" => dying_replica(failing_hits.clone()).await,
+                _ => silent_replica(failing_hits.clone()).await,
+            };
+            let healthy = healthy_replica(healthy_hits.clone()).await;
+
+            let (status, body, failing_ready) =
+                through(&failing, &healthy, Method::GET, None).await;
+            assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+            assert_eq!(body["from"], "healthy", "{kind}");
+            assert!(
+                !failing_ready,
+                "{kind}: a replica whose connection broke is not ready"
+            );
+
+            let (status, body, _) =
+                through(&failing, &healthy, Method::POST, Some("order-1")).await;
+            assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+            assert_eq!(body["key"], "order-1", "{kind}");
+            assert_eq!(body["body"], "{\"n\":1}", "{kind}: the same body again");
+
+            let (status, body, _) = through(&failing, &healthy, Method::POST, None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{kind}: {body}");
+            assert_eq!(body["error"]["code"], "unavailable", "{kind}");
+
+            assert_eq!(
+                failing_hits.load(Ordering::SeqCst),
+                3,
+                "{kind}: every request reached the failing replica"
+            );
+            assert_eq!(
+                healthy_hits.load(Ordering::SeqCst),
+                2,
+                "{kind}: the POST without a key went nowhere else"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transient_store_failure_is_retried_only_when_safe() {
+        let failing_hits = Arc::new(AtomicUsize::new(0));
+        let healthy_hits = Arc::new(AtomicUsize::new(0));
+        let failing = store_down_replica(failing_hits.clone()).await;
+        let healthy = healthy_replica(healthy_hits.clone()).await;
+
+        let (status, body, failing_ready) = through(&failing, &healthy, Method::PUT, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["method"], "PUT");
+        assert!(failing_ready, "a replica that answers stays ready");
+
+        let (status, body, _) = through(&failing, &healthy, Method::POST, Some("refund-1")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // The replica's own answer, as it gave it.
+        let (status, body, _) = through(&failing, &healthy, Method::POST, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(
+            body["error"]["message"],
+            "a store is busy or temporarily unavailable; retry shortly"
+        );
+        assert_eq!(failing_hits.load(Ordering::SeqCst), 3);
+        assert_eq!(healthy_hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_nobody_can_take_is_tried_three_times_at_most_and_within_its_time() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let failing = store_down_replica(hits.clone()).await;
+        let proxy = proxy_of(upstream_at([(failing.clone(), true), (failing, true)]));
+        let upstream = &proxy.upstreams[0];
+        let started = Instant::now();
+        let resp = proxy
+            .send(
+                upstream,
+                &Method::GET,
+                "/api/v1/orders",
+                &HeaderMap::new(),
+                Bytes::new(),
+                started + Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        // No time left for a pause and another attempt: the first answer.
+        hits.store(0, Ordering::SeqCst);
+        let resp = proxy
+            .send(
+                upstream,
+                &Method::GET,
+                "/api/v1/orders",
+                &HeaderMap::new(),
+                Bytes::new(),
+                Instant::now() + MIN_ATTEMPT_TIME,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
     #[test]
