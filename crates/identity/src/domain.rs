@@ -1,13 +1,12 @@
 //! Validated identity values: once parsed, an [`Email`] or a password is known good.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use chrono::{DateTime, Utc};
 use mercato_kernel::auth::Role;
 use mercato_kernel::ApiError;
 use serde::Serialize;
+use std::cell::RefCell;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -86,29 +85,95 @@ impl Default for PasswordHasherConfig {
 }
 
 impl PasswordHasherConfig {
-    fn argon2(&self) -> anyhow::Result<Argon2<'static>> {
-        let params = Params::new(self.memory_kib, self.iterations, 1, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    fn params(&self) -> anyhow::Result<Params> {
+        Params::new(self.memory_kib, self.iterations, 1, None)
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))
     }
 
+    /// An argon2id hash in the PHC string format (`$argon2id$v=19$m=...`),
+    /// the same as the argon2 crate's `hash_password` makes.
     pub fn hash(&self, password: &str) -> anyhow::Result<String> {
+        let params = self.params()?;
         let salt = SaltString::generate(&mut OsRng);
-        self.argon2()?
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+        let mut salt_buf = [0u8; 64];
+        let salt_bytes = salt
+            .decode_b64(&mut salt_buf)
+            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        with_blocks(params.block_count(), |blocks| {
+            argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, blocks)
+        })
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params)
+                .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("hash output: {e}"))?),
+        };
+        Ok(phc.to_string())
     }
 
-    /// Verifies with the parameters stored in the hash itself.
+    /// Verifies with the algorithm, version and parameters stored in the hash
+    /// itself; the comparison takes the same time wherever they differ.
     pub fn verify(&self, password: &str, hash: &str) -> bool {
-        match PasswordHash::new(hash) {
-            Ok(parsed) => Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
-            Err(_) => false,
-        }
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let argon = Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0u8; expected.len()];
+        let computed = with_blocks(params.block_count(), |blocks| {
+            argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, blocks)
+        });
+        computed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
     }
+}
+
+thread_local! {
+    /// argon2's working memory (its whole memory cost, 19 MiB by default),
+    /// kept by each password-hashing thread for its whole life: allocated
+    /// and freed per hash, it was kept by the allocator in every arena the
+    /// thread happened to use, hundreds of MiB after a burst of sign-ups.
+    static BLOCKS: RefCell<Option<Vec<Block>>> = const { RefCell::new(None) };
+}
+
+/// Marks this thread as one that hashes passwords all its life, so that it
+/// keeps argon2's working memory between hashes (see `crate::hashing`).
+pub(crate) fn keep_hashing_memory() {
+    BLOCKS.with(|b| *b.borrow_mut() = Some(Vec::new()));
+}
+
+/// Runs `f` on `count` argon2 blocks: this thread's own when it keeps them,
+/// a fresh buffer freed afterwards otherwise.
+fn with_blocks<T>(count: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    BLOCKS.with(|cell| match cell.borrow_mut().as_mut() {
+        Some(kept) => {
+            if kept.len() < count {
+                kept.resize(count, Block::default());
+            }
+            f(&mut kept[..count])
+        }
+        None => f(&mut vec![Block::default(); count]),
+    })
 }
 
 /// A user as the API shows it.
@@ -166,5 +231,50 @@ mod tests {
         assert!(hasher.verify("correct horse", &hash));
         assert!(!hasher.verify("wrong horse", &hash));
         assert!(!hasher.verify("correct horse", "not a hash"));
+    }
+
+    /// Hashes stored before, made by the argon2 crate's own PHC functions,
+    /// still verify, and ours verify there: the format is the same.
+    #[test]
+    fn hashes_are_the_argon2_crates_phc_strings() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasherConfig {
+            memory_kib: 1024,
+            iterations: 2,
+        };
+        let params = hasher.params().expect("params");
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"correct horse", &SaltString::generate(&mut OsRng))
+            .expect("hashes")
+            .to_string();
+        assert!(hasher.verify("correct horse", &theirs));
+        assert!(!hasher.verify("wrong horse", &theirs));
+        let ours = hasher.hash("correct horse").expect("hashes");
+        let parsed = PasswordHash::new(&ours).expect("PHC string");
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+    }
+
+    /// A thread that keeps argon2's memory hashes alike with it, at any cost.
+    #[test]
+    fn kept_memory_gives_the_same_hashes() {
+        std::thread::spawn(|| {
+            keep_hashing_memory();
+            let small = PasswordHasherConfig {
+                memory_kib: 512,
+                iterations: 1,
+            };
+            let large = PasswordHasherConfig {
+                memory_kib: 2048,
+                iterations: 1,
+            };
+            let a = large.hash("correct horse").expect("hashes");
+            let b = small.hash("correct horse").expect("hashes");
+            assert!(large.verify("correct horse", &a) && small.verify("correct horse", &b));
+            assert!(!small.verify("wrong horse", &a));
+        })
+        .join()
+        .expect("hashing thread");
     }
 }

@@ -4,7 +4,9 @@
 //! hash. Run on tokio's blocking pool, each hash may land on another thread
 //! and the allocator keeps a separate arena per thread, so the process ends
 //! up holding that memory many times over. A fixed set of threads, one per
-//! core, bounds both the CPU and the memory that hashing can take.
+//! core, bounds both the CPU and the memory that hashing can take; each
+//! keeps argon2's working memory between hashes instead of freeing it (see
+//! `domain::with_blocks`), so the allocator has none to hoard.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -23,15 +25,18 @@ impl HashingPool {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("password-hash-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only to take the next job.
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    crate::domain::keep_hashing_memory();
+                    loop {
+                        // The lock is held only to take the next job.
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
                     }
                 })?;
         }
