@@ -6,6 +6,7 @@ mod support;
 mod cart;
 mod catalog;
 mod connections;
+mod fuzz;
 mod identity;
 mod internal;
 mod inventory;
