@@ -25,11 +25,48 @@ pub struct CartLine {
 /// A cart as the API shows it, priced now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Cart {
-    /// In the order they were first added.
-    pub items: Vec<Line>,
+    /// In the order they were first added, every line the cart holds.
+    pub items: Vec<CartItem>,
     pub subtotal: Money,
     /// The subtotal: there are no taxes or shipping costs yet.
     pub total: Money,
+}
+
+/// Why a line cannot be bought: its price is now in a currency other than
+/// the cart's (a seller changed it while the line sat in the cart).
+pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
+
+/// A line as the cart shows it: priced now, and whether it can be bought.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CartItem {
+    pub sku: String,
+    pub product_id: uuid::Uuid,
+    pub title: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+    /// `unit_price` times `quantity`, in the line's own currency.
+    pub line_total: Money,
+    /// `false` when the line cannot be bought with the others; it is left
+    /// out of the totals, and checkout refuses (422 `line_unavailable`)
+    /// until it is removed.
+    pub available: bool,
+    /// Why not, when not: `currency_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+}
+
+impl CartItem {
+    /// The line as an order takes it.
+    pub fn into_line(self) -> Line {
+        Line {
+            sku: self.sku,
+            product_id: self.product_id,
+            title: self.title,
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            line_total: self.line_total,
+        }
+    }
 }
 
 /// 422 unless `quantity` is between 1 and [`MAX_LINE_QUANTITY`].
@@ -71,7 +108,7 @@ pub fn require_sellable<'a>(sku: &str, info: Option<&'a SkuInfo>) -> Result<&'a 
 /// A SKU that cannot share a cart with the other lines because its price is
 /// in another currency: amounts in two currencies have no sum.
 pub fn check_currency(cart: &Cart, info: &SkuInfo) -> Result<(), ApiError> {
-    match cart.items.iter().find(|l| l.sku != info.sku) {
+    match cart.items.iter().find(|l| l.available && l.sku != info.sku) {
         Some(other) if other.unit_price.currency != info.price.currency => {
             Err(ApiError::unprocessable(
                 "currency_mismatch",
@@ -88,11 +125,11 @@ pub fn check_currency(cart: &Cart, info: &SkuInfo) -> Result<(), ApiError> {
 /// Prices `lines` with the catalog's current `skus`.
 ///
 /// Lines whose SKU the catalog no longer has, or whose product is archived,
-/// are left out: they cannot be bought. The cart's currency is that of its
-/// earliest line still on sale (the shop's currency when there is none);
-/// a line whose price has since moved to another currency is left out too,
-/// since it cannot be added to the others. Errors only when an amount
-/// overflows.
+/// are left out: they cannot be bought (and the archive is on its way to
+/// removing them). The cart's currency is that of its earliest line still
+/// on sale (the shop's currency when there is none); a line whose price has
+/// since moved to another currency stays in view, marked unavailable and
+/// left out of the totals. Errors only when an amount overflows.
 pub fn price(
     lines: &[CartLine],
     skus: &HashMap<String, SkuInfo>,
@@ -111,26 +148,28 @@ pub fn price(
             continue;
         }
         let cart_currency = currency.get_or_insert_with(|| info.price.currency.clone());
-        if info.price.currency != *cart_currency {
-            continue;
-        }
+        let available = info.price.currency == *cart_currency;
         let line_total = info
             .price
             .checked_mul(line.quantity)
             .map_err(|_| amount_out_of_range())?;
-        subtotal = Some(match subtotal {
-            None => line_total.clone(),
-            Some(s) => s
-                .checked_add(&line_total)
-                .map_err(|_| amount_out_of_range())?,
-        });
-        items.push(Line {
+        if available {
+            subtotal = Some(match subtotal {
+                None => line_total.clone(),
+                Some(s) => s
+                    .checked_add(&line_total)
+                    .map_err(|_| amount_out_of_range())?,
+            });
+        }
+        items.push(CartItem {
             sku: line.sku.clone(),
             product_id: info.product_id,
             title: info.title.clone(),
             quantity: line.quantity,
             unit_price: info.price.clone(),
             line_total,
+            available,
+            unavailable_reason: (!available).then(|| CURRENCY_MISMATCH.to_owned()),
         });
     }
     let subtotal = subtotal.unwrap_or_else(|| Money::zero(shop_currency.clone()));
@@ -250,8 +289,17 @@ mod tests {
         ]);
         let lines = [line("OLD", 1, 1), line("USD1", 1, 2), line("EUR1", 1, 3)];
         let cart = price(&lines, &skus, &eur()).expect("priced");
-        assert_eq!(cart.items.len(), 1);
+        assert_eq!(cart.items.len(), 2, "the archived line is left out");
         assert_eq!(cart.items[0].sku, "USD1");
+        assert!(cart.items[0].available);
+        // The line in another currency stays in view, out of the totals.
+        assert_eq!(cart.items[1].sku, "EUR1");
+        assert!(!cart.items[1].available);
+        assert_eq!(
+            cart.items[1].unavailable_reason.as_deref(),
+            Some(CURRENCY_MISMATCH)
+        );
+        assert_eq!(cart.items[1].line_total, Money::new(700, eur()));
         assert_eq!(cart.total, Money::new(300, usd()));
     }
 

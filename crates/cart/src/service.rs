@@ -1,13 +1,14 @@
 //! Cart use cases: the store keeps the customer's choices, the catalog prices them.
 
 use crate::domain::{
-    check_currency, price, quantity_limit, require_sellable, validate_quantity, Cart, CartLine,
-    MAX_LINE_QUANTITY, MAX_SKU_LEN,
+    check_currency, price, quantity_limit, require_sellable, validate_quantity, Cart, CartItem,
+    CartLine, MAX_LINE_QUANTITY, MAX_SKU_LEN,
 };
 use crate::store::CartStore;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, ClientResult};
+use mercato_contracts::internal::LINE_UNAVAILABLE;
 use mercato_contracts::types::{Line, SkuInfo, SkuQuantity};
 use mercato_kernel::bus::Subscription;
 use mercato_kernel::{time, ApiError, Currency};
@@ -188,11 +189,21 @@ fn client_error(e: ApiError) -> ClientError {
 
 #[async_trait]
 impl CartClient for CartService {
+    /// The lines an order takes: all of them, or a refusal naming the first
+    /// that cannot be bought.
     async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>> {
-        self.cart(customer_id)
-            .await
-            .map(|c| c.items)
-            .map_err(client_error)
+        let cart = self.cart(customer_id).await.map_err(client_error)?;
+        if let Some(line) = cart.items.iter().find(|l| !l.available) {
+            return Err(ClientError::Rejected(
+                crate::NAME,
+                LINE_UNAVAILABLE.to_owned(),
+                format!(
+                    "{} cannot be bought with the rest of the cart: it is priced in {}, the cart in {}; remove it first",
+                    line.sku, line.unit_price.currency, cart.subtotal.currency
+                ),
+            ));
+        }
+        Ok(cart.items.into_iter().map(CartItem::into_line).collect())
     }
 
     async fn checked_out(

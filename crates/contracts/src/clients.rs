@@ -19,6 +19,11 @@ pub enum ClientError {
     /// The callee answered with an error.
     #[error("{0} failed: {1}")]
     Failed(&'static str, String),
+    /// The callee refused as things stand, with a verdict for the person
+    /// who asked: its code and message, passed on as they are (a cart
+    /// holding a line that cannot be bought, say).
+    #[error("{0} refused: {1} {2}")]
+    Rejected(&'static str, String, String),
 }
 
 pub type ClientResult<T> = Result<T, ClientError>;

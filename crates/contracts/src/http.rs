@@ -303,6 +303,9 @@ impl ServiceClient {
                 self.name,
                 "the target does not serve the internal endpoints".into(),
             ),
+            StatusCode::UNPROCESSABLE_ENTITY if code == crate::internal::LINE_UNAVAILABLE => {
+                ClientError::Rejected(self.name, code, message)
+            }
             status => {
                 ClientError::Failed(self.name, format!("{} {code} {message}", status.as_u16()))
             }

@@ -21,6 +21,9 @@ pub const RESERVATION_NOT_COMMITTABLE: &str = "reservation_not_committable";
 pub const CALL_FAILED: &str = "call_failed";
 /// Code of a 504 answer for a [`ClientError::Timeout`] of the callee.
 pub const TIMED_OUT: &str = "timeout";
+/// Code of a 422 answer, and of [`ClientError::Rejected`], when a cart
+/// holds a line that cannot be bought (priced in another currency).
+pub const LINE_UNAVAILABLE: &str = "line_unavailable";
 
 /// `POST /internal/v1/reservations/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +145,9 @@ pub fn api_error(e: ClientError) -> ApiError {
         }
         ClientError::Failed(what, why) => {
             ApiError::unprocessable(CALL_FAILED, format!("{what} failed: {why}"))
+        }
+        ClientError::Rejected(_, code, message) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
         }
     }
 }

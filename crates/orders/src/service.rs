@@ -3,7 +3,7 @@
 use crate::domain::{cancel_reason, Order, OrderStatus, PaymentSummary, ShippingAddress};
 use crate::saga::SagaRunner;
 use crate::store::{CreateOutcome, IdempotencyRecord, OrdersStore, SagaUpdate, Viewer};
-use mercato_contracts::clients::{CartClient, CatalogClient};
+use mercato_contracts::clients::{CartClient, CatalogClient, ClientError};
 use mercato_contracts::events::{
     OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
 };
@@ -85,14 +85,20 @@ impl OrdersService {
             });
         }
         let token = req.payment_token.trim();
-        if token.is_empty() || token.len() > 200 {
+        if token.is_empty() || req.payment_token.chars().count() > 200 {
             return Err(ApiError::validation(
                 "payment.token must be 1 to 200 characters",
             ));
         }
         req.shipping_address.validate()?;
 
-        let items = self.cart.lines(caller.user_id).await.map_err(dependency)?;
+        let items = self.cart.lines(caller.user_id).await.map_err(|e| match e {
+            // The cart's verdict on its own lines, for the customer.
+            ClientError::Rejected(_, code, message) => {
+                ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            other => dependency(other),
+        })?;
         let Some(first) = items.first() else {
             return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
         };

@@ -75,7 +75,8 @@ async fn adding_prices_lines_from_the_catalog_and_adding_again_sums() {
         ok(&r),
         &json!({
             "items": [{"sku": a, "product_id": product["id"], "title": product["title"],
-                       "quantity": 2, "unit_price": eur(1250), "line_total": eur(2500)}],
+                       "quantity": 2, "unit_price": eur(1250), "line_total": eur(2500),
+                       "available": true}],
             "subtotal": eur(2500),
             "total": eur(2500),
         })
@@ -514,4 +515,125 @@ async fn the_cart_is_in_the_openapi_document() {
             "{method} {path} missing from OpenAPI"
         );
     }
+}
+
+/// A seller moves a product to another currency while it sits in a cart:
+/// every line stays in view, the moved one marked unavailable and left out
+/// of the total, and checkout refuses naming it until it is removed; it
+/// never orders only part of the cart.
+#[tokio::test]
+async fn a_line_whose_price_moves_to_another_currency_stays_visible_and_blocks_checkout() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let customer = app.register("customer").await;
+    let (kept, moved) = (unique("KEEP"), unique("MOVE"));
+    app.create_product(&seller, "c", &[(&kept, 100)]).await;
+    let product = app.create_product(&seller, "c", &[(&moved, 250)]).await;
+    let product_id = product["id"].as_str().expect("id").to_owned();
+    for sku in [&kept, &moved] {
+        let r = app
+            .put(
+                &format!("/inventory/{sku}"),
+                Some(&seller.token),
+                json!({"quantity": 10}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        ok(&add(&app, &customer, sku, 1).await);
+    }
+    let r = app
+        .patch(
+            &format!("/products/{product_id}"),
+            Some(&seller.token),
+            json!({"variants": [{"sku": moved, "price": {"amount": 300, "currency": "USD"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let cart = app
+        .eventually(
+            "the cart to see the new price",
+            Duration::from_secs(5),
+            || async {
+                let cart = app.get("/cart", Some(&customer.token)).await.body;
+                let line = cart["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|l| l["sku"] == moved.as_str())?
+                    .clone();
+                (line["unit_price"]["currency"] == "USD").then_some(cart)
+            },
+        )
+        .await;
+    assert_eq!(
+        skus(&cart),
+        vec![kept.clone(), moved.clone()],
+        "every line in view"
+    );
+    let line = |sku: &str| {
+        cart["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|l| l["sku"] == sku))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(line(&kept)["available"], true);
+    assert_eq!(line(&moved)["available"], false);
+    assert_eq!(line(&moved)["unavailable_reason"], "currency_mismatch");
+    assert_eq!(
+        cart["total"],
+        eur(100),
+        "the moved line is out of the total"
+    );
+
+    let refused = app
+        .request(
+            reqwest::Method::POST,
+            "/checkout",
+            Some(&customer.token),
+            Some(json!({"payment": {"token": "tok_visa"},
+                        "shipping_address": {"name": "A", "line1": "L", "city": "C", "postal_code": "P", "country": "GB"}})),
+            &[("idempotency-key", "partial")],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.code(), "line_unavailable");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(moved.as_str())),
+        "{:?}",
+        refused.body
+    );
+    let orders = app.get("/orders", Some(&customer.token)).await;
+    assert_eq!(orders.body["items"], json!([]), "nothing ordered");
+
+    // Once the customer removes it, the rest of the cart can be bought.
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/cart/items/{moved}"),
+            Some(&customer.token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(skus(ok(&r)), vec![kept.clone()]);
+    let placed = app
+        .request(
+            reqwest::Method::POST,
+            "/checkout",
+            Some(&customer.token),
+            Some(json!({"payment": {"token": "tok_visa"},
+                        "shipping_address": {"name": "A", "line1": "L", "city": "C", "postal_code": "P", "country": "GB"}})),
+            &[("idempotency-key", "whole")],
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    assert_eq!(placed.body["items"].as_array().map(Vec::len), Some(1));
 }
