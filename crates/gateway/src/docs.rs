@@ -31,7 +31,9 @@ pub fn router() -> Router {
 }
 
 async fn page() -> Response {
-    // Scalar's own fonts come from its site: the system's fonts instead.
+    // Scalar's fonts come from its site: the system's instead; and none of
+    // its features that talk to its services (telemetry, the AI agent, the
+    // developer toolbar that generates SDKs there).
     let html = format!(
         r#"<!doctype html>
 <html lang="en">
@@ -42,7 +44,7 @@ async fn page() -> Response {
 </head>
 <body>
 <script id="api-reference" data-url="/openapi.json"
-  data-configuration='{{"withDefaultFonts":false,"hideClientButton":true,"telemetry":false}}'></script>
+  data-configuration='{{"withDefaultFonts":false,"hideClientButton":true,"telemetry":false,"showDeveloperTools":"never","agent":{{"disabled":true}}}}'></script>
 <script src="{script}"></script>
 </body>
 </html>
