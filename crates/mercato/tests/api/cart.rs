@@ -1,3 +1,4 @@
+use crate::orders::checkout;
 use crate::support::{unique, Response, TestApp, User};
 use mercato_kernel::auth::{Role, TokenKeys};
 use reqwest::StatusCode;
@@ -586,16 +587,7 @@ async fn a_line_whose_price_moves_to_another_currency_stays_visible_and_blocks_c
         "the moved line is out of the total"
     );
 
-    let refused = app
-        .request(
-            reqwest::Method::POST,
-            "/checkout",
-            Some(&customer.token),
-            Some(json!({"payment": {"token": "tok_visa"},
-                        "shipping_address": {"name": "A", "line1": "L", "city": "C", "postal_code": "P", "country": "GB"}})),
-            &[("idempotency-key", "partial")],
-        )
-        .await;
+    let refused = checkout(&app, &customer, "tok_visa", "partial").await;
     assert_eq!(
         refused.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -624,16 +616,7 @@ async fn a_line_whose_price_moves_to_another_currency_stays_visible_and_blocks_c
         )
         .await;
     assert_eq!(skus(ok(&r)), vec![kept.clone()]);
-    let placed = app
-        .request(
-            reqwest::Method::POST,
-            "/checkout",
-            Some(&customer.token),
-            Some(json!({"payment": {"token": "tok_visa"},
-                        "shipping_address": {"name": "A", "line1": "L", "city": "C", "postal_code": "P", "country": "GB"}})),
-            &[("idempotency-key", "whole")],
-        )
-        .await;
+    let placed = checkout(&app, &customer, "tok_visa", "whole").await;
     assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
     assert_eq!(placed.body["items"].as_array().map(Vec::len), Some(1));
 }
