@@ -422,7 +422,14 @@ impl OrdersService {
             return self.refund_replay(caller, id, &scope, key, stored).await;
         }
         let order = self.get(caller, id).await?;
-        order.status.check(OrderStatus::Refunded)?;
+        if let Err(e) = order.status.check(OrderStatus::Refunded) {
+            // A request with the same key may have refunded the order since
+            // the lookup above: it gets that request's answer.
+            if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+                return self.refund_replay(caller, id, &scope, key, stored).await;
+            }
+            return Err(e);
+        }
         let event = Envelope::new(
             crate::NAME,
             id.to_string(),
