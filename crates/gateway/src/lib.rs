@@ -11,6 +11,7 @@
 
 mod docs;
 mod observe;
+mod openapi;
 mod probes;
 pub mod ratelimit;
 pub mod server;
@@ -72,6 +73,7 @@ pub fn build(
     let (api_router, openapi) = OpenApiRouter::with_openapi(base_openapi())
         .nest(API_PREFIX, api)
         .split_for_parts();
+    let openapi = openapi::complete(openapi);
     let openapi = Arc::new(openapi);
     let metrics = mercato_kernel::telemetry::metrics();
 
