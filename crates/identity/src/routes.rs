@@ -23,19 +23,69 @@ pub fn router(service: Arc<IdentityService>) -> OpenApiRouter {
         .with_state(service)
 }
 
+/// What an e-mail address to sign up with must be: at most 254 characters,
+/// a local part of 1 to 64 ASCII letters, digits and ``.!#$%&'*+/=?^_`{|}~-``,
+/// `@`, and a domain of two or more dot-separated labels of letters, digits
+/// and inner hyphens (each 1 to 63 characters). Letters are kept lower-case.
+/// The same text is the `pattern` of [`RegisterRequest::email`].
+pub const EMAIL_PATTERN: &str = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// The address to sign in with; unique, compared without regard to case.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+        example = "ada@example.com"
+    )]
     pub email: String,
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024, example = "correct horse")]
     pub password: String,
+    /// 1 to 200 characters, not only white space (kept without the white
+    /// space around it).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "Ada")]
     pub name: String,
-    /// `customer` (default) or `seller`.
-    pub role: Option<String>,
+    /// `customer` when absent or null.
+    #[schema(inline)]
+    pub role: Option<SignUpRole>,
+}
+
+/// The roles one can sign up for; admins are made from the command line.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignUpRole {
+    Customer,
+    Seller,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    /// As signed up with; case and white space around it do not matter.
     pub email: String,
     pub password: String,
+}
+
+/// Whether `email` is an address one can sign up with ([`EMAIL_PATTERN`]).
+fn email_ok(email: &str) -> bool {
+    fn label_ok(label: &str) -> bool {
+        let b = label.as_bytes();
+        (1..=63).contains(&b.len())
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b.first().is_some_and(u8::is_ascii_alphanumeric)
+            && b.last().is_some_and(u8::is_ascii_alphanumeric)
+    }
+    const LOCAL_SPECIALS: &[u8] = b".!#$%&'*+/=?^_`{|}~-";
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= 254
+        && (1..=64).contains(&local.len())
+        && local
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(&c))
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(label_ok)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,23 +114,26 @@ impl From<Session> for AuthResponse {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = AuthResponse),
-        (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 409, description = "E-mail already registered", body = ErrorBody),
-        (status = 422, description = "Invalid e-mail, short password or unknown role", body = ErrorBody),
+        (status = 409, description = "`email_taken`: the e-mail address is already registered", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an e-mail address, password, name or role out of the rules above", body = ErrorBody),
     ))]
 async fn register(
     State(service): State<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> ApiResult<Created<AuthResponse>> {
-    let role = match body.role.as_deref() {
-        None | Some("customer") => Role::Customer,
-        Some("seller") => Role::Seller,
-        Some(other) => {
-            return Err(ApiError::validation(format!(
-                "role must be customer or seller, not {other:?}"
-            )))
-        }
+    let role = match body.role {
+        None | Some(SignUpRole::Customer) => Role::Customer,
+        Some(SignUpRole::Seller) => Role::Seller,
     };
+    if !email_ok(&body.email) {
+        return Err(ApiError::validation(format!(
+            "{:?} is not an e-mail address one can sign up with",
+            body.email
+        )));
+    }
+    if body.name.chars().count() > 200 {
+        return Err(ApiError::validation("name must be 1 to 200 characters"));
+    }
     let session = service
         .register(Registration {
             email: body.email,
@@ -97,8 +150,7 @@ async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = AuthResponse),
-        (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 401, description = "Wrong e-mail or password", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: wrong e-mail or password (the same for an unknown e-mail)", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: too many failed sign-ins for this address lately; `Retry-After` says when to try again",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
@@ -115,7 +167,7 @@ async fn login(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = User),
-        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not signed in, or the account no longer exists", body = ErrorBody),
     ))]
 async fn me(State(service): State<AppState>, caller: Caller) -> ApiResult<Json<User>> {
     // A valid token for a user that no longer exists is no longer a session.
@@ -125,5 +177,58 @@ async fn me(State(service): State<AppState>, caller: Caller) -> ApiResult<Json<U
             "the account of this token no longer exists",
         )),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_up_addresses_follow_the_documented_pattern() {
+        for ok in [
+            "ada@example.com",
+            "Ada.Lovelace+shop@mail.example.co.uk",
+            "a@b.c",
+            "o'neil@x-y.example",
+            "!#$%&'*+/=?^_`{|}~-@a1.b2",
+        ] {
+            assert!(email_ok(ok), "{ok} refused");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        let long = format!("a@{}.com", vec!["b".repeat(63); 4].join("."));
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "ada@-example.com",
+            "ada@example-.com",
+            "ada@example..com",
+            "ada@.example.com",
+            "ada@example.com.",
+            "ada@exa_mple.com",
+            "a da@example.com",
+            " ada@example.com",
+            "ada@example.com ",
+            "ada@b@example.com",
+            "\u{e9}@example.com",
+            "ada@\u{e9}xample.com",
+            long_local.as_str(),
+            long_label.as_str(),
+            long.as_str(),
+        ] {
+            assert!(!email_ok(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_email_pattern_is_the_one_in_the_document() {
+        let schema = serde_json::to_string(&<RegisterRequest as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+        let pattern = serde_json::to_string(EMAIL_PATTERN).unwrap_or_default();
+        assert!(schema.contains(&pattern), "{schema}");
     }
 }

@@ -91,6 +91,60 @@ async fn short_passwords_and_malformed_emails_are_422() {
 }
 
 #[tokio::test]
+async fn sign_up_takes_exactly_what_the_document_describes() {
+    let app = TestApp::spawn().await;
+    let register = |email: String, name: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/auth/register",
+                None,
+                json!({"email": email, "password": "12345678", "name": name}),
+            )
+            .await
+        }
+    };
+    // Addresses outside the documented pattern, names over 200 characters
+    // as sent, or only white space.
+    for (email, name) in [
+        (format!(" {}@example.com", unique("sp")), "P".to_owned()),
+        (format!("{}@example.com ", unique("sp")), "P".to_owned()),
+        (format!("{}\u{e9}@example.com", unique("u")), "P".to_owned()),
+        (format!("{}@ex_ample.com", unique("u")), "P".to_owned()),
+        (format!("{}@-example.com", unique("u")), "P".to_owned()),
+        (format!("{}@example.com", unique("n")), " ".to_owned()),
+        (
+            format!("{}@example.com", unique("n")),
+            format!(" {} ", "n".repeat(199)),
+        ),
+    ] {
+        let r = register(email.clone(), name.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{email:?} {name:?}"
+        );
+        assert_eq!(r.code(), "validation_failed");
+    }
+    let r = register(
+        format!("O'Neil.{}+shop@Mail.Example.co.uk", unique("ok")),
+        format!(" {} ", "n".repeat(198)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["user"]["name"], "n".repeat(198));
+    let role = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": format!("{}@example.com", unique("r")), "password": "12345678", "name": "R", "role": null}),
+        )
+        .await;
+    assert_eq!(role.status, StatusCode::CREATED, "{:?}", role.body);
+    assert_eq!(role.body["user"]["role"], "customer");
+}
+
+#[tokio::test]
 async fn login_works_and_wrong_credentials_look_the_same_for_unknown_emails() {
     let app = TestApp::spawn().await;
     let user = app.register("customer").await;
