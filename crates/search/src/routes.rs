@@ -26,9 +26,9 @@ pub fn router(service: Arc<SearchService>) -> OpenApiRouter {
 #[utoipa::path(get, path = "/search", tag = "search",
     params(RawSearchQuery),
     responses(
-        (status = 200, body = SearchResults),
-        (status = 400, description = "A parameter is malformed", body = ErrorBody),
-        (status = 422, description = "A parameter is out of range", body = ErrorBody),
+        (status = 200, description = "The best matches, their number and category facets", body = SearchResults),
+        (status = 400, description = "`invalid_query`: a number parameter is not an integer", body = ErrorBody),
+        (status = 422, description = "`query_too_long`: `q` is over 256 characters; `validation_failed`: a negative price or a limit below 1", body = ErrorBody),
     ))]
 async fn search(
     State(service): State<AppState>,
