@@ -42,24 +42,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Customer {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddItemRequest {
+    /// A SKU on sale: 422 `unknown_sku` when no product has it,
+    /// `sku_unavailable` when its product is archived.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "CUP-ESP-WHT")]
     pub sku: String,
-    /// Units to add, 1 to 999 in all for one SKU.
+    /// Units to add, 1 to 999; the line holds at most 999 in all (422
+    /// `quantity_limit_exceeded`).
+    #[schema(minimum = 1, maximum = 999, example = 2)]
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
     pub quantity: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateItemRequest {
     /// The line's new quantity, 1 to 999.
+    #[schema(minimum = 1, maximum = 999, example = 3)]
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
     pub quantity: i64,
 }
 
 /// The caller's cart, priced now.
 #[utoipa::path(get, path = "/cart", tag = "cart", security(("bearer" = [])),
     responses(
-        (status = 200, body = Cart),
+        (status = 200, description = "The cart", body = Cart),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Not a customer", body = ErrorBody),
-        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
     ))]
 async fn get_cart(
     State(service): State<AppState>,
@@ -72,12 +80,11 @@ async fn get_cart(
 #[utoipa::path(post, path = "/cart/items", tag = "cart", security(("bearer" = [])),
     request_body = AddItemRequest,
     responses(
-        (status = 200, body = Cart),
-        (status = 400, body = ErrorBody),
+        (status = 200, description = "The cart with the units added", body = Cart),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Not a customer", body = ErrorBody),
-        (status = 422, description = "Unknown or archived SKU, a quantity out of range, or a currency other than the cart's", body = ErrorBody),
-        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 422, description = "`unknown_sku`: no product has the SKU; `sku_unavailable`: its product is archived; `quantity_limit_exceeded`: the line would hold more than 999; `currency_mismatch`: priced in a currency other than the cart's; `invalid_quantity`, `validation_failed`: the body out of its rules", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
     ))]
 async fn add_item(
     State(service): State<AppState>,
@@ -94,13 +101,12 @@ async fn add_item(
     params(("sku" = String, Path, description = "SKU")),
     request_body = UpdateItemRequest,
     responses(
-        (status = 200, body = Cart),
-        (status = 400, body = ErrorBody),
+        (status = 200, description = "The cart with the new quantity", body = Cart),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Not a customer", body = ErrorBody),
-        (status = 404, description = "The SKU is not in the cart", body = ErrorBody),
-        (status = 422, description = "A quantity out of range, or the SKU is no longer sold", body = ErrorBody),
-        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 404, description = "`not_found`: the SKU is not in the cart", body = ErrorBody),
+        (status = 422, description = "`sku_unavailable`: the SKU is no longer sold; `invalid_quantity`, `validation_failed`: the body out of its rules", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
     ))]
 async fn update_item(
     State(service): State<AppState>,
@@ -117,10 +123,10 @@ async fn update_item(
 #[utoipa::path(delete, path = "/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
     params(("sku" = String, Path, description = "SKU")),
     responses(
-        (status = 200, body = Cart),
+        (status = 200, description = "The cart without the SKU", body = Cart),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Not a customer", body = ErrorBody),
-        (status = 503, description = "The catalog is unavailable", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
     ))]
 async fn remove_item(
     State(service): State<AppState>,

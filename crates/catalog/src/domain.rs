@@ -82,15 +82,17 @@ pub struct ProductAggregate {
 
 pub const MAX_VARIANTS: usize = 100;
 
+/// A text field: at most `max` characters as sent and, when `required`, not
+/// only white space; kept without the white space around it.
 fn clean_text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, ApiError> {
-    let s = raw.trim();
-    if required && s.is_empty() {
-        return Err(ApiError::validation(format!("{field} must not be empty")));
-    }
-    if s.chars().count() > max {
+    if raw.chars().count() > max {
         return Err(ApiError::validation(format!(
             "{field} must be at most {max} characters"
         )));
+    }
+    let s = raw.trim();
+    if required && s.is_empty() {
+        return Err(ApiError::validation(format!("{field} must not be empty")));
     }
     Ok(s.to_owned())
 }
@@ -128,17 +130,19 @@ fn build_variants(
     let mut out = Vec::with_capacity(variants.len());
     for v in variants {
         validate_sku(&v.sku)?;
+        // Like a SKU of another product: a SKU is used once in the shop.
         if !seen.insert(v.sku.clone()) {
-            return Err(ApiError::validation(format!(
-                "sku {:?} appears twice",
-                v.sku
-            )));
+            return Err(ApiError::conflict(
+                "sku_taken",
+                format!("sku {:?} is used by two variants", v.sku),
+            ));
         }
         if v.price.amount < 0 {
             return Err(ApiError::validation("a price must not be negative"));
         }
         if v.price.currency != currency {
-            return Err(ApiError::validation(
+            return Err(ApiError::unprocessable(
+                "currency_mismatch",
                 "all variants of a product must be priced in one currency",
             ));
         }

@@ -10,7 +10,7 @@ use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Created, Json, Path, Query};
 use mercato_kernel::page::{Page, PageQuery};
-use mercato_kernel::{ApiError, ApiResult, Money};
+use mercato_kernel::{ApiError, ApiResult, Currency, Money};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,11 +28,29 @@ pub fn router(service: Arc<CatalogService>) -> OpenApiRouter {
         .with_state(service)
 }
 
+/// A price as a seller sets it.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PriceInput {
+    /// Minor units (cents for EUR), 0 or more.
+    #[schema(minimum = 0, example = 1290)]
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
+    pub amount: i64,
+    /// Every variant of a product is priced in the same currency.
+    pub currency: Currency,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct VariantInput {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`; used once in the whole
+    /// shop (409 `sku_taken` otherwise, also for two variants of one product).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "CUP-1")]
     pub sku: String,
+    /// 1 to 200 characters, not only white space; the product's title when
+    /// absent or null.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub title: Option<String>,
-    pub price: Money,
+    pub price: PriceInput,
+    /// Free-form properties (colour, size, ...).
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<BTreeMap<String, serde_json::Value>>,
 }
@@ -42,38 +60,79 @@ impl From<VariantInput> for NewVariant {
         NewVariant {
             sku: v.sku,
             title: v.title,
-            price: v.price,
+            price: Money::new(v.price.amount, v.price.currency),
             attributes: v.attributes.unwrap_or_default(),
         }
     }
 }
 
+/// Text fields keep no white space around them.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProductRequest {
+    /// 1 to 200 characters, not only white space.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Espresso cup"
+    )]
     pub title: String,
+    /// At most 10,000 characters; empty when absent.
     #[serde(default)]
+    #[schema(max_length = 10000)]
     pub description: String,
+    /// 1 to 100 characters, not only white space.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "kitchen")]
     pub category: String,
+    /// 1 to 100 variants, all priced in one currency (422 `currency_mismatch`
+    /// otherwise).
+    #[schema(min_items = 1, max_items = 100)]
     pub variants: Vec<VariantInput>,
 }
 
+/// What is absent or null stays as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateProductRequest {
+    /// 1 to 200 characters, not only white space.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub title: Option<String>,
+    /// At most 10,000 characters.
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
+    /// 1 to 100 characters, not only white space.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub category: Option<String>,
-    /// Replaces the whole list of variants.
+    /// Replaces the whole list of variants: 1 to 100, all priced in one
+    /// currency (422 `currency_mismatch` otherwise).
+    #[schema(min_items = 1, max_items = 100)]
     pub variants: Option<Vec<VariantInput>>,
+}
+
+/// Which products `GET /products` lists.
+#[derive(Debug, ToSchema)]
+#[schema(as = ProductStatusFilter, rename_all = "snake_case")]
+#[allow(dead_code)]
+enum StatusFilter {
+    Active,
+    Archived,
+    All,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProductListQuery {
+    /// Only products of this category; empty for any.
     pub category: Option<String>,
+    /// Only products of this seller.
     pub seller_id: Option<Uuid>,
     /// `active` (default), `archived` or `all`.
+    #[param(value_type = Option<StatusFilter>, inline)]
     pub status: Option<String>,
-    pub limit: Option<u32>,
+    /// Page size, at least 1 (default 20); values above 100 are served as 100.
+    #[param(minimum = 1, default = 20)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page; empty or absent for the first.
+    #[param(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$")]
     pub cursor: Option<String>,
 }
 
@@ -85,10 +144,11 @@ fn product_id(raw: &str) -> Result<Uuid, ApiError> {
 #[utoipa::path(post, path = "/products", tag = "catalog", security(("bearer" = [])),
     request_body = CreateProductRequest,
     responses(
-        (status = 201, body = Product),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "A SKU is already used", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 201, description = "Created, active", body = Product),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only sellers and admins create products", body = ErrorBody),
+        (status = 409, description = "`sku_taken`: a SKU is already used, by another product or by two variants", body = ErrorBody),
+        (status = 422, description = "`currency_mismatch`: variants priced in more than one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn create_product(
     State(service): State<AppState>,
@@ -113,7 +173,11 @@ async fn create_product(
 /// List products, newest first.
 #[utoipa::path(get, path = "/products", tag = "catalog",
     params(ProductListQuery),
-    responses((status = 200, body = Page<Product>), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "A page of products", body = Page<Product>),
+        (status = 400, description = "`invalid_cursor`: the cursor is not base64url", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1 or an unknown status", body = ErrorBody),
+    ))]
 async fn list_products(
     State(service): State<AppState>,
     Query(q): Query<ProductListQuery>,
@@ -140,7 +204,10 @@ async fn list_products(
 /// One product.
 #[utoipa::path(get, path = "/products/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Product id")),
-    responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The product, also when archived", body = Product),
+        (status = 404, description = "`not_found`: no product has this id", body = ErrorBody),
+    ))]
 async fn get_product(
     State(service): State<AppState>,
     Path(id): Path<String>,
@@ -153,9 +220,12 @@ async fn get_product(
     params(("id" = String, Path, description = "Product id")),
     request_body = UpdateProductRequest,
     responses(
-        (status = 200, body = Product),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 200, description = "The product as changed", body = Product),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the product's seller nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no product has this id", body = ErrorBody),
+        (status = 409, description = "`sku_taken`: a SKU is already used; `product_archived`: an archived product cannot change; `concurrent_update`: changed by another request meanwhile", body = ErrorBody),
+        (status = 422, description = "`currency_mismatch`: variants priced in more than one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn update_product(
     State(service): State<AppState>,
@@ -180,8 +250,11 @@ async fn update_product(
 #[utoipa::path(delete, path = "/products/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = String, Path, description = "Product id")),
     responses(
-        (status = 204, description = "Archived"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 204, description = "Archived (now or before)"),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the product's seller nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no product has this id", body = ErrorBody),
+        (status = 409, description = "`concurrent_update`: changed by another request meanwhile", body = ErrorBody),
     ))]
 async fn archive_product(
     State(service): State<AppState>,

@@ -23,11 +23,13 @@ pub fn router(service: Arc<InventoryService>) -> OpenApiRouter {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetStockRequest {
-    /// 1 to 64 of `a-z`, `0-9`, `_`, `-`; `main` when omitted.
-    #[schema(example = "main")]
+    /// 1 to 64 of `a-z`, `0-9`, `_`, `-`; `main` when absent or null.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$", example = "main")]
     pub warehouse: Option<String>,
-    /// The new on-hand count in that warehouse; at least what is reserved there.
-    #[schema(minimum = 0)]
+    /// The new on-hand count in that warehouse, 0 to 1,000,000,000; at
+    /// least what is reserved there (409 `below_reserved` otherwise).
+    #[schema(minimum = 0, maximum = 1_000_000_000, example = 10)]
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
     pub quantity: i64,
 }
 
@@ -35,9 +37,9 @@ pub struct SetStockRequest {
 #[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory",
     params(("sku" = String, Path, description = "The SKU")),
     responses(
-        (status = 200, body = Stock),
-        (status = 404, description = "No product has this SKU", body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 200, description = "The SKU's stock (zeros when never stocked)", body = Stock),
+        (status = 404, description = "`not_found`: no product has this SKU", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog or the store is unavailable", body = ErrorBody),
     ))]
 async fn get_stock(
     State(service): State<AppState>,
@@ -51,12 +53,13 @@ async fn get_stock(
     params(("sku" = String, Path, description = "The SKU")),
     request_body = SetStockRequest,
     responses(
-        (status = 200, body = Stock),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "No product has this SKU", body = ErrorBody),
+        (status = 200, description = "The SKU's stock after the change", body = Stock),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the seller of the SKU's product nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no product has this SKU", body = ErrorBody),
         (status = 409, description = "`below_reserved`: more units are reserved in the warehouse", body = ErrorBody),
-        (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a warehouse or quantity out of its rules", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog or the store is unavailable", body = ErrorBody),
     ))]
 async fn set_stock(
     State(service): State<AppState>,

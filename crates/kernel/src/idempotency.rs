@@ -9,7 +9,13 @@ use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "idempotency-key";
 
-/// The `Idempotency-Key` header, required: 400 when missing or unusable.
+/// What a key may be: 1 to 255 visible ASCII characters (`!` to `~`, no
+/// spaces). The same text is the header's `pattern` in the OpenAPI document.
+pub const KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// The `Idempotency-Key` header, required: 400 `idempotency_key_required`
+/// when missing, 400 `invalid_idempotency_key` unless it is 1 to 255
+/// visible ASCII characters.
 pub fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers.get(HEADER).ok_or_else(|| {
         ApiError::bad_request(
@@ -17,22 +23,15 @@ pub fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
             "this request needs an Idempotency-Key header",
         )
     })?;
-    let key = raw
-        .to_str()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be visible ASCII",
-            )
-        })?
-        .trim();
-    if key.is_empty() || key.len() > 255 {
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 characters",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters, without spaces",
         ));
     }
-    Ok(key.to_owned())
+    // Visible ASCII is UTF-8.
+    Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// A fingerprint of what the request asked for.
@@ -162,5 +161,43 @@ pub async fn completed(
             return Ok(None);
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn key(raw: &[u8]) -> Result<String, String> {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(raw) {
+            headers.insert(HEADER, v);
+        }
+        require_key(&headers).map_err(|e| e.code.into_owned())
+    }
+
+    #[test]
+    fn keys_are_1_to_255_visible_ascii_characters() {
+        assert_eq!(key(b"order-1"), Ok("order-1".to_owned()));
+        assert_eq!(key(b"!~"), Ok("!~".to_owned()));
+        assert!(key("k".repeat(255).as_bytes()).is_ok());
+        for bad in [
+            "k".repeat(256).into_bytes(),
+            b"two words".to_vec(),
+            b"tab\there".to_vec(),
+            "caf\u{e9}".as_bytes().to_vec(),
+            b"".to_vec(),
+        ] {
+            assert_eq!(
+                key(&bad),
+                Err("invalid_idempotency_key".to_owned()),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            require_key(&HeaderMap::new()).map_err(|e| e.code.into_owned()),
+            Err("idempotency_key_required".to_owned())
+        );
     }
 }

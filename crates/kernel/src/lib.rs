@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod internal;
 pub mod money;
+pub mod number;
 pub mod outbox;
 pub mod page;
 pub mod resilience;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 /// A three-letter upper-case ISO 4217 currency code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "EUR")]
+#[schema(value_type = String, example = "EUR", pattern = "^[A-Z]{3}$")]
 pub struct Currency(String);
 
 impl Currency {
@@ -61,6 +61,7 @@ pub enum MoneyError {
 pub struct Money {
     /// Integer amount in minor units.
     #[schema(example = 1999)]
+    #[serde(deserialize_with = "crate::number::integer")]
     pub amount: i64,
     pub currency: Currency,
 }

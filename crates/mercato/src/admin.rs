@@ -49,8 +49,10 @@ pub struct Replayed {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
-    /// At most this many, oldest first (default 100, at most 1000).
-    pub limit: Option<usize>,
+    /// At most this many, oldest first: at least 1 (default 100); values
+    /// above 1000 are served as 1000.
+    #[param(minimum = 1, default = 100)]
+    pub limit: Option<i64>,
 }
 
 fn unavailable(e: anyhow::Error) -> ApiError {
@@ -62,8 +64,11 @@ fn unavailable(e: anyhow::Error) -> ApiError {
 #[utoipa::path(get, path = "/admin/dead-letters", tag = "admin", security(("bearer" = [])),
     params(DeadLetterQuery),
     responses(
-        (status = 200, body = DeadLetterList),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 200, description = "The parked events, oldest first", body = DeadLetterList),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the event bus is not reachable", body = ErrorBody),
     ))]
 async fn list_dead_letters(
     State(bus): State<AppState>,
@@ -71,7 +76,7 @@ async fn list_dead_letters(
     Query(q): Query<DeadLetterQuery>,
 ) -> ApiResult<Json<DeadLetterList>> {
     caller.require(&[Role::Admin])?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = mercato_kernel::page::page_limit(q.limit, 100, 1000)? as usize;
     let items = bus
         .parked(limit)
         .await
@@ -96,9 +101,11 @@ async fn list_dead_letters(
 #[utoipa::path(post, path = "/admin/dead-letters/{seq}/replay", tag = "admin", security(("bearer" = [])),
     params(("seq" = i64, Path, description = "The dead letter's seq")),
     responses(
-        (status = 200, body = Replayed),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 200, description = "Handed to its consumer again", body = Replayed),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins", body = ErrorBody),
+        (status = 404, description = "`not_found`: no dead letter has this seq", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the event bus is not reachable", body = ErrorBody),
     ))]
 async fn replay_dead_letter(
     State(bus): State<AppState>,

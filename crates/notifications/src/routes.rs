@@ -25,10 +25,10 @@ pub fn router(service: Arc<NotificationsService>) -> OpenApiRouter {
     security(("bearer" = [])),
     params(PageQuery),
     responses(
-        (status = 200, description = "The caller's notifications", body = Page<NotificationView>),
-        (status = 400, description = "Malformed query or cursor", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 422, description = "Invalid limit", body = ErrorBody),
+        (status = 200, description = "A page of the caller's notifications", body = Page<NotificationView>),
+        (status = 400, description = "`invalid_cursor`: the cursor is not base64url", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn list_notifications(
     State(service): State<AppState>,

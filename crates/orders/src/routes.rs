@@ -37,7 +37,15 @@ pub fn router(service: Arc<OrdersService>) -> OpenApiRouter {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PaymentInput {
-    /// A token of the payment provider, e.g. `tok_visa`.
+    /// A token of the payment provider, e.g. `tok_visa`: 1 to 200
+    /// characters, not only white space. A token the provider declines
+    /// cancels the order with `payment_failed`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "tok_visa"
+    )]
     pub token: String,
 }
 
@@ -50,9 +58,15 @@ pub struct CheckoutBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OrderListQuery {
-    /// Only orders in this status.
+    /// Only orders in this status: `pending`, `confirmed`, `cancelled`,
+    /// `shipped`, `delivered` or `refunded`; empty or absent for every status.
+    #[param(pattern = "^(|pending|confirmed|cancelled|shipped|delivered|refunded)$")]
     pub status: Option<String>,
-    pub limit: Option<u32>,
+    /// Page size, at least 1 (default 20); values above 100 are served as 100.
+    #[param(minimum = 1, default = 20)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page; empty or absent for the first.
+    #[param(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$")]
     pub cursor: Option<String>,
 }
 
@@ -62,6 +76,7 @@ pub struct OrderGetQuery {
     /// Seconds (0–20) to wait for a `pending` order to be confirmed or
     /// cancelled before answering; the answer comes as soon as it is, or
     /// with the order still `pending` when the time is up. Default 0: at once.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 20, default = 0)]
     pub wait: Option<String>,
 }
 
@@ -96,15 +111,17 @@ fn json_answer(a: Answer) -> Response {
 /// Place an order from the cart. Answers at once with the `pending` order;
 /// the checkout saga confirms or cancels it within seconds.
 #[utoipa::path(post, path = "/checkout", tag = "orders", security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "Required. A replay with the same body returns the same answer.")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters. A replay with the same body returns the first answer.")),
     request_body = CheckoutBody,
     responses(
         (status = 202, description = "Order placed, pending", body = Order),
-        (status = 400, description = "No Idempotency-Key, or malformed JSON", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `checkout_in_progress`: an order from this cart is still pending (the same key replays its answer instead)", body = ErrorBody),
-        (status = 422, description = "Empty cart or invalid address", body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 400, description = "`idempotency_key_required`: no Idempotency-Key; `invalid_idempotency_key`: not 1 to 255 visible ASCII characters", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers check out", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `checkout_in_progress`: an order from this cart is still pending (the same key replays its answer instead); `idempotency_key_in_use`: a request with the key is still running", body = ErrorBody),
+        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`: a line can no longer be bought; `line_unavailable`: a line is priced in another currency than the cart (the message names it); `validation_failed`: an address or token out of its rules, or a total out of range", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the cart, the catalog or a store is unavailable", body = ErrorBody),
     ))]
 async fn checkout(
     State(service): State<AppState>,
@@ -161,7 +178,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 /// The caller's orders, newest first (sellers: orders with their lines; admins: all).
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])),
     params(OrderListQuery),
-    responses((status = 200, body = Page<Order>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "A page of orders", body = Page<Order>),
+        (status = 400, description = "`invalid_cursor`: the cursor is not base64url", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1 or an unknown status", body = ErrorBody),
+    ))]
 async fn list_orders(
     State(service): State<AppState>,
     caller: Caller,
@@ -187,8 +209,13 @@ async fn list_orders(
 /// or cancelled (or when the wait is over), so a storefront need not poll.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id"), OrderGetQuery),
-    responses((status = 200, body = Order), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "`invalid_query`: `wait` is not a whole number", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or not one the caller may see", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `wait` out of 0 to 20", body = ErrorBody),
+    ))]
 async fn get_order(
     State(service): State<AppState>,
     caller: Caller,
@@ -205,8 +232,11 @@ async fn get_order(
 #[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id")),
     responses(
-        (status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "Pending, shipped or already final", body = ErrorBody),
+        (status = 200, description = "The order, cancelled", body = Order),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the order's customer nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or not one the caller may see", body = ErrorBody),
+        (status = 409, description = "`order_pending`: still being placed; `invalid_transition`: shipped or already final", body = ErrorBody),
     ))]
 async fn cancel_order(
     State(service): State<AppState>,
@@ -220,8 +250,11 @@ async fn cancel_order(
 #[utoipa::path(post, path = "/orders/{id}/ship", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id")),
     responses(
-        (status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 200, description = "The order, shipped", body = Order),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a seller of its lines nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or not one the caller may see", body = ErrorBody),
+        (status = 409, description = "`order_pending`: still being placed; `invalid_transition`: not confirmed", body = ErrorBody),
     ))]
 async fn ship_order(
     State(service): State<AppState>,
@@ -235,8 +268,11 @@ async fn ship_order(
 #[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id")),
     responses(
-        (status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 200, description = "The order, delivered", body = Order),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a seller of its lines nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or not one the caller may see", body = ErrorBody),
+        (status = 409, description = "`order_pending`: still being placed; `invalid_transition`: not shipped", body = ErrorBody),
     ))]
 async fn deliver_order(
     State(service): State<AppState>,
@@ -249,10 +285,15 @@ async fn deliver_order(
 /// Refund a confirmed, shipped or delivered order (admins): money and stock go back.
 #[utoipa::path(post, path = "/orders/{id}/refund", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id"),
-           ("Idempotency-Key" = String, Header, description = "Required")),
+           ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+            description = "1 to 255 visible ASCII characters. Every request with the key gets the first answer.")),
     responses(
-        (status = 200, body = Order), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 200, description = "The order, refunded", body = Order),
+        (status = 400, description = "`idempotency_key_required`: no Idempotency-Key; `invalid_idempotency_key`: not 1 to 255 visible ASCII characters", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins refund", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order", body = ErrorBody),
+        (status = 409, description = "`order_pending`: still being placed; `invalid_transition`: not confirmed, shipped or delivered; `idempotency_key_reused`: the key was used for another order", body = ErrorBody),
     ))]
 async fn refund_order(
     State(service): State<AppState>,

@@ -29,8 +29,10 @@ pub struct OrderPayment {
 #[utoipa::path(get, path = "/payments/orders/{order_id}", tag = "payments", security(("bearer" = [])),
     params(("order_id" = String, Path, description = "Order id")),
     responses(
-        (status = 200, body = OrderPayment),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, description = "The order's payment intent and ledger", body = OrderPayment),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins see payments", body = ErrorBody),
+        (status = 404, description = "`not_found`: no payment for this order", body = ErrorBody),
     ))]
 async fn order_payment(
     State(service): State<Arc<PaymentsService>>,

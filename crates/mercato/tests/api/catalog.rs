@@ -62,6 +62,10 @@ async fn invalid_products_are_422() {
         json!({"title": "T", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1, "currency": "euro"}}]}),
         json!({"title": "T", "category": "c", "variants": [{"sku": "has space", "price": {"amount": 1, "currency": "EUR"}}]}),
         json!({"title": "T", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1.5, "currency": "EUR"}}]}),
+        json!({"title": "   ", "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1, "currency": "EUR"}}]}),
+        // 200 characters at most, counted as sent (white space around included).
+        json!({"title": format!(" {} ", "t".repeat(199)), "category": "c", "variants": [{"sku": unique("A"), "price": {"amount": 1, "currency": "EUR"}}]}),
+        json!({"title": "T", "category": "c", "variants": [{"sku": unique("A"), "title": "\t", "price": {"amount": 1, "currency": "EUR"}}]}),
     ] {
         let r = app
             .post("/products", Some(&seller.token), body.clone())
@@ -87,6 +91,53 @@ async fn a_sku_is_unique_across_the_shop() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.code(), "sku_taken");
+}
+
+#[tokio::test]
+async fn whole_numbers_are_prices_and_text_is_kept_trimmed() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let title = format!(" {} ", "t".repeat(198));
+    let r = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": title, "category": " c ", "variants": [{"sku": unique("W"), "price": {"amount": 1290.0, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["variants"][0]["price"]["amount"], 1290);
+    assert_eq!(r.body["title"], "t".repeat(198));
+    assert_eq!(r.body["category"], "c");
+}
+
+#[tokio::test]
+async fn variants_share_one_currency_and_use_a_sku_once() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let sku = unique("TWICE");
+    let twice = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": "T", "category": "c", "variants": [
+                {"sku": sku, "price": {"amount": 1, "currency": "EUR"}},
+                {"sku": sku, "price": {"amount": 2, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{:?}", twice.body);
+    assert_eq!(twice.code(), "sku_taken");
+    let mixed = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": "T", "category": "c", "variants": [
+                {"sku": unique("EU"), "price": {"amount": 1, "currency": "EUR"}},
+                {"sku": unique("US"), "price": {"amount": 1, "currency": "USD"}}]}),
+        )
+        .await;
+    assert_eq!(mixed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(mixed.code(), "currency_mismatch");
 }
 
 #[tokio::test]

@@ -185,6 +185,10 @@ async fn invalid_quantities_and_warehouses_are_422() {
     .await;
     assert_eq!(ok.status, StatusCode::OK, "64 characters are fine");
     assert_eq!(stock(&app, &sku).await["available"], 0);
+    // A whole number is an integer however it is written, as in JSON Schema.
+    let whole = put_stock(&app, &seller, &sku, json!({"quantity": 7.0})).await;
+    assert_eq!(whole.status, StatusCode::OK, "{:?}", whole.body);
+    assert_eq!(stock(&app, &sku).await["available"], 7);
 }
 
 #[tokio::test]

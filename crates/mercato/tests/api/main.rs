@@ -11,6 +11,7 @@ mod identity;
 mod internal;
 mod inventory;
 mod notifications;
+mod openapi;
 mod orders;
 mod platform;
 mod redis;

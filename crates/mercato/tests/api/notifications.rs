@@ -240,6 +240,29 @@ async fn notifications_are_listed_newest_first_in_pages() {
         .get("/notifications?cursor=%25%25", Some(&user.token))
         .await;
     assert_eq!(bad_cursor.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_cursor.code(), "invalid_cursor");
     let zero = app.get("/notifications?limit=0", Some(&user.token)).await;
     assert_eq!(zero.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Any cursor of the documented shape starts a page somewhere; any limit
+    // from 1 up is served as at most 100.
+    for query in [
+        "?cursor=__main__",
+        "?cursor=AB",
+        "?cursor=",
+        "?limit=4294967296",
+        "?limit=9223372036854775807",
+    ] {
+        let r = app
+            .get(&format!("/notifications{query}"), Some(&user.token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {:?}", r.body);
+    }
+    let r = app
+        .get(
+            "/notifications?limit=9223372036854775808",
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "beyond int64");
+    assert_eq!(r.code(), "invalid_query");
 }

@@ -231,6 +231,66 @@ async fn checkout_needs_a_key_a_customer_and_a_cart() {
 }
 
 #[tokio::test]
+async fn keys_and_addresses_follow_the_documented_rules() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 5).await;
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    // 1 to 255 visible ASCII characters: no spaces, nothing longer.
+    let long = "k".repeat(256);
+    for key in ["two words", "tab\there", long.as_str()] {
+        let r = checkout(&app, &customer, "tok_visa", key).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{key:?}: {:?}", r.body);
+        assert_eq!(r.code(), "invalid_idempotency_key");
+    }
+    // Every address field but line2 is 1 to 200 characters as sent, not
+    // only white space.
+    let with = |field: &str, value: Value| {
+        let mut address = address();
+        address[field] = value;
+        json!({"payment": {"token": "tok_visa"}, "shipping_address": address})
+    };
+    for body in [
+        with("line1", json!(" \t ")),
+        with("city", json!(format!(" {} ", "c".repeat(199)))),
+        with("line2", json!("l".repeat(201))),
+        json!({"payment": {"token": "  "}, "shipping_address": address()}),
+    ] {
+        let r = app
+            .request(
+                Method::POST,
+                "/checkout",
+                Some(&customer.token),
+                Some(body.clone()),
+                &[("idempotency-key", &unique("addr"))],
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
+        assert_eq!(r.code(), "validation_failed");
+    }
+    let key = unique("k");
+    let key = format!("{key}{}", "~".repeat(255 - key.len()));
+    let r = checkout(&app, &customer, "tok_visa", &key).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    // The list's status filter: one of the statuses, or empty for all.
+    for (query, status) in [
+        ("?status=", StatusCode::OK),
+        ("?status=pending", StatusCode::OK),
+        ("?status=lost", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = app
+            .get(&format!("/orders{query}"), Some(&customer.token))
+            .await;
+        assert_eq!(r.status, status, "{query}: {:?}", r.body);
+    }
+}
+
+#[tokio::test]
 async fn a_replayed_key_returns_the_same_order_and_another_body_is_409() {
     let app = TestApp::spawn().await;
     let (_, sku) = stocked_sku(&app, 5).await;
