@@ -134,6 +134,9 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if is_nul_in_text(&e) {
+            return ApiError::validation("text must not contain the NUL character (U+0000)");
+        }
         if is_transient(&e) {
             tracing::warn!(error = %e, "store busy or unavailable");
             ApiError::unavailable("a store is busy or temporarily unavailable; retry shortly")
@@ -185,6 +188,18 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
             }
             None => false,
         },
+        _ => false,
+    }
+}
+
+/// True when the database refused a text because it holds U+0000: JSON and
+/// SQLite take it, PostgreSQL's text types do not (SQLSTATE 22021). It is
+/// what the client sent, not a failure of the server.
+pub fn is_nul_in_text(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("22021") && db.message().contains("0x00")
+        }
         _ => false,
     }
 }

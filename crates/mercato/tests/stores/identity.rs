@@ -45,3 +45,22 @@ async fn users_round_trip_and_emails_are_unique() {
         );
     }
 }
+
+/// A NUL character is text to SQLite and an error to PostgreSQL: there it is
+/// the client's mistake (422), never a server error.
+#[tokio::test]
+async fn a_nul_character_in_text_is_a_client_error() {
+    for s in stores(mercato_identity::NAME, &mercato_identity::MIGRATIONS).await {
+        let store = IdentityStore::new(s.db.clone(), Outbox::new());
+        let mut nul = user(&format!("nul-{}@example.com", mercato_kernel::id::new_id()));
+        nul.name = "A\u{0}B".into();
+        match store.insert_user(&nul, "hash").await {
+            Ok(()) => {}
+            Err(InsertUserError::Store(e)) => {
+                let api = mercato_kernel::ApiError::from(e);
+                assert_eq!(api.status.as_u16(), 422, "{:?}: {api}", s.backend);
+            }
+            Err(other) => panic!("{:?}: {other:?}", s.backend),
+        }
+    }
+}
