@@ -21,7 +21,7 @@ pub use server::ConnectionLimits;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use mercato_kernel::auth::{authenticate, TokenKeys};
 use mercato_kernel::ApiError;
@@ -63,12 +63,15 @@ impl Default for GatewayConfig {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-/// Builds the public router from the contexts' routers.
+/// Builds the public router from the contexts' routers. `/openapi.json`
+/// serves the document of `api`, unless `openapi_doc` serves another one
+/// (the distributed gateway merges its services' documents).
 pub fn build(
     config: &GatewayConfig,
     api: OpenApiRouter,
     keys: Arc<TokenKeys>,
     probes: Probes,
+    openapi_doc: Option<MethodRouter>,
 ) -> Router {
     let (api_router, openapi) = OpenApiRouter::with_openapi(base_openapi())
         .nest(API_PREFIX, api)
@@ -89,12 +92,11 @@ pub fn build(
         )
         .route(
             "/openapi.json",
-            get({
-                let openapi = openapi.clone();
-                move || {
+            openapi_doc.unwrap_or_else(|| {
+                get(move || {
                     let openapi = openapi.clone();
                     async move { axum::Json(openapi.as_ref().clone()) }
-                }
+                })
             }),
         )
         .merge(docs::router());

@@ -373,7 +373,7 @@ pub(crate) async fn build_cart(
         (crate::config::CartStore::Redis, Some(conn)) => store.with_redis(
             conn.clone(),
             &settings.cache.key_prefix,
-            Duration::from_millis(settings.cache.timeout_ms),
+            Duration::from_millis(settings.cart.redis_timeout_ms),
         ),
         (crate::config::CartStore::Redis, None) => {
             anyhow::bail!("cart.store = \"redis\" needs a Redis connection (cache.redis_url)")
@@ -701,7 +701,8 @@ impl Assembly {
         gateway: &GatewayConfig,
         keys: Arc<TokenKeys>,
     ) -> anyhow::Result<(axum::Router, Vec<JoinHandle<()>>, Vec<Db>)> {
-        let router = mercato_gateway::build(gateway, self.api, keys, Probes::new(self.probes));
+        let router =
+            mercato_gateway::build(gateway, self.api, keys, Probes::new(self.probes), None);
         // The endpoints behind the client traits, for other processes: only
         // with a service token configured, and never in the public OpenAPI.
         let router = match &settings.internal.token {

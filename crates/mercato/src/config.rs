@@ -229,8 +229,9 @@ pub struct CacheSettings {
     pub redis_url: Option<String>,
     /// Every key starts with `<key_prefix>:`, so shops can share a Redis.
     pub key_prefix: String,
-    /// Time-out of one Redis call; past it a cache read is a miss, a
-    /// rate-limit check lets the request through and a cart call answers 503.
+    /// Time-out of one Redis call of the caches and rate limits; past it a
+    /// cache read is a miss and a rate-limit check lets the request through
+    /// (carts have `cart.redis_timeout_ms`).
     pub timeout_ms: u64,
 }
 
@@ -245,15 +246,28 @@ impl Default for CacheSettings {
 }
 
 /// Where the cart context keeps its lines.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CartSettings {
     /// `database` (the cart context's store: SQLite or `store.url`) or
-    /// `redis` (the Redis of `cache.redis_url`, under `cache.key_prefix`,
-    /// each call bounded by `cache.timeout_ms`; env `MERCATO_CART__STORE`).
-    /// Unset: `redis` when `cache.redis_url` is set, else `database`. The
-    /// outbox and inbox of the cart context stay in its database either way.
+    /// `redis` (the Redis of `cache.redis_url`, under `cache.key_prefix`;
+    /// env `MERCATO_CART__STORE`). Unset: `redis` when `cache.redis_url` is
+    /// set, else `database`. The outbox and inbox of the cart context stay
+    /// in its database either way.
     pub store: Option<CartStore>,
+    /// Time-out of one call to the carts in Redis, past which the cart
+    /// call answers 503. Longer than `cache.timeout_ms`: a cart in Redis is
+    /// the record, not a copy a miss can fall back from.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for CartSettings {
+    fn default() -> Self {
+        Self {
+            store: None,
+            redis_timeout_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,10 +18,9 @@
 use crate::config::{Settings, CONTEXTS};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, OriginalUri, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mercato_gateway::Probe;
 use mercato_kernel::auth::TokenKeys;
@@ -254,9 +253,8 @@ pub(crate) fn build(
     };
     let probes =
         mercato_gateway::Probes::new(vec![("contexts".to_owned(), started)]).with_optional(probes);
-    let router = mercato_gateway::build(&gateway, api, keys, probes).layer(
-        axum::middleware::from_fn_with_state(proxy.clone(), merged_openapi),
-    );
+    let openapi_doc = axum::routing::get(merged_openapi).with_state(proxy.clone());
+    let router = mercato_gateway::build(&gateway, api, keys, probes, Some(openapi_doc));
     let health = tokio::spawn(check_health(proxy, shutdown));
     Ok((router, vec![health]))
 }
@@ -574,10 +572,7 @@ fn relay(answer: Answer) -> Response {
 
 /// `/openapi.json` in gateway mode: the contexts' documents merged, which
 /// is the document embedded mode builds from the same routers.
-async fn merged_openapi(State(proxy): State<Arc<Proxy>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::GET || req.uri().path() != "/openapi.json" {
-        return next.run(req).await;
-    }
+async fn merged_openapi(State(proxy): State<Arc<Proxy>>) -> Response {
     let cached = proxy
         .openapi
         .lock()

@@ -358,13 +358,23 @@ impl SagaRunner {
                 let renew_at = leased_at + self.config.renew_every();
                 tokio::select! {
                     step = &mut work => break step?,
-                    _ = tokio::time::sleep_until(renew_at.into()) => {
-                        if !self.renew(order_id, holder, &mut leased_at).await? {
-                            // Dropped mid-step: steps are idempotent, and
-                            // the runner that holds the saga now redoes it.
-                            return Ok(());
-                        }
-                    }
+                    _ = tokio::time::sleep_until(renew_at.into()) => {}
+                }
+                // The step goes on while the lease is renewed: it may hold a
+                // transaction (and with it the saga's row or the store's
+                // writer turn) that the renewal waits for.
+                let renewal = self.renew(order_id, holder, &mut leased_at);
+                tokio::pin!(renewal);
+                tokio::select! {
+                    biased;
+                    kept = &mut renewal => if !kept? {
+                        // Dropped mid-step: steps are idempotent, and the
+                        // runner that holds the saga now redoes it.
+                        return Ok(());
+                    },
+                    // Done first: the renewal is dropped (statements are
+                    // cancel-safe) and made again before the next step.
+                    step = &mut work => break step?,
                 }
             };
             let outcome = match &step {

@@ -535,6 +535,7 @@ async fn without_redis_carts_are_unavailable() {
         // Nothing listens on port 1.
         s.cache.redis_url = Some("redis://127.0.0.1:1".into());
         s.cache.timeout_ms = 100;
+        s.cart.redis_timeout_ms = 100;
     })
     .await;
     if app.contexts.is_none() {
@@ -700,8 +701,8 @@ async fn pump(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) -> std::
     }
 }
 
-/// A Redis that does not answer within `cache.timeout_ms` makes the cart
-/// unready (the check's own limit, not the probes' 2 s, ends it); once
+/// A Redis that does not answer within `cart.redis_timeout_ms` makes the
+/// cart unready (the check's own limit, not the probes' 2 s, ends it); once
 /// Redis answers again the same process is ready again and carts work.
 #[tokio::test]
 async fn the_cart_is_ready_again_once_redis_answers() {
@@ -710,7 +711,7 @@ async fn the_cart_is_ready_again_once_redis_answers() {
     let url = stand_in.url.clone();
     let Some(app) = spawn(&keys.prefix, |s| {
         s.cache.redis_url = Some(url);
-        s.cache.timeout_ms = 200;
+        s.cart.redis_timeout_ms = 200;
     })
     .await
     else {
