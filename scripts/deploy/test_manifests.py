@@ -15,7 +15,7 @@ from pathlib import Path
 import manifests
 
 CONTEXTS = {"gateway", "identity", "catalog", "search", "cart", "inventory",
-            "orders", "payments", "notifications"}
+            "orders", "payments", "notifications", "pricing"}
 TWO_REPLICAS_FROM_THE_START = {"orders", "inventory", "payments"}
 DATA_DIR = "/var/lib/mercato"
 

@@ -1,6 +1,6 @@
 //! Cart lines and how they are priced.
 
-use mercato_contracts::types::{Line, ProductStatus, SkuInfo};
+use mercato_contracts::types::{Discount, Line, PricedLine, ProductStatus, Quote, SkuInfo};
 use mercato_kernel::time::Timestamp;
 use mercato_kernel::{ApiError, Currency, Money};
 use serde::{Deserialize, Serialize};
@@ -22,14 +22,63 @@ pub struct CartLine {
     pub added_at: Timestamp,
 }
 
-/// A cart as the API shows it, priced now.
+/// A cart as the API shows it, priced now. `total = subtotal -
+/// discount_total + shipping_total + tax_total`; shipping and tax are
+/// known once there is an address (`POST /checkout/quote`), so on the cart
+/// they are zero.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Cart {
     /// In the order they were first added, every line the cart holds.
     pub items: Vec<CartItem>,
+    /// What every line the cart can sell costs in `currency`.
     pub subtotal: Money,
-    /// The subtotal: there are no taxes or shipping costs yet.
+    pub discount_total: Money,
+    pub shipping_total: Money,
+    pub tax_total: Money,
     pub total: Money,
+    /// The cart's currency: its earliest line's (the shop's when empty).
+    pub currency: Currency,
+    /// What the promotion code takes off.
+    pub discounts: Vec<Discount>,
+    /// The code on the cart; it shows no discount in `discounts` while it
+    /// cannot apply (`promotion_note` says why), and checkout refuses it.
+    pub promotion_code: Option<String>,
+    /// Why the code does not apply to the cart as it is, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_note: Option<String>,
+}
+
+impl Cart {
+    /// The cart with the totals of a quote of its lines.
+    pub fn with_quote(self, quote: Quote) -> Cart {
+        Cart {
+            subtotal: quote.subtotal,
+            discount_total: quote.discount_total,
+            shipping_total: quote.shipping_total,
+            tax_total: quote.tax_total,
+            total: quote.total,
+            currency: quote.currency,
+            discounts: quote.discounts,
+            ..self
+        }
+    }
+
+    /// The lines the cart can sell, as pricing sees them.
+    pub fn priced_lines(&self, skus: &HashMap<String, SkuInfo>) -> Vec<PricedLine> {
+        self.items
+            .iter()
+            .filter(|i| i.available)
+            .map(|i| PricedLine {
+                sku: i.sku.clone(),
+                category: skus
+                    .get(&i.sku)
+                    .map(|s| s.category.clone())
+                    .unwrap_or_default(),
+                quantity: i.quantity,
+                line_total: i.line_total.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Why a line cannot be bought: its price is now in a currency other than
@@ -173,10 +222,18 @@ pub fn price(
         });
     }
     let subtotal = subtotal.unwrap_or_else(|| Money::zero(shop_currency.clone()));
+    let zero = Money::zero(subtotal.currency.clone());
     Ok(Cart {
         items,
         total: subtotal.clone(),
+        currency: subtotal.currency.clone(),
         subtotal,
+        discount_total: zero.clone(),
+        shipping_total: zero.clone(),
+        tax_total: zero,
+        discounts: Vec::new(),
+        promotion_code: None,
+        promotion_note: None,
     })
 }
 
@@ -220,6 +277,7 @@ mod tests {
             title: format!("Title of {sku}"),
             price: Money::new(amount, currency),
             status,
+            category: String::new(),
         }
     }
 

@@ -10,6 +10,10 @@
 //! The lines are kept in the context's database or in Redis ([`store`]);
 //! the outbox and inbox are in the database either way.
 //!
+//! A cart holds at most one promotion code; its discount comes from the
+//! pricing context ([`mercato_contracts::clients::PricingClient`]), which
+//! computes every total of carts and orders.
+//!
 //! Checkout reads the cart and, once the order is confirmed, takes the
 //! bought quantities out of it through
 //! [`mercato_contracts::clients::CartClient`], once per order, publishing
@@ -30,14 +34,28 @@ use mercato_kernel::db::{Migration, Migrations};
 pub const NAME: &str = "cart";
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "cart_lines",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "cart_lines",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "cart_lines",
+            sql: include_str!("../migrations/sqlite.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "cart_promotions",
+            sql: include_str!("../migrations/sqlite_2.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "cart_lines",
+            sql: include_str!("../migrations/postgres.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "cart_promotions",
+            sql: include_str!("../migrations/postgres_2.sql"),
+        },
+    ],
 };

@@ -1,4 +1,4 @@
-//! `/cart`, `/cart/items`, `/cart/items/{sku}`.
+//! `/cart`, `/cart/items`, `/cart/items/{sku}`, `/cart/promotions`.
 
 use crate::domain::Cart;
 use crate::service::CartService;
@@ -22,6 +22,8 @@ pub fn router(service: Arc<CartService>) -> OpenApiRouter {
         .routes(routes!(get_cart))
         .routes(routes!(add_item))
         .routes(routes!(update_item, remove_item))
+        .routes(routes!(apply_promotion))
+        .routes(routes!(remove_promotion))
         .with_state(service)
 }
 
@@ -136,6 +138,48 @@ async fn remove_item(
     Ok(Json(service.remove_item(customer, &sku).await?))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ApplyPromotionRequest {
+    /// A promotion code, any case.
+    #[schema(example = "SPRING10")]
+    pub code: String,
+}
+
+/// Put a promotion code on the cart, in place of any other.
+#[utoipa::path(post, path = "/cart/promotions", tag = "cart", security(("bearer" = [])),
+    request_body = ApplyPromotionRequest,
+    responses(
+        (status = 200, description = "The cart with the code's discount", body = Cart),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 422, description = "`promotion_not_applicable`: no promotion has the code, or it is disabled, outside its dates, under its `min_subtotal`, used up (in all or for this customer), or for none of the cart's lines or its currency", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog or pricing is unavailable", body = ErrorBody),
+    ))]
+async fn apply_promotion(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+    Json(body): Json<ApplyPromotionRequest>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(service.apply_promotion(customer, &body.code).await?))
+}
+
+/// Take a promotion code off the cart (a code it does not hold changes nothing).
+#[utoipa::path(delete, path = "/cart/promotions/{code}", tag = "cart", security(("bearer" = [])),
+    params(("code" = String, Path, description = "The code, any case")),
+    responses(
+        (status = 200, description = "The cart without the code", body = Cart),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog or pricing is unavailable", body = ErrorBody),
+    ))]
+async fn remove_promotion(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(service.remove_promotion(customer, &code).await?))
+}
+
 /// What the checkout reads from and does to a cart in distributed mode;
 /// mounted under `/internal/v1` behind the service token, outside the public API.
 pub fn internal_router(service: Arc<CartService>) -> OpenApiRouter {
@@ -146,7 +190,7 @@ mod internal {
     use crate::service::CartService;
     use axum::extract::State;
     use axum::http::StatusCode;
-    use mercato_contracts::clients::CartClient;
+    use mercato_contracts::clients::{CartClient, CartContents};
     use mercato_contracts::internal::{api_error, CheckedOutRequest};
     use mercato_contracts::types::Line;
     use mercato_kernel::error::ErrorBody;
@@ -161,12 +205,31 @@ mod internal {
 
     pub(super) fn router(service: AppState) -> OpenApiRouter {
         OpenApiRouter::new()
+            .routes(routes!(contents))
             .routes(routes!(lines))
             .routes(routes!(checked_out))
             .with_state(service)
     }
 
-    /// The customer's cart lines, priced now.
+    /// The customer's cart lines, priced now, and its promotion code.
+    #[utoipa::path(get, path = "/carts/{customer_id}/contents", tag = "internal", security(("service_token" = [])),
+        params(("customer_id" = String, Path, description = "Customer id")),
+        responses(
+            (status = 200, description = "`{lines, promotion_code}`"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        ))]
+    async fn contents(
+        State(service): State<AppState>,
+        Path(customer_id): Path<Uuid>,
+    ) -> ApiResult<Json<CartContents>> {
+        Ok(Json(
+            service.contents(customer_id).await.map_err(api_error)?,
+        ))
+    }
+
+    /// The customer's cart lines, priced now (for orders services that
+    /// predate `contents`).
     #[utoipa::path(get, path = "/carts/{customer_id}/lines", tag = "internal", security(("service_token" = [])),
         params(("customer_id" = String, Path, description = "Customer id")),
         responses(
@@ -178,7 +241,8 @@ mod internal {
         State(service): State<AppState>,
         Path(customer_id): Path<Uuid>,
     ) -> ApiResult<Json<Vec<Line>>> {
-        Ok(Json(service.lines(customer_id).await.map_err(api_error)?))
+        let contents = service.contents(customer_id).await.map_err(api_error)?;
+        Ok(Json(contents.lines))
     }
 
     /// Empties the cart of what an order bought; idempotent per order.

@@ -7,9 +7,11 @@ use crate::domain::{
 use crate::store::CartStore;
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, ClientResult};
+use mercato_contracts::clients::{
+    CartClient, CartContents, CatalogClient, ClientError, ClientResult, PricingClient,
+};
 use mercato_contracts::internal::LINE_UNAVAILABLE;
-use mercato_contracts::types::{Line, SkuInfo, SkuQuantity};
+use mercato_contracts::types::{QuoteRequest, SkuInfo, SkuQuantity};
 use mercato_kernel::bus::Subscription;
 use mercato_kernel::{time, ApiError, Currency};
 use std::collections::HashMap;
@@ -19,15 +21,25 @@ use uuid::Uuid;
 pub struct CartService {
     store: CartStore,
     catalog: Arc<dyn CatalogClient>,
+    pricing: Arc<dyn PricingClient>,
     /// What an empty cart is priced in.
     currency: Currency,
 }
 
+/// The longest promotion code there can be.
+const MAX_CODE_LEN: usize = 64;
+
 impl CartService {
-    pub fn new(store: CartStore, catalog: Arc<dyn CatalogClient>, currency: Currency) -> Self {
+    pub fn new(
+        store: CartStore,
+        catalog: Arc<dyn CatalogClient>,
+        pricing: Arc<dyn PricingClient>,
+        currency: Currency,
+    ) -> Self {
         Self {
             store,
             catalog,
+            pricing,
             currency,
         }
     }
@@ -46,7 +58,96 @@ impl CartService {
         let lines = self.store.lines(customer_id).await?;
         let mut skus = HashMap::new();
         self.look_up(&lines, &mut skus).await?;
-        price(&lines, &skus, &self.currency)
+        self.totals(customer_id, &lines, &skus).await
+    }
+
+    /// Prices the lines, and with a code on the cart asks pricing for its
+    /// discount. A code that does not apply to the cart as it is stays on
+    /// it with a note and no discount.
+    async fn totals(
+        &self,
+        customer_id: Uuid,
+        lines: &[CartLine],
+        skus: &HashMap<String, SkuInfo>,
+    ) -> Result<Cart, ApiError> {
+        let mut cart = price(lines, skus, &self.currency)?;
+        let Some(code) = self.store.promotion_code(customer_id).await? else {
+            return Ok(cart);
+        };
+        cart.promotion_code = Some(code.clone());
+        match self.quote(customer_id, &cart, skus, &code).await {
+            Ok(quote) => Ok(cart.with_quote(quote)),
+            Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                cart.promotion_note = Some(e.message);
+                Ok(cart)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The cart's quote with `code`, without an address.
+    async fn quote(
+        &self,
+        customer_id: Uuid,
+        cart: &Cart,
+        skus: &HashMap<String, SkuInfo>,
+        code: &str,
+    ) -> Result<mercato_contracts::types::Quote, ApiError> {
+        let request = QuoteRequest {
+            customer_id: Some(customer_id),
+            currency: cart.currency.clone(),
+            lines: cart.priced_lines(skus),
+            code: Some(code.to_owned()),
+            country: None,
+            shipping_method: None,
+        };
+        self.pricing.quote(&request).await.map_err(|e| match e {
+            ClientError::Rejected(_, code, message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            other => {
+                tracing::warn!(error = %other, "pricing the cart's promotion failed");
+                ApiError::unavailable("pricing is temporarily unavailable")
+            }
+        })
+    }
+
+    /// Puts a promotion code on the cart in place of any other: 422
+    /// `promotion_not_applicable` unless it applies to the cart as it is.
+    pub async fn apply_promotion(&self, customer_id: Uuid, code: &str) -> Result<Cart, ApiError> {
+        let code = code.trim();
+        if code.is_empty() || code.len() > MAX_CODE_LEN {
+            return Err(ApiError::unprocessable(
+                "promotion_not_applicable",
+                format!("no promotion has the code {code:?}"),
+            ));
+        }
+        let lines = self.store.lines(customer_id).await?;
+        let mut skus = HashMap::new();
+        self.look_up(&lines, &mut skus).await?;
+        let cart = price(&lines, &skus, &self.currency)?;
+        let quote = self.quote(customer_id, &cart, &skus, code).await?;
+        // As the promotion spells it.
+        let code = quote
+            .promotion
+            .as_ref()
+            .map_or(code.to_owned(), |p| p.code.clone());
+        self.store
+            .set_promotion_code(customer_id, Some(&code))
+            .await?;
+        let mut cart = cart.with_quote(quote);
+        cart.promotion_code = Some(code);
+        Ok(cart)
+    }
+
+    /// Takes the code off the cart; a code the cart does not hold changes
+    /// nothing.
+    pub async fn remove_promotion(&self, customer_id: Uuid, code: &str) -> Result<Cart, ApiError> {
+        let held = self.store.promotion_code(customer_id).await?;
+        if held.is_some_and(|h| h.eq_ignore_ascii_case(code.trim())) {
+            self.store.set_promotion_code(customer_id, None).await?;
+        }
+        self.cart(customer_id).await
     }
 
     /// Adds units of a SKU; a SKU already in the cart gets the sum.
@@ -142,7 +243,7 @@ impl CartService {
     ) -> Result<Cart, ApiError> {
         let lines = self.store.lines(customer_id).await?;
         self.look_up(&lines, &mut skus).await?;
-        price(&lines, &skus, &self.currency)
+        self.totals(customer_id, &lines, &skus).await
     }
 
     /// A SKU the customer may put in the cart, as the catalog has it now.
@@ -190,9 +291,23 @@ fn client_error(e: ApiError) -> ClientError {
 #[async_trait]
 impl CartClient for CartService {
     /// The lines an order takes: all of them, or a refusal naming the first
-    /// that cannot be bought.
-    async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>> {
-        let cart = self.cart(customer_id).await.map_err(client_error)?;
+    /// that cannot be bought; and the code on the cart.
+    async fn contents(&self, customer_id: Uuid) -> ClientResult<CartContents> {
+        let lines = self
+            .store
+            .lines(customer_id)
+            .await
+            .map_err(|e| client_error(e.into()))?;
+        let mut skus = HashMap::new();
+        self.look_up(&lines, &mut skus)
+            .await
+            .map_err(client_error)?;
+        let cart = price(&lines, &skus, &self.currency).map_err(client_error)?;
+        let promotion_code = self
+            .store
+            .promotion_code(customer_id)
+            .await
+            .map_err(|e| client_error(e.into()))?;
         if let Some(line) = cart.items.iter().find(|l| !l.available) {
             return Err(ClientError::Rejected(
                 crate::NAME,
@@ -203,7 +318,10 @@ impl CartClient for CartService {
                 ),
             ));
         }
-        Ok(cart.items.into_iter().map(CartItem::into_line).collect())
+        Ok(CartContents {
+            lines: cart.items.into_iter().map(CartItem::into_line).collect(),
+            promotion_code,
+        })
     }
 
     async fn checked_out(

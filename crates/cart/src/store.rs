@@ -98,6 +98,43 @@ impl CartStore {
         rows.into_iter().map(line_from_row).collect()
     }
 
+    /// The promotion code on the customer's cart.
+    pub async fn promotion_code(&self, customer_id: Uuid) -> anyhow::Result<Option<String>> {
+        if let Some(redis) = &self.redis {
+            return redis.promotion_code(customer_id).await;
+        }
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT code FROM cart_promotions WHERE customer_id = $1")
+                .bind(customer_id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(row.map(|(c,)| c))
+    }
+
+    /// Puts a code on the cart, in place of any other; `None` takes it off.
+    pub async fn set_promotion_code(
+        &self,
+        customer_id: Uuid,
+        code: Option<&str>,
+    ) -> anyhow::Result<()> {
+        if let Some(redis) = &self.redis {
+            return redis.set_promotion_code(customer_id, code).await;
+        }
+        let query = match code {
+            Some(code) => sqlx::query(
+                "INSERT INTO cart_promotions (customer_id, code, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (customer_id) DO UPDATE SET code = excluded.code, updated_at = excluded.updated_at",
+            )
+            .bind(customer_id.to_string())
+            .bind(code)
+            .bind(time::to_db(&time::now())),
+            None => sqlx::query("DELETE FROM cart_promotions WHERE customer_id = $1")
+                .bind(customer_id.to_string()),
+        };
+        self.db.execute(query).await?;
+        Ok(())
+    }
+
     /// Adds `quantity` units of `sku`, to the line if there is one. `false`
     /// (and no change) when the line would then hold more than `max`; the
     /// check is part of the write, so concurrent adds cannot pass it together.
@@ -182,6 +219,7 @@ impl CartStore {
             },
         )?;
         if let Some(redis) = &self.redis {
+            // The code went with the order (in the same script).
             let first = redis.check_out(customer_id, order_id, bought).await?;
             let mut tx = self.db.begin().await?;
             if record_checkout(&mut tx, customer_id, order_id).await? {
@@ -214,6 +252,11 @@ impl CartStore {
             .execute(tx.conn())
             .await?;
         }
+        // The code went with the order.
+        sqlx::query("DELETE FROM cart_promotions WHERE customer_id = $1")
+            .bind(&customer)
+            .execute(tx.conn())
+            .await?;
         self.outbox.add(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(true)

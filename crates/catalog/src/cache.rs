@@ -326,6 +326,7 @@ mod tests {
             title: p.title.clone(),
             price: mercato_kernel::Money::parse_price(amount, "EUR").expect("money"),
             status: ProductStatus::Active,
+            category: p.category.clone(),
         }
     }
 

@@ -255,6 +255,7 @@ impl CatalogStore {
                 },
                 price: v.price.clone(),
                 status: product.status,
+                category: product.category.clone(),
             }))
     }
 

@@ -1,7 +1,7 @@
 //! How one context calls another. Each trait is implemented in process by the
 //! owning context (embedded mode) and over HTTP (distributed mode).
 
-use crate::types::{Line, SkuInfo, SkuQuantity};
+use crate::types::{Line, Quote, QuoteRequest, SkuInfo, SkuQuantity};
 use async_trait::async_trait;
 use mercato_kernel::Money;
 use std::time::Duration;
@@ -95,11 +95,23 @@ pub trait PaymentsClient: Send + Sync + 'static {
     async fn refund(&self, order_id: Uuid) -> ClientResult<RefundOutcome>;
 }
 
+/// What a checkout takes from a cart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CartContents {
+    /// Every line, priced now.
+    pub lines: Vec<Line>,
+    /// The promotion code on the cart.
+    #[serde(default)]
+    pub promotion_code: Option<String>,
+}
+
 /// Cart, as the checkout sees it.
 #[async_trait]
 pub trait CartClient: Send + Sync + 'static {
-    /// The customer's cart lines, priced now.
-    async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>>;
+    /// The customer's cart lines, priced now, and its promotion code; a
+    /// refusal (`line_unavailable`) naming the first line that cannot be
+    /// bought with the others.
+    async fn contents(&self, customer_id: Uuid) -> ClientResult<CartContents>;
     /// Empties the cart of what the order bought; idempotent per order.
     async fn checked_out(
         &self,
@@ -107,4 +119,36 @@ pub trait CartClient: Send + Sync + 'static {
         order_id: Uuid,
         bought: &[SkuQuantity],
     ) -> ClientResult<()>;
+}
+
+/// What redeeming a promotion for an order came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// The order holds one use of the promotion.
+    Redeemed,
+    /// Nothing was redeemed: the code ran out (in all or for this customer),
+    /// was disabled or expired, or the order's redemption was given back
+    /// before it arrived.
+    Unavailable { reason: String },
+}
+
+/// Pricing, as the cart and the checkout see it.
+#[async_trait]
+pub trait PricingClient: Send + Sync + 'static {
+    /// What the lines cost with the code, shipping and tax. Refused
+    /// ([`ClientError::Rejected`]) with `promotion_not_applicable` or
+    /// `shipping_unavailable`.
+    async fn quote(&self, request: &QuoteRequest) -> ClientResult<Quote>;
+    /// Redeems one use of a promotion for an order by a conditional atomic
+    /// update, never past its limits. Repeating it for the order returns the
+    /// first outcome.
+    async fn redeem(
+        &self,
+        order_id: Uuid,
+        customer_id: Uuid,
+        promotion_id: Uuid,
+    ) -> ClientResult<RedeemOutcome>;
+    /// Gives an order's use back; a no-op when it holds none or gave it back
+    /// already. A redemption of the order arriving later is refused.
+    async fn release(&self, order_id: Uuid) -> ClientResult<()>;
 }

@@ -207,6 +207,32 @@ pub struct PaymentRefunded {
 }
 event!(PaymentRefunded, "payment.refunded");
 
+// pricing
+
+/// An order holds one use of a promotion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionRedeemed {
+    pub promotion_id: Uuid,
+    pub code: String,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    /// Uses of the promotion, this one included.
+    pub times_used: i64,
+}
+event!(PromotionRedeemed, "promotion.redeemed");
+
+/// A cancelled order gave its use of a promotion back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionReleased {
+    pub promotion_id: Uuid,
+    pub code: String,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    /// Uses of the promotion left after this one was given back.
+    pub times_used: i64,
+}
+event!(PromotionReleased, "promotion.released");
+
 // notifications
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,14 +18,14 @@
 //! is [`ClientError::Failed`], as the in-process call would have failed.
 
 use crate::clients::{
-    CartClient, CatalogClient, ChargeOutcome, ClientError, ClientResult, InventoryClient,
-    PaymentsClient, RefundOutcome, ReserveOutcome,
+    CartClient, CartContents, CatalogClient, ChargeOutcome, ClientError, ClientResult,
+    InventoryClient, PaymentsClient, PricingClient, RedeemOutcome, RefundOutcome, ReserveOutcome,
 };
 use crate::internal::{
-    ChargeRequest, ChargeResponse, CheckedOutRequest, RefundResponse, ReserveRequest,
-    ReserveResponse,
+    ChargeRequest, ChargeResponse, CheckedOutRequest, RedeemRequest, RedeemResponse,
+    RefundResponse, ReserveRequest, ReserveResponse,
 };
-use crate::types::{Line, SkuInfo, SkuQuantity};
+use crate::types::{Quote, QuoteRequest, SkuInfo, SkuQuantity};
 use async_trait::async_trait;
 use mercato_kernel::internal::REQUEST_ID_HEADER;
 use mercato_kernel::resilience::{backoff, CircuitBreaker};
@@ -303,7 +303,7 @@ impl ServiceClient {
                 self.name,
                 "the target does not serve the internal endpoints".into(),
             ),
-            StatusCode::UNPROCESSABLE_ENTITY if code == crate::internal::LINE_UNAVAILABLE => {
+            StatusCode::UNPROCESSABLE_ENTITY if crate::internal::is_verdict(&code) => {
                 ClientError::Rejected(self.name, code, message)
             }
             status => {
@@ -469,11 +469,11 @@ pub struct HttpCartClient(pub ServiceClient);
 
 #[async_trait]
 impl CartClient for HttpCartClient {
-    async fn lines(&self, customer_id: Uuid) -> ClientResult<Vec<Line>> {
+    async fn contents(&self, customer_id: Uuid) -> ClientResult<CartContents> {
         let id = customer_id.to_string();
         let answer = self
             .0
-            .call(Method::GET, &["carts", &id, "lines"], None)
+            .call(Method::GET, &["carts", &id, "contents"], None)
             .await?;
         self.0.decode(&answer)
     }
@@ -495,6 +495,60 @@ impl CartClient for HttpCartClient {
                 Method::POST,
                 &["carts", &id, "checked-out"],
                 json_body(self.0.name, &body)?,
+            )
+            .await?;
+        self.0.done(&answer)
+    }
+}
+
+/// [`PricingClient`] over HTTP.
+#[derive(Debug)]
+pub struct HttpPricingClient(pub ServiceClient);
+
+#[async_trait]
+impl PricingClient for HttpPricingClient {
+    async fn quote(&self, request: &QuoteRequest) -> ClientResult<Quote> {
+        let answer = self
+            .0
+            .call(
+                Method::POST,
+                &["pricing", "quote"],
+                json_body(self.0.name, request)?,
+            )
+            .await?;
+        self.0.decode(&answer)
+    }
+
+    async fn redeem(
+        &self,
+        order_id: Uuid,
+        customer_id: Uuid,
+        promotion_id: Uuid,
+    ) -> ClientResult<RedeemOutcome> {
+        let id = order_id.to_string();
+        let body = RedeemRequest {
+            customer_id,
+            promotion_id,
+        };
+        let answer = self
+            .0
+            .call(
+                Method::POST,
+                &["pricing", "redemptions", &id],
+                json_body(self.0.name, &body)?,
+            )
+            .await?;
+        self.0.decode::<RedeemResponse>(&answer).map(Into::into)
+    }
+
+    async fn release(&self, order_id: Uuid) -> ClientResult<()> {
+        let id = order_id.to_string();
+        let answer = self
+            .0
+            .call(
+                Method::POST,
+                &["pricing", "redemptions", &id, "release"],
+                None,
             )
             .await?;
         self.0.done(&answer)

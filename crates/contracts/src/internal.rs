@@ -4,7 +4,7 @@
 //! an HTTP answer so that the caller gets back the same kind of error an
 //! in-process call would have given.
 
-use crate::clients::{ChargeOutcome, ClientError, RefundOutcome, ReserveOutcome};
+use crate::clients::{ChargeOutcome, ClientError, RedeemOutcome, RefundOutcome, ReserveOutcome};
 use crate::types::SkuQuantity;
 use mercato_kernel::{ApiError, Money};
 use reqwest::StatusCode;
@@ -24,6 +24,13 @@ pub const TIMED_OUT: &str = "timeout";
 /// Code of a 422 answer, and of [`ClientError::Rejected`], when a cart
 /// holds a line that cannot be bought (priced in another currency).
 pub const LINE_UNAVAILABLE: &str = "line_unavailable";
+
+/// Every 422 answer but `call_failed` is the callee's verdict for the
+/// person who asked ([`ClientError::Rejected`]): a line that cannot be
+/// bought, a promotion code that does not apply, an address nobody ships to.
+pub fn is_verdict(code: &str) -> bool {
+    code != CALL_FAILED
+}
 
 /// `POST /internal/v1/reservations/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +126,39 @@ impl From<RefundResponse> for RefundOutcome {
             RefundResponse::NothingTaken => Self::NothingTaken,
             RefundResponse::Voided => Self::Voided,
             RefundResponse::Refunded => Self::Refunded,
+        }
+    }
+}
+
+/// `POST /internal/v1/pricing/redemptions/{order_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeemRequest {
+    pub customer_id: Uuid,
+    pub promotion_id: Uuid,
+}
+
+/// Answer of a redemption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RedeemResponse {
+    Redeemed,
+    Unavailable { reason: String },
+}
+
+impl From<RedeemOutcome> for RedeemResponse {
+    fn from(o: RedeemOutcome) -> Self {
+        match o {
+            RedeemOutcome::Redeemed => Self::Redeemed,
+            RedeemOutcome::Unavailable { reason } => Self::Unavailable { reason },
+        }
+    }
+}
+
+impl From<RedeemResponse> for RedeemOutcome {
+    fn from(o: RedeemResponse) -> Self {
+        match o {
+            RedeemResponse::Redeemed => Self::Redeemed,
+            RedeemResponse::Unavailable { reason } => Self::Unavailable { reason },
         }
     }
 }

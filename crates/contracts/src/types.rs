@@ -1,7 +1,7 @@
 //! Value types shared across contexts.
 
 use chrono::{DateTime, Utc};
-use mercato_kernel::Money;
+use mercato_kernel::{Currency, Money};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -48,6 +48,9 @@ pub struct SkuInfo {
     pub title: String,
     pub price: Money,
     pub status: ProductStatus,
+    /// The product's category (promotions may be limited to some).
+    #[serde(default)]
+    pub category: String,
 }
 
 /// One line of a cart or an order.
@@ -66,4 +69,105 @@ pub struct Line {
 pub struct SkuQuantity {
     pub sku: String,
     pub quantity: i64,
+}
+
+/// A line as pricing sees it: what it is, and what it costs before any
+/// discount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: String,
+    pub category: String,
+    pub quantity: i64,
+    pub line_total: Money,
+}
+
+/// What a quote is asked for: a cart's lines in its currency, its code, and
+/// where it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteRequest {
+    /// Whose cart: a code's per-customer limit counts this customer's uses.
+    pub customer_id: Option<Uuid>,
+    pub currency: Currency,
+    pub lines: Vec<PricedLine>,
+    /// The promotion code on the cart.
+    pub code: Option<String>,
+    /// The destination's country (ISO 3166-1 alpha-2); none for a cart that
+    /// has no address yet: then no shipping and no tax.
+    pub country: Option<String>,
+    /// The shipping method chosen; none for the cheapest one.
+    pub shipping_method: Option<Uuid>,
+}
+
+/// A discount a promotion gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Discount {
+    pub code: String,
+    pub description: String,
+    /// Off the lines (zero for free shipping, which shows as a zero
+    /// `shipping_total` instead).
+    pub amount: Money,
+}
+
+/// The shipping method an order goes by, and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShippingCharge {
+    pub id: Uuid,
+    pub name: String,
+    /// What it costs this order: zero when free over a subtotal or by a
+    /// promotion.
+    pub amount: Money,
+}
+
+/// A tax on an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaxLine {
+    pub name: String,
+    /// The rate in basis points (1,900 is 19 %).
+    pub rate_bps: i64,
+    pub amount: Money,
+}
+
+/// The promotion a quote applied, as the checkout saga redeems it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPromotion {
+    pub id: Uuid,
+    pub code: String,
+}
+
+/// What a cart or an order costs, computed in one place (the pricing
+/// context). Always `total = subtotal - discount_total + shipping_total +
+/// tax_total`, every amount in `currency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub currency: Currency,
+    pub subtotal: Money,
+    pub discount_total: Money,
+    pub shipping_total: Money,
+    pub tax_total: Money,
+    pub total: Money,
+    pub discounts: Vec<Discount>,
+    pub shipping_method: Option<ShippingCharge>,
+    pub tax_lines: Vec<TaxLine>,
+    /// The promotion applied, if any.
+    pub promotion: Option<AppliedPromotion>,
+}
+
+impl Quote {
+    /// The quote of lines that nothing applies to: no discount, no
+    /// shipping, no tax.
+    pub fn plain(subtotal: Money) -> Self {
+        let zero = Money::zero(subtotal.currency.clone());
+        Self {
+            currency: subtotal.currency.clone(),
+            total: subtotal.clone(),
+            subtotal,
+            discount_total: zero.clone(),
+            shipping_total: zero.clone(),
+            tax_total: zero,
+            discounts: Vec::new(),
+            shipping_method: None,
+            tax_lines: Vec::new(),
+            promotion: None,
+        }
+    }
 }

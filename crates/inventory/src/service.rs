@@ -250,6 +250,7 @@ mod tests {
                 title: "T".into(),
                 price: Money::new(100, Currency::parse("EUR").expect("currency")),
                 status: ProductStatus::Active,
+                category: String::new(),
             }))
         }
     }

@@ -86,6 +86,12 @@ impl Tx {
         }
     }
 
+    /// Rolls back, and answers once the store has left the transaction
+    /// (dropping a `Tx` rolls back too, but in a task of its own).
+    pub async fn rollback(mut self) {
+        self.lease.leave().await;
+    }
+
     /// Wakes `n` once this transaction has committed (the outbox relay, say).
     pub fn notify_on_commit(&mut self, n: &Arc<Notify>) {
         if !self.on_commit.iter().any(|x| Arc::ptr_eq(x, n)) {

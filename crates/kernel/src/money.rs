@@ -107,6 +107,53 @@ impl Money {
             .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency.clone()))
     }
+
+    pub fn checked_sub(&self, other: &Money) -> Result<Money, MoneyError> {
+        if self.currency != other.currency {
+            return Err(MoneyError::CurrencyMismatch(
+                self.currency.0.clone(),
+                other.currency.0.clone(),
+            ));
+        }
+        let amount = self
+            .amount
+            .checked_sub(other.amount)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Money::new(amount, self.currency.clone()))
+    }
+
+    /// `self × numerator / denominator`, rounded to the minor unit half away
+    /// from zero: a rate (`basis points / 10,000`) or a share of a total.
+    pub fn scaled(&self, numerator: i64, denominator: i64) -> Result<Money, MoneyError> {
+        if denominator == 0 {
+            return Err(MoneyError::Overflow);
+        }
+        let product = i128::from(self.amount) * i128::from(numerator);
+        let den = i128::from(denominator);
+        let (q, r) = (product / den, product % den);
+        // Half away from zero: a remainder of at least half the divisor
+        // moves the quotient one further from zero.
+        let rounded = if 2 * r.abs() >= den.abs() {
+            if (product < 0) != (den < 0) {
+                q - 1
+            } else {
+                q + 1
+            }
+        } else {
+            q
+        };
+        let amount = i64::try_from(rounded).map_err(|_| MoneyError::Overflow)?;
+        Ok(Money::new(amount, self.currency.clone()))
+    }
+
+    /// The smaller of two amounts of one currency.
+    pub fn min(self, other: Money) -> Money {
+        if other.amount < self.amount {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 impl fmt::Display for Money {
@@ -121,6 +168,21 @@ mod tests {
 
     fn eur(amount: i64) -> Money {
         Money::new(amount, Currency::parse("EUR").expect("valid currency"))
+    }
+
+    #[test]
+    fn scaling_rounds_half_away_from_zero() {
+        let scaled = |a: i64, n: i64, d: i64| eur(a).scaled(n, d).map(|m| m.amount).ok();
+        // 19 % of 1.05 is 0.1995: 0.20.
+        assert_eq!(scaled(105, 1900, 10_000), Some(20));
+        // 10 % of 0.05 is exactly half a cent: away from zero.
+        assert_eq!(scaled(5, 1000, 10_000), Some(1));
+        assert_eq!(scaled(-5, 1000, 10_000), Some(-1));
+        assert_eq!(scaled(4, 1000, 10_000), Some(0));
+        assert_eq!(scaled(1000, 1, 3), Some(333));
+        assert_eq!(scaled(2000, 1, 3), Some(667));
+        assert_eq!(scaled(i64::MAX, 2, 1), None);
+        assert_eq!(scaled(1, 1, 0), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use crate::config::Settings;
 use anyhow::Context as _;
-use mercato_contracts::clients::{CartClient, CatalogClient, InventoryClient, PaymentsClient};
+use mercato_contracts::clients::{
+    CartClient, CatalogClient, InventoryClient, PaymentsClient, PricingClient,
+};
 use mercato_gateway::{ConnectionLimits, GatewayConfig, Probe, Probes};
 use mercato_kernel::auth::TokenKeys;
 use mercato_kernel::bus::jetstream::{JetStreamBus, JetStreamConfig, StreamSpec};
@@ -34,6 +36,7 @@ pub struct Contexts {
     pub inventory: Arc<mercato_inventory::InventoryService>,
     pub payments: Arc<mercato_payments::PaymentsService>,
     pub orders: Arc<mercato_orders::OrdersService>,
+    pub pricing: Arc<mercato_pricing::PricingService>,
     /// The built-in test payment provider (idle when a real one is configured).
     pub test_provider: mercato_payments::testprovider::TestProvider,
 }
@@ -134,6 +137,7 @@ pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<
         StreamSpec::new("orders", &["order"]),
         StreamSpec::new("payments", &["payment"]),
         StreamSpec::new("notifications", &["notification"]),
+        StreamSpec::new("pricing", &["promotion"]),
     ];
     JetStreamBus::connect(config)
         .await
@@ -348,10 +352,36 @@ pub(crate) async fn build_catalog(
     })
 }
 
+pub(crate) async fn build_pricing(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_pricing::PricingService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_pricing::NAME,
+        &mercato_pricing::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let pricing = Arc::new(mercato_pricing::PricingService::new(
+        mercato_pricing::store::PricingStore::new(db.clone(), outbox),
+    ));
+    Ok(Parts {
+        api: mercato_pricing::routes::router(pricing.clone()),
+        internal: Some(mercato_pricing::routes::internal_router(pricing.clone())),
+        service: pricing,
+        db,
+        tasks,
+    })
+}
+
 pub(crate) async fn build_cart(
     settings: &Settings,
     shared: &Shared,
     catalog: Arc<dyn CatalogClient>,
+    pricing: Arc<dyn PricingClient>,
 ) -> anyhow::Result<Parts<mercato_cart::CartService>> {
     let mut tasks = Vec::new();
     let (db, outbox) = store_with_relay(
@@ -381,7 +411,9 @@ pub(crate) async fn build_cart(
         (crate::config::CartStore::Database, _) => store,
     };
     tracing::info!(store = store.backend(), "cart lines");
-    let cart = Arc::new(mercato_cart::CartService::new(store, catalog, currency));
+    let cart = Arc::new(mercato_cart::CartService::new(
+        store, catalog, pricing, currency,
+    ));
     tasks.push(
         shared
             .bus
@@ -490,6 +522,7 @@ pub(crate) struct OrdersDeps {
     pub catalog: Arc<dyn CatalogClient>,
     pub inventory: Arc<dyn InventoryClient>,
     pub payments: Arc<dyn PaymentsClient>,
+    pub pricing: Arc<dyn PricingClient>,
 }
 
 /// Orders and the checkout saga. `sole_runner`: this process is the only one
@@ -512,9 +545,12 @@ pub(crate) async fn build_orders(
     let store = mercato_orders::store::OrdersStore::new(db.clone(), outbox);
     let saga = Arc::new(mercato_orders::SagaRunner::new(
         store.clone(),
-        deps.inventory,
-        deps.payments,
-        deps.cart.clone(),
+        mercato_orders::saga::SagaDeps {
+            inventory: deps.inventory,
+            payments: deps.payments,
+            cart: deps.cart.clone(),
+            pricing: deps.pricing.clone(),
+        },
         mercato_orders::saga::SagaConfig {
             deadline: Duration::from_millis(settings.orders.saga_deadline_ms),
             step_timeout: Duration::from_millis(settings.orders.step_timeout_ms),
@@ -539,6 +575,7 @@ pub(crate) async fn build_orders(
         store,
         deps.cart,
         deps.catalog,
+        deps.pricing,
         saga,
     ));
     Ok(Parts {
@@ -788,7 +825,9 @@ impl Application {
 
         let identity = all.add("identity", build_identity(&settings, &shared).await?);
         let catalog = all.add("catalog", build_catalog(&settings, &shared).await?);
-        let cart = all.add_cart(build_cart(&settings, &shared, catalog.clone()).await?);
+        let pricing = all.add("pricing", build_pricing(&settings, &shared).await?);
+        let cart =
+            all.add_cart(build_cart(&settings, &shared, catalog.clone(), pricing.clone()).await?);
         let inventory = all.add(
             "inventory",
             build_inventory(&settings, &shared, catalog.clone()).await?,
@@ -803,6 +842,7 @@ impl Application {
                 catalog: catalog.clone(),
                 inventory: inventory.clone(),
                 payments: payments.clone(),
+                pricing: pricing.clone(),
             },
             // Embedded mode runs the only saga runner of this store.
             true,
@@ -838,6 +878,7 @@ impl Application {
                 inventory,
                 payments,
                 orders,
+                pricing,
                 test_provider,
             },
         })

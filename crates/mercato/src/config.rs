@@ -180,10 +180,11 @@ pub struct ServicesSettings {
     pub orders: Option<String>,
     pub payments: Option<String>,
     pub notifications: Option<String>,
+    pub pricing: Option<String>,
 }
 
 /// The contexts `serve --service` runs, in the order they are listed.
-pub const CONTEXTS: [&str; 8] = [
+pub const CONTEXTS: [&str; 9] = [
     "identity",
     "catalog",
     "search",
@@ -192,6 +193,7 @@ pub const CONTEXTS: [&str; 8] = [
     "orders",
     "payments",
     "notifications",
+    "pricing",
 ];
 
 impl ServicesSettings {
@@ -206,6 +208,7 @@ impl ServicesSettings {
             "orders" => &self.orders,
             "payments" => &self.payments,
             "notifications" => &self.notifications,
+            "pricing" => &self.pricing,
             _ => &None,
         };
         list.as_deref()

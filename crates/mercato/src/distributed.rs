@@ -7,8 +7,8 @@ use crate::app::{self, Assembly, OrdersDeps, Shared};
 use crate::config::{Settings, CONTEXTS};
 use anyhow::Context as _;
 use mercato_contracts::http::{
-    HttpCartClient, HttpCatalogClient, HttpInventoryClient, HttpPaymentsClient, ServiceClient,
-    ServiceConfig,
+    HttpCartClient, HttpCatalogClient, HttpInventoryClient, HttpPaymentsClient, HttpPricingClient,
+    ServiceClient, ServiceConfig,
 };
 use mercato_gateway::ConnectionLimits;
 use mercato_kernel::auth::TokenKeys;
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What `--service` accepts.
-pub const SERVICES: [&str; 9] = [
+pub const SERVICES: [&str; 10] = [
     "identity",
     "catalog",
     "search",
@@ -32,6 +32,7 @@ pub const SERVICES: [&str; 9] = [
     "orders",
     "payments",
     "notifications",
+    "pricing",
     "gateway",
 ];
 
@@ -145,8 +146,9 @@ async fn build_context(
         anyhow::anyhow!("distributed mode needs bus.nats_url (MERCATO_BUS__NATS_URL)")
     })?;
     let needs: &[&'static str] = match name {
-        "cart" | "inventory" => &["catalog"],
-        "orders" => &["cart", "catalog", "inventory", "payments"],
+        "cart" => &["catalog", "pricing"],
+        "inventory" => &["catalog"],
+        "orders" => &["cart", "catalog", "inventory", "payments", "pricing"],
         _ => &[],
     };
     for target in needs {
@@ -183,8 +185,14 @@ async fn build_context(
             all.add(name, app::build_catalog(settings, &shared).await?);
         }
         "cart" => {
-            let catalog = HttpCatalogClient(client(settings, name, "catalog", calls)?);
-            all.add_cart(app::build_cart(settings, &shared, Arc::new(catalog)).await?);
+            let catalog = HttpCatalogClient(client(settings, name, "catalog", calls.clone())?);
+            let pricing = HttpPricingClient(client(settings, name, "pricing", calls)?);
+            all.add_cart(
+                app::build_cart(settings, &shared, Arc::new(catalog), Arc::new(pricing)).await?,
+            );
+        }
+        "pricing" => {
+            all.add(name, app::build_pricing(settings, &shared).await?);
         }
         "inventory" => {
             let catalog = HttpCatalogClient(client(settings, name, "catalog", calls)?);
@@ -223,6 +231,12 @@ async fn build_context(
                     calls.clone(),
                 )?)),
                 payments: Arc::new(HttpPaymentsClient(client(settings, name, "payments", pay)?)),
+                pricing: Arc::new(HttpPricingClient(client(
+                    settings,
+                    name,
+                    "pricing",
+                    calls.clone(),
+                )?)),
             };
             // Replicas share the store: none may void the others' leases.
             all.add(

@@ -64,6 +64,7 @@ pub fn owner(path: &str) -> Option<&'static str> {
         "checkout" | "orders" | "admin" => "orders",
         "payments" => "payments",
         "notifications" => "notifications",
+        "promotions" | "shipping-methods" | "tax-rates" => "pricing",
         _ => return None,
     })
 }
@@ -670,6 +671,11 @@ mod tests {
         assert_eq!(owner("/orders/1/cancel"), Some("orders"));
         assert_eq!(owner("/payments/orders/1"), Some("payments"));
         assert_eq!(owner("/notifications"), Some("notifications"));
+        assert_eq!(owner("/promotions/1"), Some("pricing"));
+        assert_eq!(owner("/shipping-methods"), Some("pricing"));
+        assert_eq!(owner("/tax-rates/DE"), Some("pricing"));
+        assert_eq!(owner("/cart/promotions"), Some("cart"));
+        assert_eq!(owner("/checkout/quote"), Some("orders"));
         assert_eq!(owner("/nothing"), None);
         assert_eq!(owner(""), None);
     }

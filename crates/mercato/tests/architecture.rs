@@ -13,6 +13,7 @@ const CONTEXTS: &[&str] = &[
     "mercato-orders",
     "mercato-payments",
     "mercato-notifications",
+    "mercato-pricing",
 ];
 
 const SHARED: &[&str] = &["mercato-kernel", "mercato-contracts"];

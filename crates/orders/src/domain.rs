@@ -1,8 +1,8 @@
 //! Orders and their state machine.
 
 use chrono::{DateTime, Utc};
-use mercato_contracts::types::Line;
-use mercato_kernel::{ApiError, Money};
+use mercato_contracts::types::{AppliedPromotion, Discount, Line, Quote, ShippingCharge, TaxLine};
+use mercato_kernel::{ApiError, Currency, Money};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -80,6 +80,8 @@ pub mod cancel_reason {
     pub const OUT_OF_STOCK: &str = "out_of_stock";
     pub const PAYMENT_FAILED: &str = "payment_failed";
     pub const CUSTOMER_CANCELLED: &str = "customer_cancelled";
+    /// The promotion code ran out while the order raced for it.
+    pub const PROMOTION_UNAVAILABLE: &str = "promotion_unavailable";
 }
 
 /// Every field but `line2` is 1 to 200 characters, not only white space.
@@ -148,21 +150,117 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
 }
 
-/// An order as the API shows it.
+/// The totals of an order, frozen from its quote at checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPricing {
+    pub subtotal: Money,
+    pub discount_total: Money,
+    pub shipping_total: Money,
+    pub tax_total: Money,
+    pub discounts: Vec<Discount>,
+    pub shipping_method: Option<ShippingCharge>,
+    pub tax_lines: Vec<TaxLine>,
+    /// The promotion the saga redeems.
+    pub promotion: Option<AppliedPromotion>,
+}
+
+impl OrderPricing {
+    pub fn from_quote(q: Quote) -> Self {
+        Self {
+            subtotal: q.subtotal,
+            discount_total: q.discount_total,
+            shipping_total: q.shipping_total,
+            tax_total: q.tax_total,
+            discounts: q.discounts,
+            shipping_method: q.shipping_method,
+            tax_lines: q.tax_lines,
+            promotion: q.promotion,
+        }
+    }
+
+    /// An order placed before orders had totals: its total was its subtotal.
+    pub fn plain(total: &Money) -> Self {
+        let zero = Money::zero(total.currency.clone());
+        Self {
+            subtotal: total.clone(),
+            discount_total: zero.clone(),
+            shipping_total: zero.clone(),
+            tax_total: zero,
+            discounts: Vec::new(),
+            shipping_method: None,
+            tax_lines: Vec::new(),
+            promotion: None,
+        }
+    }
+}
+
+/// An order as the API shows it. `total = subtotal - discount_total +
+/// shipping_total + tax_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: Uuid,
     pub status: OrderStatus,
-    /// `out_of_stock`, `payment_failed`, `customer_cancelled` or null.
+    /// `out_of_stock`, `payment_failed`, `promotion_unavailable`,
+    /// `customer_cancelled` or null.
     pub cancel_reason: Option<String>,
     pub items: Vec<Line>,
+    /// The lines' total.
+    pub subtotal: Money,
+    pub discount_total: Money,
+    pub shipping_total: Money,
+    pub tax_total: Money,
+    /// What the customer is charged.
     pub total: Money,
+    pub currency: Currency,
+    /// What the promotion code took off.
+    pub discounts: Vec<Discount>,
+    /// The shipping method and what it cost; null when the shop has none.
+    pub shipping_method: Option<ShippingCharge>,
+    pub tax_lines: Vec<TaxLine>,
+    /// Money given back so far; at most `total`.
+    pub refunded_total: Money,
+    /// The promotion redeemed for the order, for the saga.
+    #[serde(skip)]
+    pub promotion: Option<AppliedPromotion>,
     pub payment: PaymentSummary,
     pub shipping_address: ShippingAddress,
     pub history: Vec<HistoryEntry>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What checking out would charge: the cart's lines and the totals of the
+/// order a checkout would place now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CheckoutQuote {
+    pub items: Vec<Line>,
+    pub subtotal: Money,
+    pub discount_total: Money,
+    pub shipping_total: Money,
+    pub tax_total: Money,
+    pub total: Money,
+    pub currency: Currency,
+    pub discounts: Vec<Discount>,
+    pub shipping_method: Option<ShippingCharge>,
+    pub tax_lines: Vec<TaxLine>,
+}
+
+impl CheckoutQuote {
+    pub fn new(items: Vec<Line>, q: Quote) -> Self {
+        Self {
+            items,
+            subtotal: q.subtotal,
+            discount_total: q.discount_total,
+            shipping_total: q.shipping_total,
+            tax_total: q.tax_total,
+            total: q.total,
+            currency: q.currency,
+            discounts: q.discounts,
+            shipping_method: q.shipping_method,
+            tax_lines: q.tax_lines,
+        }
+    }
 }
 
 #[cfg(test)]

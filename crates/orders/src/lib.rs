@@ -2,9 +2,10 @@
 //! orchestrates inventory and payments.
 //!
 //! A checkout stores the order (`pending`), its saga and the answer to its
-//! `Idempotency-Key` in one transaction, then [`saga::SagaRunner`] drives the
-//! steps: reserve stock, take payment, commit the reservation, confirm the
-//! order, empty the cart. Each step is idempotent (keyed by the order id) and
+//! `Idempotency-Key` in one transaction, with the totals of a quote from
+//! the pricing context frozen into it, then [`saga::SagaRunner`] drives the
+//! steps: reserve stock, redeem the promotion code, take payment, commit the
+//! reservation, confirm the order, empty the cart. Each step is idempotent (keyed by the order id) and
 //! has an undo; a step that fails, or does not succeed before the saga's
 //! deadline, turns the saga around: refund, release, cancel. The saga's
 //! state is stored after every step, and a lease lets exactly one runner
@@ -35,6 +36,16 @@ const ONE_PENDING_ORDER: Migration = Migration {
     sql: "CREATE UNIQUE INDEX orders_one_pending ON orders (customer_id) WHERE status = 'pending'",
 };
 
+/// The totals a checkout froze from its quote (JSON), and how much of the
+/// order was refunded. Orders placed before have neither: their total was
+/// their subtotal.
+const PRICING: Migration = Migration {
+    version: 3,
+    name: "order_pricing",
+    sql: "ALTER TABLE orders ADD COLUMN pricing TEXT;
+          ALTER TABLE orders ADD COLUMN refunded_amount BIGINT NOT NULL DEFAULT 0",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -43,6 +54,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/sqlite.sql"),
         },
         ONE_PENDING_ORDER,
+        PRICING,
     ],
     postgres: &[
         Migration {
@@ -51,5 +63,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/postgres.sql"),
         },
         ONE_PENDING_ORDER,
+        PRICING,
     ],
 };

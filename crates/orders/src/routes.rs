@@ -1,7 +1,7 @@
 //! `/checkout` and `/orders`.
 
-use crate::domain::{Order, OrderStatus, ShippingAddress};
-use crate::service::{Answer, CheckoutRequest, OrdersService};
+use crate::domain::{CheckoutQuote, Order, OrderStatus, ShippingAddress};
+use crate::service::{Answer, CheckoutRequest, Destination, OrdersService};
 use crate::watch::MAX_WAIT_SECS;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,6 +26,7 @@ type AppState = Arc<OrdersService>;
 pub fn router(service: Arc<OrdersService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(checkout))
+        .routes(routes!(quote_checkout))
         .routes(routes!(list_orders))
         .routes(routes!(get_order))
         .routes(routes!(cancel_order))
@@ -53,6 +54,17 @@ pub struct PaymentInput {
 pub struct CheckoutBody {
     pub payment: PaymentInput,
     pub shipping_address: ShippingAddress,
+    /// A shipping method (`GET /shipping-methods`) that ships to the
+    /// address; the cheapest that does when absent.
+    pub shipping_method: Option<Uuid>,
+}
+
+/// Checkout's body without the payment.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct QuoteBody {
+    pub shipping_address: ShippingAddress,
+    /// As in checkout.
+    pub shipping_method: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -120,8 +132,8 @@ fn json_answer(a: Answer) -> Response {
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers check out", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `checkout_in_progress`: an order from this cart is still pending (the same key replays its answer instead); `idempotency_key_in_use`: a request with the key is still running", body = ErrorBody),
-        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`: a line can no longer be bought; `line_unavailable`: a line is priced in another currency than the cart (the message names it); `validation_failed`: an address or token out of its rules, or a total out of range", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the cart, the catalog or a store is unavailable", body = ErrorBody),
+        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`: a line can no longer be bought; `line_unavailable`: a line is priced in another currency than the cart (the message names it); `promotion_not_applicable`: the cart's code does not apply (used up, expired, disabled, under its minimum); `shipping_unavailable`: no shipping method (or not the one asked for) ships to the address; `validation_failed`: an address or token out of its rules, or a total out of range", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the cart, the catalog, pricing or a store is unavailable", body = ErrorBody),
     ))]
 async fn checkout(
     State(service): State<AppState>,
@@ -143,11 +155,37 @@ async fn checkout(
                 idempotency_key: key,
                 request_body: canonical,
                 payment_token: parsed.payment.token,
-                shipping_address: parsed.shipping_address,
+                destination: Destination {
+                    shipping_address: parsed.shipping_address,
+                    shipping_method: parsed.shipping_method,
+                },
             },
         )
         .await?;
     Ok(json_answer(answer))
+}
+
+/// What a checkout of the cart to this address would charge, exactly:
+/// subtotal, the code's discount, shipping and tax. Nothing is placed.
+#[utoipa::path(post, path = "/checkout/quote", tag = "orders", security(("bearer" = [])),
+    request_body = QuoteBody,
+    responses(
+        (status = 200, description = "The totals the checkout would charge", body = CheckoutQuote),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers check out", body = ErrorBody),
+        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`, `line_unavailable`: a line cannot be bought; `promotion_not_applicable`: the cart's code does not apply; `shipping_unavailable`: no shipping method (or not the one asked for) ships to the address; `validation_failed`: an address out of its rules", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the cart, the catalog or pricing is unavailable", body = ErrorBody),
+    ))]
+async fn quote_checkout(
+    State(service): State<AppState>,
+    caller: Caller,
+    Json(body): Json<QuoteBody>,
+) -> ApiResult<Json<CheckoutQuote>> {
+    let to = Destination {
+        shipping_address: body.shipping_address,
+        shipping_method: body.shipping_method,
+    };
+    Ok(Json(service.quote(caller, to).await?))
 }
 
 /// Parses a JSON body by hand, because checkout keeps the body for fingerprinting.

@@ -1,9 +1,12 @@
 //! The checkout saga, orchestrated.
 //!
-//! Forward steps: `reserve` → `pay` → `commit` → `confirm` → `clear_cart`.
-//! Compensation: `refund_payment` → `release_stock` → `cancel_order`.
-//! An unwind (cancellation or refund of a confirmed order): `refund_payment`
-//! → `restock`.
+//! Forward steps: `reserve` → `redeem` → `pay` → `commit` → `confirm` →
+//! `clear_cart`. Compensation: `refund_payment` → `release_stock` →
+//! `release_promotion` → `cancel_order`. An unwind (cancellation or refund
+//! of a confirmed order): `refund_payment` → `restock`, then for a
+//! cancellation `release_promotion` (a refunded order keeps its use of the
+//! code). `redeem` and `release_promotion` call pricing only for an order
+//! with a promotion.
 //!
 //! Every step calls an idempotent operation keyed by the order id, then
 //! records the next step; a crash between the two repeats the call, which
@@ -15,8 +18,8 @@
 use crate::domain::{cancel_reason, Order, OrderStatus};
 use crate::store::{OrdersStore, Saga, SagaKind, SagaState, SagaUpdate};
 use mercato_contracts::clients::{
-    CartClient, ChargeOutcome, ClientError, InventoryClient, PaymentsClient, RefundOutcome,
-    ReserveOutcome,
+    CartClient, ChargeOutcome, ClientError, InventoryClient, PaymentsClient, PricingClient,
+    RedeemOutcome, RefundOutcome, ReserveOutcome,
 };
 use mercato_contracts::events::{OrderCancelled, OrderConfirmed};
 use mercato_contracts::types::SkuQuantity;
@@ -66,11 +69,20 @@ impl Default for SagaConfig {
     }
 }
 
+/// The contexts the saga calls.
+pub struct SagaDeps {
+    pub inventory: Arc<dyn InventoryClient>,
+    pub payments: Arc<dyn PaymentsClient>,
+    pub cart: Arc<dyn CartClient>,
+    pub pricing: Arc<dyn PricingClient>,
+}
+
 pub struct SagaRunner {
     store: OrdersStore,
     inventory: Arc<dyn InventoryClient>,
     payments: Arc<dyn PaymentsClient>,
     cart: Arc<dyn CartClient>,
+    pricing: Arc<dyn PricingClient>,
     config: SagaConfig,
     /// This runner's name in leases.
     owner: String,
@@ -184,18 +196,13 @@ async fn within<T>(
 }
 
 impl SagaRunner {
-    pub fn new(
-        store: OrdersStore,
-        inventory: Arc<dyn InventoryClient>,
-        payments: Arc<dyn PaymentsClient>,
-        cart: Arc<dyn CartClient>,
-        config: SagaConfig,
-    ) -> Self {
+    pub fn new(store: OrdersStore, deps: SagaDeps, config: SagaConfig) -> Self {
         Self {
             store,
-            inventory,
-            payments,
-            cart,
+            inventory: deps.inventory,
+            payments: deps.payments,
+            cart: deps.cart,
+            pricing: deps.pricing,
             config,
             owner: format!("runner-{}", mercato_kernel::id::new_id().simple()),
         }
@@ -390,12 +397,12 @@ impl SagaRunner {
                 }
                 Step::Retry(error) => error,
             };
-            let forward = matches!(saga.step.as_str(), "reserve" | "pay" | "commit");
+            let forward = matches!(saga.step.as_str(), "reserve" | "redeem" | "pay" | "commit");
             if saga.state == SagaState::Running && forward && time::now() >= saga.deadline {
-                let reason = if saga.step == "pay" {
-                    cancel_reason::PAYMENT_FAILED
-                } else {
-                    cancel_reason::OUT_OF_STOCK
+                let reason = match saga.step.as_str() {
+                    "pay" => cancel_reason::PAYMENT_FAILED,
+                    "redeem" => cancel_reason::PROMOTION_UNAVAILABLE,
+                    _ => cancel_reason::OUT_OF_STOCK,
                 };
                 tracing::warn!(order_id = %order_id, step = %saga.step, error = %error, "saga step timed out; compensating");
                 let moved = self
@@ -537,12 +544,37 @@ impl SagaRunner {
                 )
                 .await
                 {
-                    Ok(ReserveOutcome::Reserved) => {
-                        Step::Advanced(self.advance(saga, SagaState::Running, "pay", None).await?)
-                    }
+                    Ok(ReserveOutcome::Reserved) => Step::Advanced(
+                        self.advance(saga, SagaState::Running, "redeem", None)
+                            .await?,
+                    ),
                     Ok(ReserveOutcome::OutOfStock { sku }) => {
                         tracing::info!(order_id = %id, sku = %sku, "out of stock; cancelling");
                         self.compensate(saga, cancel_reason::OUT_OF_STOCK).await?
+                    }
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Running, "redeem") => {
+                let Some(promotion) = &order.promotion else {
+                    return Ok(Step::Advanced(
+                        self.advance(saga, SagaState::Running, "pay", None).await?,
+                    ));
+                };
+                match within(
+                    cfg.step_timeout,
+                    "pricing",
+                    self.pricing.redeem(id, order.customer_id, promotion.id),
+                )
+                .await
+                {
+                    Ok(RedeemOutcome::Redeemed) => {
+                        Step::Advanced(self.advance(saga, SagaState::Running, "pay", None).await?)
+                    }
+                    Ok(RedeemOutcome::Unavailable { reason }) => {
+                        tracing::info!(order_id = %id, code = %promotion.code, reason = %reason, "promotion unavailable; cancelling");
+                        self.compensate(saga, cancel_reason::PROMOTION_UNAVAILABLE)
+                            .await?
                     }
                     Err(e) => Step::Retry(client_error(e)),
                 }
@@ -684,9 +716,22 @@ impl SagaRunner {
             (SagaState::Compensating, "release_stock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.release(id)).await {
                     Ok(()) => Step::Advanced(
-                        self.advance(saga, SagaState::Compensating, "cancel_order", None)
+                        self.advance(saga, SagaState::Compensating, "release_promotion", None)
                             .await?,
                     ),
+                    Err(e) => Step::Retry(client_error(e)),
+                }
+            }
+            (SagaState::Compensating, "release_promotion") => {
+                let (state, next) = match saga.kind {
+                    SagaKind::Checkout => (SagaState::Compensating, "cancel_order"),
+                    SagaKind::Unwind => (SagaState::Done, "done"),
+                };
+                if order.promotion.is_none() {
+                    return Ok(Step::Advanced(self.advance(saga, state, next, None).await?));
+                }
+                match within(cfg.step_timeout, "pricing", self.pricing.release(id)).await {
+                    Ok(()) => Step::Advanced(self.advance(saga, state, next, None).await?),
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
@@ -728,6 +773,12 @@ impl SagaRunner {
             }
             (SagaState::Compensating, "restock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.restock(id)).await {
+                    // A cancelled order gives its use of the code back; a
+                    // refunded one keeps it.
+                    Ok(()) if order.status == OrderStatus::Cancelled => Step::Advanced(
+                        self.advance(saga, SagaState::Compensating, "release_promotion", None)
+                            .await?,
+                    ),
                     Ok(()) => {
                         Step::Advanced(self.advance(saga, SagaState::Done, "done", None).await?)
                     }

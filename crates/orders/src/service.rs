@@ -1,16 +1,19 @@
 //! Order use cases: checkout, reading, and the status changes people make.
 
-use crate::domain::{cancel_reason, Order, OrderStatus, PaymentSummary, ShippingAddress};
+use crate::domain::{
+    cancel_reason, CheckoutQuote, Order, OrderStatus, PaymentSummary, ShippingAddress,
+};
 use crate::saga::SagaRunner;
 use crate::store::{CreateOutcome, IdempotencyRecord, OrdersStore, SagaUpdate, Viewer};
-use mercato_contracts::clients::{CartClient, CatalogClient, ClientError};
+use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, PricingClient};
 use mercato_contracts::events::{
     OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
 };
+use mercato_contracts::types::{Line, PricedLine, Quote, QuoteRequest};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::idempotency::{self, StoredResponse};
 use mercato_kernel::page::{Page, PageRequest};
-use mercato_kernel::{id, time, ApiError, Envelope, Money};
+use mercato_kernel::{id, time, ApiError, Envelope};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ pub struct OrdersService {
     store: OrdersStore,
     cart: Arc<dyn CartClient>,
     catalog: Arc<dyn CatalogClient>,
+    pricing: Arc<dyn PricingClient>,
     saga: Arc<SagaRunner>,
 }
 
@@ -33,7 +37,32 @@ pub struct CheckoutRequest {
     /// The request body as canonical JSON, for the idempotency fingerprint.
     pub request_body: Vec<u8>,
     pub payment_token: String,
+    pub destination: Destination,
+}
+
+/// Where an order goes, and how.
+pub struct Destination {
     pub shipping_address: ShippingAddress,
+    /// The shipping method chosen; the cheapest for the address when none.
+    pub shipping_method: Option<Uuid>,
+}
+
+/// A cart priced for an address: what a checkout would charge.
+struct PricedCart {
+    items: Vec<Line>,
+    sellers: Vec<Uuid>,
+    quote: Quote,
+}
+
+/// A refusal of another context for the person who asked, passed on; any
+/// other failure is a dependency being down.
+fn verdict_or_dependency(e: ClientError) -> ApiError {
+    match e {
+        ClientError::Rejected(_, code, message) => {
+            ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        }
+        other => dependency(other),
+    }
 }
 
 /// An answer that may be a replay.
@@ -52,14 +81,81 @@ impl OrdersService {
         store: OrdersStore,
         cart: Arc<dyn CartClient>,
         catalog: Arc<dyn CatalogClient>,
+        pricing: Arc<dyn PricingClient>,
         saga: Arc<SagaRunner>,
     ) -> Self {
         Self {
             store,
             cart,
             catalog,
+            pricing,
             saga,
         }
+    }
+
+    /// The customer's cart priced for `to`, as a checkout would charge it.
+    async fn price_cart(
+        &self,
+        customer_id: Uuid,
+        to: &Destination,
+    ) -> Result<PricedCart, ApiError> {
+        to.shipping_address.validate()?;
+        let contents = self
+            .cart
+            .contents(customer_id)
+            .await
+            .map_err(verdict_or_dependency)?;
+        let items = contents.lines;
+        let Some(first) = items.first() else {
+            return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
+        };
+        let currency = first.unit_price.currency.clone();
+        let mut sellers = BTreeSet::new();
+        let mut lines = Vec::with_capacity(items.len());
+        for line in &items {
+            let info = self
+                .catalog
+                .sku(&line.sku)
+                .await
+                .map_err(dependency)?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "sku_unavailable",
+                        format!("{} can no longer be bought", line.sku),
+                    )
+                })?;
+            sellers.insert(info.seller_id);
+            lines.push(PricedLine {
+                sku: line.sku.clone(),
+                category: info.category,
+                quantity: line.quantity,
+                line_total: line.line_total.clone(),
+            });
+        }
+        let quote = self
+            .pricing
+            .quote(&QuoteRequest {
+                customer_id: Some(customer_id),
+                currency,
+                lines,
+                code: contents.promotion_code,
+                country: Some(to.shipping_address.country.clone()),
+                shipping_method: to.shipping_method,
+            })
+            .await
+            .map_err(verdict_or_dependency)?;
+        Ok(PricedCart {
+            items,
+            sellers: sellers.into_iter().collect(),
+            quote,
+        })
+    }
+
+    /// What checking out the caller's cart to `to` would charge, exactly.
+    pub async fn quote(&self, caller: Caller, to: Destination) -> Result<CheckoutQuote, ApiError> {
+        caller.require(&[Role::Customer])?;
+        let priced = self.price_cart(caller.user_id, &to).await?;
+        Ok(CheckoutQuote::new(priced.items, priced.quote))
     }
 
     pub fn store(&self) -> &OrdersStore {
@@ -90,36 +186,13 @@ impl OrdersService {
                 "payment.token must be 1 to 200 characters",
             ));
         }
-        req.shipping_address.validate()?;
-
-        let items = self.cart.lines(caller.user_id).await.map_err(|e| match e {
-            // The cart's verdict on its own lines, for the customer.
-            ClientError::Rejected(_, code, message) => {
-                ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            }
-            other => dependency(other),
-        })?;
-        let Some(first) = items.first() else {
-            return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
-        };
-        let mut total = Money::zero(first.unit_price.currency.clone());
-        let mut sellers = BTreeSet::new();
-        for line in &items {
-            total = total.checked_add(&line.line_total)?;
-            let info = self
-                .catalog
-                .sku(&line.sku)
-                .await
-                .map_err(dependency)?
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        "sku_unavailable",
-                        format!("{} can no longer be bought", line.sku),
-                    )
-                })?;
-            sellers.insert(info.seller_id);
-        }
+        let PricedCart {
+            items,
+            sellers,
+            quote,
+        } = self.price_cart(caller.user_id, &req.destination).await?;
         let now = time::now();
+        let total = quote.total.clone();
         let order = Order {
             id: id::new_id(),
             customer_id: caller.user_id,
@@ -130,8 +203,18 @@ impl OrdersService {
                 status: "pending".into(),
                 amount: total.clone(),
             },
+            subtotal: quote.subtotal,
+            discount_total: quote.discount_total,
+            shipping_total: quote.shipping_total,
+            tax_total: quote.tax_total,
+            refunded_total: mercato_kernel::Money::zero(quote.currency.clone()),
+            currency: quote.currency,
+            discounts: quote.discounts,
+            shipping_method: quote.shipping_method,
+            tax_lines: quote.tax_lines,
+            promotion: quote.promotion,
             total,
-            shipping_address: req.shipping_address,
+            shipping_address: req.destination.shipping_address,
             history: vec![crate::domain::HistoryEntry {
                 status: OrderStatus::Pending,
                 at: now,
@@ -162,7 +245,6 @@ impl OrdersService {
                 body: body.clone(),
             },
         };
-        let sellers: Vec<Uuid> = sellers.into_iter().collect();
         match self
             .store
             .create_checkout(&order, token, &sellers, &deadline, &record, &[placed])

@@ -1,6 +1,8 @@
 //! Orders, their history and sellers, and the saga log.
 
-use crate::domain::{HistoryEntry, Order, OrderStatus, PaymentSummary, ShippingAddress};
+use crate::domain::{
+    HistoryEntry, Order, OrderPricing, OrderStatus, PaymentSummary, ShippingAddress,
+};
 use crate::watch::StatusWatch;
 use chrono::{DateTime, Utc};
 use mercato_contracts::types::Line;
@@ -130,9 +132,11 @@ type OrderRow = (
     String,
     String,
     String,
+    Option<String>,
+    i64,
 );
 const ORDER_COLUMNS: &str =
-    "id, customer_id, status, cancel_reason, items, total_amount, currency, payment_status, shipping_address, created_at, updated_at";
+    "id, customer_id, status, cancel_reason, items, total_amount, currency, payment_status, shipping_address, created_at, updated_at, pricing, refunded_amount";
 
 impl OrdersStore {
     pub fn new(db: Db, outbox: Outbox) -> Self {
@@ -236,8 +240,18 @@ impl OrdersStore {
         {
             return Ok(CreateOutcome::KeyTaken);
         }
+        let pricing = OrderPricing {
+            subtotal: order.subtotal.clone(),
+            discount_total: order.discount_total.clone(),
+            shipping_total: order.shipping_total.clone(),
+            tax_total: order.tax_total.clone(),
+            discounts: order.discounts.clone(),
+            shipping_method: order.shipping_method.clone(),
+            tax_lines: order.tax_lines.clone(),
+            promotion: order.promotion.clone(),
+        };
         let inserted = sqlx::query(&format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}, payment_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO orders ({ORDER_COLUMNS}, payment_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(order.id.to_string())
         .bind(order.customer_id.to_string())
@@ -250,6 +264,8 @@ impl OrdersStore {
         .bind(serde_json::to_string(&order.shipping_address)?)
         .bind(time::to_db(&order.created_at))
         .bind(time::to_db(&order.updated_at))
+        .bind(serde_json::to_string(&pricing)?)
+        .bind(order.refunded_total.amount)
         .bind(payment_token)
         .execute(tx.conn())
         .await;
@@ -375,8 +391,15 @@ impl OrdersStore {
             address,
             created_at,
             updated_at,
+            pricing,
+            refunded_amount,
         ) = row;
-        let total = Money::new(total_amount, Currency::parse(&currency)?);
+        let currency = Currency::parse(&currency)?;
+        let total = Money::new(total_amount, currency.clone());
+        let pricing = match pricing {
+            Some(p) => serde_json::from_str::<OrderPricing>(&p)?,
+            None => OrderPricing::plain(&total),
+        };
         Ok(Order {
             id: Uuid::parse_str(&id)?,
             customer_id: Uuid::parse_str(&customer_id)?,
@@ -388,6 +411,16 @@ impl OrdersStore {
                 status: payment_status,
                 amount: total.clone(),
             },
+            subtotal: pricing.subtotal,
+            discount_total: pricing.discount_total,
+            shipping_total: pricing.shipping_total,
+            tax_total: pricing.tax_total,
+            discounts: pricing.discounts,
+            shipping_method: pricing.shipping_method,
+            tax_lines: pricing.tax_lines,
+            promotion: pricing.promotion,
+            refunded_total: Money::new(refunded_amount, currency.clone()),
+            currency,
             total,
             shipping_address: serde_json::from_str::<ShippingAddress>(&address)?,
             history,
@@ -645,7 +678,12 @@ impl OrdersStore {
         if !Self::advance_from(&mut tx, order_id, from, state, step, reason).await? {
             return Ok(false);
         }
-        sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
+        // Money back in full: what was refunded is the whole total.
+        sqlx::query(
+            "UPDATE orders SET payment_status = $1, updated_at = $2,
+                refunded_amount = CASE WHEN $1 = 'refunded' THEN total_amount ELSE refunded_amount END
+             WHERE id = $3",
+        )
             .bind(payment_status)
             .bind(time::to_db(&time::now()))
             .bind(order_id.to_string())

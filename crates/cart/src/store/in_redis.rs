@@ -7,7 +7,8 @@
 //! - `<prefix>:cart-sku:<sku>`: a set of the customers whose cart holds the
 //!   SKU, so an archived product can be taken out of every cart;
 //! - `<prefix>:cart-checkout:<order_id>`: set when an order's purchase was
-//!   taken out of its cart, kept for [`CHECKOUT_MARKER_TTL_SECS`].
+//!   taken out of its cart, kept for [`CHECKOUT_MARKER_TTL_SECS`];
+//! - `<prefix>:cart-promo:<customer_id>`: the promotion code on the cart.
 //!
 //! Every change that reads before it writes is one Lua script, so it is
 //! atomic in Redis: two concurrent adds cannot both pass the `max` check.
@@ -60,16 +61,18 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. string.sub(line, sep + 1)
 return 1
 ";
 
-/// KEYS[1]: the order's marker. KEYS[2]: the cart. KEYS[2 + n]: the set of
-/// the n-th bought SKU. ARGV[1]: customer id. ARGV[2]: the marker's time to
-/// live in seconds. ARGV[1 + 2n], ARGV[2 + 2n]: the n-th bought SKU and
-/// quantity. 0 when the marker was already set (nothing changed), else 1.
-/// Units added after the order was placed stay in the cart.
+/// KEYS[1]: the order's marker. KEYS[2]: the cart. KEYS[3]: the cart's
+/// promotion code. KEYS[3 + n]: the set of the n-th bought SKU. ARGV[1]:
+/// customer id. ARGV[2]: the marker's time to live in seconds. ARGV[1 +
+/// 2n], ARGV[2 + 2n]: the n-th bought SKU and quantity. 0 when the marker
+/// was already set (nothing changed), else 1. Units added after the order
+/// was placed stay in the cart; the code goes with the order.
 const CHECK_OUT: &str = r"
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-for i = 3, #KEYS do
-  local sku = ARGV[2 * i - 3]
-  local bought = tonumber(ARGV[2 * i - 2])
+redis.call('DEL', KEYS[3])
+for i = 4, #KEYS do
+  local sku = ARGV[2 * i - 5]
+  local bought = tonumber(ARGV[2 * i - 4])
   local line = redis.call('HGET', KEYS[2], sku)
   if line then
     local sep = string.find(line, ':', 1, true)
@@ -129,6 +132,28 @@ impl RedisLines {
 
     fn checkout_key(&self, order_id: Uuid) -> String {
         format!("{}:cart-checkout:{order_id}", self.prefix)
+    }
+
+    fn promo_key(&self, customer_id: Uuid) -> String {
+        format!("{}:cart-promo:{customer_id}", self.prefix)
+    }
+
+    pub(super) async fn promotion_code(&self, customer_id: Uuid) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        self.call(conn.get(self.promo_key(customer_id))).await
+    }
+
+    pub(super) async fn set_promotion_code(
+        &self,
+        customer_id: Uuid,
+        code: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let key = self.promo_key(customer_id);
+        match code {
+            Some(code) => self.call(conn.set(key, code)).await,
+            None => self.call(conn.del(key)).await,
+        }
     }
 
     /// Runs one Redis call within the time-out. A failure is a 503 to a
@@ -211,6 +236,7 @@ impl RedisLines {
         let mut conn = self.conn.clone();
         let mut call = self.check_out.key(self.checkout_key(order_id));
         call.key(self.cart_key(customer_id))
+            .key(self.promo_key(customer_id))
             .arg(customer_id.to_string())
             .arg(CHECKOUT_MARKER_TTL_SECS);
         for b in bought.iter().filter(|b| b.quantity > 0) {

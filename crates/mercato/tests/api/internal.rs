@@ -308,7 +308,7 @@ async fn cart_lines_and_checkout_over_http() {
     ));
     let customer_id: Uuid = customer.id.parse().expect("uuid");
 
-    let lines = cart.lines(customer_id).await.expect("lines");
+    let lines = cart.contents(customer_id).await.expect("lines").lines;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].sku, sku);
     assert_eq!(lines[0].quantity, 2);
@@ -324,7 +324,12 @@ async fn cart_lines_and_checkout_over_http() {
     let r = app.get("/cart", Some(&customer.token)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["items"], json!([]));
-    assert!(cart.lines(customer_id).await.expect("lines").is_empty());
+    assert!(cart
+        .contents(customer_id)
+        .await
+        .expect("lines")
+        .lines
+        .is_empty());
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! The cart service on its real store, with an in-memory catalog: what
+//! The cart service on its real store, with an in-memory catalog and the
+//! real pricing service (its tables in the same test database): what
 //! checkout and the bus see through `CartClient` and the consumer. Every
 //! test runs with the lines in the database (SQLite, PostgreSQL) and in
 //! Redis (beside each database, which keeps the outbox and inbox), each
@@ -9,7 +10,9 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use mercato_cart::store::CartStore;
 use mercato_cart::CartService;
-use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, ClientResult};
+use mercato_contracts::clients::{
+    CartClient, CatalogClient, ClientError, ClientResult, PricingClient,
+};
 use mercato_contracts::events::{CartCheckedOut, ProductArchived};
 use mercato_contracts::types::{ProductStatus, SkuInfo, SkuQuantity};
 use mercato_kernel::db::Db;
@@ -34,6 +37,7 @@ impl FakeCatalog {
             title: format!("Product {sku}"),
             price: Money::new(amount, Currency::parse(currency).expect("currency")),
             status,
+            category: "cups".into(),
         };
         self.skus
             .lock()
@@ -66,7 +70,18 @@ impl Fixture {
     }
 }
 
-fn fixture(s: TestStore, redis: Option<RedisKeys>) -> Fixture {
+/// Pricing on the cart's test database.
+async fn pricing(db: &Db) -> Arc<mercato_pricing::PricingService> {
+    db.migrate(mercato_pricing::NAME, &mercato_pricing::MIGRATIONS)
+        .await
+        .expect("pricing's tables");
+    Arc::new(mercato_pricing::PricingService::new(
+        mercato_pricing::store::PricingStore::new(db.clone(), Outbox::new()),
+    ))
+}
+
+async fn fixture(s: TestStore, redis: Option<RedisKeys>) -> Fixture {
+    let pricing: Arc<dyn PricingClient> = pricing(&s.db).await;
     let mut store = CartStore::new(s.db.clone(), Outbox::new());
     let mut label = format!("{:?}", s.backend);
     if let Some(keys) = &redis {
@@ -77,6 +92,7 @@ fn fixture(s: TestStore, redis: Option<RedisKeys>) -> Fixture {
     let cart = Arc::new(CartService::new(
         store,
         catalog.clone(),
+        pricing,
         Currency::parse("EUR").expect("currency"),
     ));
     Fixture {
@@ -92,13 +108,12 @@ fn fixture(s: TestStore, redis: Option<RedisKeys>) -> Fixture {
 /// The cart on every backend of the store suite, with its lines in the
 /// database and in Redis.
 async fn fixtures() -> Vec<Fixture> {
-    let mut out: Vec<Fixture> = stores(mercato_cart::NAME, &mercato_cart::MIGRATIONS)
-        .await
-        .into_iter()
-        .map(|s| fixture(s, None))
-        .collect();
+    let mut out = Vec::new();
     for s in stores(mercato_cart::NAME, &mercato_cart::MIGRATIONS).await {
-        out.push(fixture(s, Some(RedisKeys::new())));
+        out.push(fixture(s, None).await);
+    }
+    for s in stores(mercato_cart::NAME, &mercato_cart::MIGRATIONS).await {
+        out.push(fixture(s, Some(RedisKeys::new())).await);
     }
     out
 }
@@ -132,7 +147,7 @@ async fn lines_are_the_priced_cart() {
         f.cart.add_item(customer, "A", 2).await.expect("add A");
         f.cart.add_item(customer, "B", 1).await.expect("add B");
         f.catalog.put("B", 100, "EUR", ProductStatus::Archived);
-        let lines = f.cart.lines(customer).await.expect("lines");
+        let lines = f.cart.contents(customer).await.expect("lines").lines;
         assert_eq!(lines.len(), 1, "{}: archived B is not sold", f.label);
         assert_eq!(lines[0].sku, "A");
         assert_eq!(lines[0].line_total.amount, 500);
@@ -163,9 +178,10 @@ async fn checkout_takes_out_what_was_bought_once_per_order() {
 
         let left: Vec<(String, i64)> = f
             .cart
-            .lines(customer)
+            .contents(customer)
             .await
             .expect("lines")
+            .lines
             .into_iter()
             .map(|l| (l.sku, l.quantity))
             .collect();
@@ -192,9 +208,90 @@ async fn checkout_takes_out_what_was_bought_once_per_order() {
             .checked_out(customer, Uuid::now_v7(), &bought(&[("A", 5)]))
             .await
             .expect("second order");
-        let left = f.cart.lines(customer).await.expect("lines");
+        let left = f.cart.contents(customer).await.expect("lines").lines;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].sku, "C");
+    }
+}
+
+/// A code on the cart is kept by the store (database or Redis), priced by
+/// pricing, handed to checkout with the lines, and goes with the order.
+#[tokio::test]
+async fn a_promotion_code_stays_on_the_cart_until_the_order_takes_it() {
+    use mercato_pricing::domain::{PromotionKind, PromotionRules};
+    for f in fixtures().await {
+        f.catalog.put("A", 1000, "EUR", ProductStatus::Active);
+        let customer = Uuid::now_v7();
+        f.cart.add_item(customer, "A", 2).await.expect("add A");
+        let e = f
+            .cart
+            .apply_promotion(customer, "TENOFF")
+            .await
+            .expect_err("no such code yet");
+        assert_eq!(e.code, "promotion_not_applicable", "{}", f.label);
+
+        let pricing = pricing(&f.db).await;
+        pricing
+            .store()
+            .create_promotion(&PromotionRules {
+                code: "TenOff".into(),
+                kind: PromotionKind::Percentage,
+                value: Some(10),
+                amount: None,
+                amounts: Vec::new(),
+                min_subtotal: None,
+                starts_at: None,
+                ends_at: None,
+                usage_limit: None,
+                per_customer_limit: None,
+                categories: Vec::new(),
+                description: None,
+                active: true,
+            })
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("promotion");
+        let cart = f
+            .cart
+            .apply_promotion(customer, "tenoff")
+            .await
+            .expect("applied");
+        assert_eq!(
+            cart.promotion_code.as_deref(),
+            Some("TenOff"),
+            "{}",
+            f.label
+        );
+        assert_eq!(cart.discount_total.amount, 200, "{}", f.label);
+        assert_eq!(cart.total.amount, 1800, "{}", f.label);
+        let read = f.cart.cart(customer).await.expect("cart");
+        assert_eq!(read, cart, "{}: the store keeps the code", f.label);
+        let contents = f.cart.contents(customer).await.expect("contents");
+        assert_eq!(contents.promotion_code.as_deref(), Some("TenOff"));
+
+        f.cart
+            .checked_out(customer, Uuid::now_v7(), &bought(&[("A", 1)]))
+            .await
+            .expect("checked out");
+        let after = f.cart.cart(customer).await.expect("cart");
+        assert_eq!(
+            after.promotion_code, None,
+            "{}: the order took the code",
+            f.label
+        );
+        assert_eq!(after.total.amount, 1000);
+
+        f.cart
+            .apply_promotion(customer, "TENOFF")
+            .await
+            .expect("applied again");
+        let removed = f
+            .cart
+            .remove_promotion(customer, "tenOFF")
+            .await
+            .expect("removed");
+        assert_eq!(removed.promotion_code, None, "{}", f.label);
+        assert!(removed.discounts.is_empty());
     }
 }
 
@@ -436,7 +533,7 @@ async fn redis_keeps_a_hash_per_cart_and_a_set_of_customers_per_sku() {
     else {
         panic!("SQLite is always there");
     };
-    let f = fixture(s, Some(RedisKeys::new()));
+    let f = fixture(s, Some(RedisKeys::new())).await;
     let Some(mut keys) = f.redis else {
         unreachable!("a Redis fixture")
     };
@@ -497,6 +594,7 @@ async fn an_unreachable_redis_makes_carts_unavailable() {
     let cart = CartService::new(
         CartStore::new(s.db.clone(), Outbox::new()).with_redis(conn, "unreachable", timeout),
         catalog,
+        pricing(&s.db).await,
         Currency::parse("EUR").expect("currency"),
     );
     let customer = Uuid::now_v7();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 9] = [
     "identity",
     "catalog",
     "search",
@@ -26,6 +26,7 @@ pub const SERVICES: [&str; 8] = [
     "orders",
     "payments",
     "notifications",
+    "pricing",
 ];
 
 pub const JWT_SECRET: &str = "a-jwt-secret-shared-by-every-service";
