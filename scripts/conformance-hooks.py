@@ -31,8 +31,33 @@ STATE_DEPENDENT = {
     # The SKU of the line was archived since it was added.
     "PATCH /api/v1/cart/items/{sku}": {"sku_unavailable"},
     # "Checkout with an empty cart is 422" (contract); a line no longer sold,
-    # or priced in another currency than the rest of the cart.
-    "POST /api/v1/checkout": {"cart_empty", "sku_unavailable", "line_unavailable"},
+    # or priced in another currency than the rest of the cart; the cart's
+    # promotion code no longer applies; nobody ships to the address (or not
+    # the method asked for).
+    "POST /api/v1/checkout": {
+        "cart_empty",
+        "sku_unavailable",
+        "line_unavailable",
+        "promotion_not_applicable",
+        "shipping_unavailable",
+    },
+    # The same refusals as the checkout it prices.
+    "POST /api/v1/checkout/quote": {
+        "cart_empty",
+        "sku_unavailable",
+        "line_unavailable",
+        "promotion_not_applicable",
+        "shipping_unavailable",
+    },
+    # A code no promotion has, or one that does not apply to the cart
+    # (disabled, outside its dates, used up, under its minimum).
+    "POST /api/v1/cart/promotions": {"promotion_not_applicable"},
+    # Rules between fields: a value or amount for the kind, an end after
+    # the start, one amount per currency; on PATCH, with the stored rules.
+    "POST /api/v1/promotions": {"invalid_promotion"},
+    "PATCH /api/v1/promotions/{id}": {"invalid_promotion"},
+    # One price per currency.
+    "POST /api/v1/shipping-methods": {"duplicate_currency"},
     # Every variant of a product is priced in one currency.
     "POST /api/v1/products": {"currency_mismatch"},
     "PATCH /api/v1/products/{id}": {"currency_mismatch"},

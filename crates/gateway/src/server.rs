@@ -150,6 +150,17 @@ impl Watch {
     }
 }
 
+/// At most this much is read at a time. hyper checks a head's size only
+/// between reads, and a read fills whatever room its buffer has: a head far
+/// over the limit that arrived all at once could be read whole and served.
+/// In steps of this size it is refused (431) however it arrives.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How long, and how much, a closing connection reads and drops of what
+/// its client still sends (see `Watched::poll_shutdown`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
 /// A connection's stream, watched both ways.
 ///
 /// Reads fail once a request head has been arriving for longer than the
@@ -170,6 +181,9 @@ struct Watched {
     /// A JSON answer standing in for hyper's bare one, and how much of it
     /// has been written.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Closing: until when, and how many more bytes, what the client still
+    /// sends is read and dropped.
+    linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl Watched {
@@ -181,6 +195,7 @@ impl Watched {
             head: None,
             answers_written: 0,
             replacement: None,
+            linger: None,
         }
     }
 }
@@ -237,7 +252,17 @@ impl AsyncRead for Watched {
             }
         }
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = if buf.remaining() <= READ_CHUNK {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        } else {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut small = ReadBuf::new(&mut chunk);
+            let read = Pin::new(&mut this.stream).poll_read(cx, &mut small);
+            if let Poll::Ready(Ok(())) = read {
+                buf.put_slice(small.filled());
+            }
+            read
+        };
         if let Poll::Ready(Ok(())) = read {
             let got = buf.filled().len() > before;
             if got && this.head.is_none() && this.watch.in_flight.load(Ordering::Acquire) == 0 {
@@ -289,8 +314,40 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    /// Closes the way a client can read the last answer: after the FIN,
+    /// what the client still sends (the rest of a body refused with 413,
+    /// say) is read and dropped for a while, because closing a socket with
+    /// unread data resets the connection, and a reset can destroy the
+    /// answer before the client reads it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            match Pin::new(&mut this.stream).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {}
+                // Gone already: nothing left to protect.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), LINGER_BYTES));
+        }
+        let Some((deadline, budget)) = &mut this.linger else {
+            return Poll::Ready(Ok(()));
+        };
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut scratch = [0u8; READ_CHUNK];
+        loop {
+            let mut sink = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut sink) {
+                Poll::Ready(Ok(())) if !sink.filled().is_empty() && *budget > 0 => {
+                    *budget = budget.saturating_sub(sink.filled().len());
+                }
+                // The client's FIN, an error, or enough read: done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     // Not vectored: hyper then writes each answer's head at the start of a

@@ -1,5 +1,6 @@
-//! Demo data: a seller, a customer and a few products, loaded by
-//! `mercato serve --demo`. Loading twice changes nothing.
+//! Demo data: a seller, a customer, a few products, a promotion code, two
+//! shipping methods and two tax rates, loaded by `mercato serve --demo`.
+//! Loading twice changes nothing.
 
 use crate::app::Contexts;
 use mercato_catalog::domain::{CatalogCommand, NewVariant};
@@ -11,6 +12,8 @@ use std::collections::BTreeMap;
 pub const SELLER_EMAIL: &str = "seller@demo.mercato.dev";
 pub const CUSTOMER_EMAIL: &str = "customer@demo.mercato.dev";
 pub const PASSWORD: &str = "mercato-demo";
+/// 10 % off, at most 1,000 uses.
+pub const PROMOTION_CODE: &str = "WELCOME10";
 /// Units of every demo SKU in the `main` warehouse.
 pub const DEMO_STOCK: i64 = 100;
 
@@ -123,8 +126,74 @@ pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
                 .map_err(|e| anyhow::anyhow!("stocking demo sku {sku}: {}", e.message))?;
         }
     }
+    pricing(ctx, &eur).await?;
     Ok(format!(
-        "Demo data loaded.\n  seller:   {SELLER_EMAIL} / {PASSWORD}\n  customer: {CUSTOMER_EMAIL} / {PASSWORD}\n  customer token: {}\n",
+        "Demo data loaded.\n  seller:   {SELLER_EMAIL} / {PASSWORD}\n  customer: {CUSTOMER_EMAIL} / {PASSWORD}\n  customer token: {}\n  promotion code: {PROMOTION_CODE} (10 % off)\n",
         customer.access_token
     ))
+}
+
+/// A promotion code, shipping (standard everywhere, free over 50.00;
+/// express), and VAT for Germany and the United Kingdom.
+async fn pricing(ctx: &Contexts, eur: &Currency) -> anyhow::Result<()> {
+    use mercato_pricing::domain::{PromotionKind, PromotionRules};
+    use mercato_pricing::service::NewShippingMethod;
+    let admin = Caller {
+        user_id: uuid::Uuid::nil(),
+        role: Role::Admin,
+    };
+    let failed = |what: &str, e: mercato_kernel::ApiError| {
+        anyhow::anyhow!("creating the demo {what}: {}", e.message)
+    };
+    let pricing = &ctx.pricing;
+    if pricing
+        .store()
+        .promotion_by_code(PROMOTION_CODE)
+        .await?
+        .is_none()
+    {
+        let rules = PromotionRules {
+            code: PROMOTION_CODE.to_owned(),
+            kind: PromotionKind::Percentage,
+            value: Some(10),
+            amount: None,
+            amounts: Vec::new(),
+            min_subtotal: None,
+            starts_at: None,
+            ends_at: None,
+            usage_limit: Some(1000),
+            per_customer_limit: Some(1),
+            categories: Vec::new(),
+            description: Some("10 % off your first order".to_owned()),
+            active: true,
+        };
+        pricing
+            .create_promotion(admin, rules)
+            .await
+            .map_err(|e| failed("promotion", e))?;
+    }
+    if pricing.store().shipping_methods().await?.is_empty() {
+        for (name, amount, free_over) in [("Standard", 495, Some(5000)), ("Express", 1295, None)] {
+            let method = NewShippingMethod {
+                name: name.to_owned(),
+                price: Money::new(amount, eur.clone()),
+                prices: Vec::new(),
+                countries: Vec::new(),
+                free_over: free_over.map(|f| Money::new(f, eur.clone())),
+            };
+            pricing
+                .create_shipping_method(admin, method)
+                .await
+                .map_err(|e| failed("shipping method", e))?;
+        }
+    }
+    for (country, rate_bps, name) in [("DE", 1900, "MwSt"), ("GB", 2000, "VAT")] {
+        if pricing.store().tax_rate(country).await?.is_none() {
+            pricing
+                .put_tax_rate(admin, country, rate_bps, Some(name.to_owned()))
+                .await
+                .map_err(|e| failed("tax rate", e))?;
+        }
+    }
+    Ok(())
 }

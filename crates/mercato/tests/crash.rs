@@ -263,6 +263,88 @@ async fn a_saga_resumes_after_a_crash_at_every_step() {
     }
 }
 
+/// The promotion's steps: the process dies right after the code was
+/// redeemed (or given back), the restarted process resumes the saga, and
+/// the code was used exactly once by a confirmed order and not at all by a
+/// cancelled one.
+#[tokio::test]
+async fn a_saga_with_a_code_resumes_after_a_crash_at_its_promotion_steps() {
+    let cases = [
+        ("redeem", "tok_visa", "confirmed", 1),
+        ("pay", "tok_decline", "cancelled", 0),
+        ("release_promotion", "tok_decline", "cancelled", 0),
+    ];
+    for (step, token, outcome, used) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        create_admin(dir.path());
+        let claim = claim_port();
+        let port = claim.port;
+        let mut server = start(dir.path(), port, Some(&format!("saga_crash_after:{step}"))).await;
+        let api = Api::new(&server.base);
+        let admin = api.login("admin@crash.test", "admin-password").await;
+        let promo = api
+            .ok(
+                reqwest::Method::POST,
+                "/promotions",
+                Some(&admin),
+                Some(json!({"code": "CRASH", "kind": "percentage", "value": 10, "usage_limit": 1})),
+            )
+            .await;
+        let (_, sku) = shop(&api, 10).await;
+        let customer = api.sign_up("customer").await.token;
+        api.ok(
+            reqwest::Method::POST,
+            "/cart/items",
+            Some(&customer),
+            Some(json!({"sku": sku, "quantity": 2})),
+        )
+        .await;
+        api.ok(
+            reqwest::Method::POST,
+            "/cart/promotions",
+            Some(&customer),
+            Some(json!({"code": "crash"})),
+        )
+        .await;
+        let (status, order) = api
+            .call(
+                reqwest::Method::POST,
+                "/checkout",
+                Some(&customer),
+                Some(json!({"payment": {"token": token}, "shipping_address": address()})),
+                Some("once"),
+            )
+            .await
+            .expect("checkout");
+        assert_eq!(status, StatusCode::ACCEPTED, "{step}: {order}");
+        let id = order["id"].as_str().expect("id").to_owned();
+        server.died().await;
+
+        let server = start(dir.path(), port, None).await;
+        let api = Api::new(&server.base);
+        let admin = api.login("admin@crash.test", "admin-password").await;
+        let _ = audit(&api, &admin, &sku, 10, &[(customer.clone(), id.clone())]).await;
+        let order = api
+            .ok(
+                reqwest::Method::GET,
+                &format!("/orders/{id}"),
+                Some(&customer),
+                None,
+            )
+            .await;
+        assert_eq!(order["status"], outcome, "crash after {step}: {order}");
+        let promo = api
+            .ok(
+                reqwest::Method::GET,
+                &format!("/promotions/{}", promo["id"].as_str().expect("id")),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(promo["times_used"], used, "crash after {step}: {promo}");
+    }
+}
+
 /// The commit step fails (the reservation expired while the payment was
 /// taken): the payment is refunded, nothing stays reserved, and the order is
 /// cancelled.

@@ -154,6 +154,131 @@ async fn a_purchase_travels_through_the_gateway_across_service_processes() {
     assert_eq!(api.available(&sku).await, 3);
 }
 
+/// Pricing is a process of its own: the cart asks it for the code's
+/// discount, orders for the quote it freezes into the order, and the
+/// checkout saga redeems the code there, all over HTTP.
+#[tokio::test]
+async fn a_purchase_with_a_code_shipping_and_tax_is_priced_by_the_pricing_process() {
+    let mut cluster = Cluster::start(Options::default()).await;
+    cluster.ready().await;
+    let api = Api::new(&cluster.gateway);
+    let (email, password) = cluster.create_admin();
+    let admin = api.login(&email, &password).await;
+    let eur = |amount: i64| json!({"amount": amount, "currency": "EUR"});
+
+    let method = api
+        .ok(
+            Method::POST,
+            "/shipping-methods",
+            Some(&admin),
+            Some(json!({"name": "Standard", "price": eur(500), "countries": ["NL"]})),
+        )
+        .await;
+    api.ok(
+        Method::PUT,
+        "/tax-rates/NL",
+        Some(&admin),
+        Some(json!({"rate_bps": 2100, "name": "BTW"})),
+    )
+    .await;
+    let promo = api
+        .ok(
+            Method::POST,
+            "/promotions",
+            Some(&admin),
+            Some(json!({"code": "WELCOME", "kind": "fixed_amount", "amount": eur(400), "usage_limit": 1})),
+        )
+        .await;
+
+    let (_, sku) = blackbox::shop(&api, 5).await;
+    let customer = api.sign_up("customer").await.token;
+    api.ok(
+        Method::POST,
+        "/cart/items",
+        Some(&customer),
+        Some(json!({"sku": sku, "quantity": 2})),
+    )
+    .await;
+    let cart = api
+        .ok(
+            Method::POST,
+            "/cart/promotions",
+            Some(&customer),
+            Some(json!({"code": "welcome"})),
+        )
+        .await;
+    let subtotal = cart["subtotal"]["amount"].as_i64().expect("subtotal");
+    assert_eq!(cart["discount_total"], eur(400), "{cart}");
+
+    let quote = api
+        .ok(
+            Method::POST,
+            "/checkout/quote",
+            Some(&customer),
+            Some(json!({"shipping_address": blackbox::address()})),
+        )
+        .await;
+    assert_eq!(quote["shipping_method"]["id"], method["id"], "{quote}");
+    let taxed = subtotal - 400 + 500;
+    let tax = (taxed * 2100 + 5000) / 10_000;
+    assert_eq!(quote["tax_total"], eur(tax), "{quote}");
+    assert_eq!(quote["total"], eur(taxed + tax));
+
+    let order = checkout(&api, &customer, "tok_visa").await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(order["total"], quote["total"]);
+    let promo = api
+        .ok(
+            Method::GET,
+            &format!("/promotions/{}", promo["id"].as_str().expect("id")),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(promo["times_used"], 1, "redeemed by the saga: {promo}");
+
+    // Used up: the next customer's checkout is refused.
+    let other = api.sign_up("customer").await.token;
+    api.ok(
+        Method::POST,
+        "/cart/items",
+        Some(&other),
+        Some(json!({"sku": sku, "quantity": 1})),
+    )
+    .await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/cart/promotions",
+            Some(&other),
+            Some(json!({"code": "WELCOME"})),
+            None,
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "promotion_not_applicable");
+
+    let doc = api
+        .client
+        .get(format!("{}/openapi.json", cluster.gateway))
+        .send()
+        .await
+        .expect("openapi")
+        .json::<Value>()
+        .await
+        .expect("openapi json");
+    for path in [
+        "/api/v1/promotions",
+        "/api/v1/shipping-methods",
+        "/api/v1/tax-rates/{country}",
+        "/api/v1/cart/promotions",
+        "/api/v1/checkout/quote",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+}
+
 /// The ids of what `q` finds on one search replica, asked directly.
 async fn found_on(replica: &Api, q: &str) -> Vec<Value> {
     let hits = replica

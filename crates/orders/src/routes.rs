@@ -56,6 +56,8 @@ pub struct CheckoutBody {
     pub shipping_address: ShippingAddress,
     /// A shipping method (`GET /shipping-methods`) that ships to the
     /// address; the cheapest that does when absent.
+    #[serde(default, deserialize_with = "mercato_kernel::id::optional_id")]
+    #[schema(value_type = Option<String>, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub shipping_method: Option<Uuid>,
 }
 
@@ -64,6 +66,8 @@ pub struct CheckoutBody {
 pub struct QuoteBody {
     pub shipping_address: ShippingAddress,
     /// As in checkout.
+    #[serde(default, deserialize_with = "mercato_kernel::id::optional_id")]
+    #[schema(value_type = Option<String>, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub shipping_method: Option<Uuid>,
 }
 
@@ -343,4 +347,20 @@ async fn refund_order(
     Ok(json_answer(
         service.refund(caller, order_id(&id)?, &key).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    /// The document states the ids the server takes.
+    #[test]
+    fn shipping_method_ids_carry_the_kernels_pattern() {
+        let escaped = serde_json::to_string(mercato_kernel::id::ID_PATTERN).unwrap_or_default();
+        for schema in [CheckoutBody::schema(), QuoteBody::schema()] {
+            let doc = serde_json::to_string(&schema).unwrap_or_default();
+            assert!(doc.contains(escaped.trim_matches('"')), "{doc}");
+        }
+    }
 }

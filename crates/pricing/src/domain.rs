@@ -87,10 +87,19 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::validation(message)
 }
 
+/// Code of the 422 for rules that contradict each other (a value for a
+/// kind that takes none, an end before the start, two amounts in one
+/// currency): each field is fine alone.
+pub const INVALID_PROMOTION: &str = "invalid_promotion";
+
+fn contradicts(message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(INVALID_PROMOTION, message)
+}
+
 impl PromotionRules {
     /// 422 `validation_failed` unless the rules make one promotion.
     pub fn check(&self) -> Result<(), ApiError> {
-        let code = self.code.trim();
+        let code = &self.code;
         if code.is_empty()
             || code.len() > 64
             || !code
@@ -99,53 +108,19 @@ impl PromotionRules {
         {
             return Err(invalid("code must be 1 to 64 letters, digits, `-` or `_`"));
         }
-        match self.kind {
-            PromotionKind::Percentage => {
-                if !matches!(self.value, Some(1..=100)) {
-                    return Err(invalid("a percentage promotion needs a value of 1 to 100"));
-                }
-                if self.amount.is_some() || !self.amounts.is_empty() {
-                    return Err(invalid("a percentage promotion takes no amount"));
-                }
-            }
-            PromotionKind::FixedAmount => {
-                let Some(amount) = &self.amount else {
-                    return Err(invalid("a fixed_amount promotion needs an amount"));
-                };
-                let mut currencies = vec![&amount.currency];
-                for a in std::iter::once(amount).chain(&self.amounts) {
-                    if a.amount < 1 {
-                        return Err(invalid("amounts off must be at least 1"));
-                    }
-                }
-                for a in &self.amounts {
-                    if currencies.contains(&&a.currency) {
-                        return Err(invalid(format!(
-                            "amounts: more than one amount in {}",
-                            a.currency
-                        )));
-                    }
-                    currencies.push(&a.currency);
-                }
-                if self.value.is_some() {
-                    return Err(invalid("a fixed_amount promotion takes no value"));
-                }
-            }
-            PromotionKind::FreeShipping => {
-                if self.value.is_some() || self.amount.is_some() || !self.amounts.is_empty() {
-                    return Err(invalid(
-                        "a free_shipping promotion takes no value and no amount",
-                    ));
-                }
-            }
+        if self.value.is_some_and(|v| !(1..=100).contains(&v)) {
+            return Err(invalid("value must be 1 to 100"));
+        }
+        if self
+            .amount
+            .iter()
+            .chain(&self.amounts)
+            .any(|a| a.amount < 1)
+        {
+            return Err(invalid("amounts off must be at least 1"));
         }
         if self.min_subtotal.as_ref().is_some_and(|m| m.amount < 0) {
             return Err(invalid("min_subtotal must not be negative"));
-        }
-        if let (Some(start), Some(end)) = (self.starts_at, self.ends_at) {
-            if end <= start {
-                return Err(invalid("ends_at must be after starts_at"));
-            }
         }
         for (name, limit) in [
             ("usage_limit", self.usage_limit),
@@ -159,18 +134,54 @@ impl PromotionRules {
             return Err(invalid("at most 100 categories"));
         }
         if self
-            .categories
-            .iter()
-            .any(|c| c.trim().is_empty() || c.chars().count() > 100)
-        {
-            return Err(invalid("a category is 1 to 100 characters"));
-        }
-        if self
             .description
             .as_ref()
             .is_some_and(|d| d.chars().count() > 200)
         {
             return Err(invalid("description must be at most 200 characters"));
+        }
+        // Rules between fields.
+        match self.kind {
+            PromotionKind::Percentage => {
+                if self.value.is_none() {
+                    return Err(contradicts(
+                        "a percentage promotion needs a value of 1 to 100",
+                    ));
+                }
+                if self.amount.is_some() || !self.amounts.is_empty() {
+                    return Err(contradicts("a percentage promotion takes no amount"));
+                }
+            }
+            PromotionKind::FixedAmount => {
+                let Some(amount) = &self.amount else {
+                    return Err(contradicts("a fixed_amount promotion needs an amount"));
+                };
+                if self.value.is_some() {
+                    return Err(contradicts("a fixed_amount promotion takes no value"));
+                }
+                let mut currencies = vec![&amount.currency];
+                for a in &self.amounts {
+                    if currencies.contains(&&a.currency) {
+                        return Err(contradicts(format!(
+                            "amounts: more than one amount in {}",
+                            a.currency
+                        )));
+                    }
+                    currencies.push(&a.currency);
+                }
+            }
+            PromotionKind::FreeShipping => {
+                if self.value.is_some() || self.amount.is_some() || !self.amounts.is_empty() {
+                    return Err(contradicts(
+                        "a free_shipping promotion takes no value and no amount",
+                    ));
+                }
+            }
+        }
+        if let (Some(start), Some(end)) = (self.starts_at, self.ends_at) {
+            if end <= start {
+                return Err(contradicts("ends_at must be after starts_at"));
+            }
         }
         Ok(())
     }
@@ -760,6 +771,12 @@ mod tests {
         };
         assert!(ok.check().is_ok());
         assert_eq!(ok.description_or_default(), "10% off");
+        let mut no_value = ok.clone();
+        no_value.value = None;
+        assert_eq!(
+            no_value.check().map_err(|e| e.code.into_owned()),
+            Err(INVALID_PROMOTION.to_owned())
+        );
         let bad: Vec<Change<PromotionRules>> = vec![
             Box::new(|r| r.code = "has space".into()),
             Box::new(|r| r.value = Some(0)),

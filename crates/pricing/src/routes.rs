@@ -9,7 +9,7 @@ use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Created, Json, Path, Query};
 use mercato_kernel::page::{Page, PageQuery};
-use mercato_kernel::{ApiError, ApiResult, Money};
+use mercato_kernel::{ApiError, ApiResult, Currency, Money};
 use serde::{Deserialize, Deserializer};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -44,6 +44,50 @@ fn nullable_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64
     mercato_kernel::number::optional_integer(d).map(Some)
 }
 
+/// [`nullable`] for times, as `mercato_kernel::time::parse_instant` takes them.
+fn nullable_instant<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    mercato_kernel::time::optional_instant(d).map(Some)
+}
+
+/// An amount a customer pays or must reach: 0 or more.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct PriceInput {
+    /// Minor units, 0 or more.
+    #[schema(minimum = 0, example = 495)]
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
+    pub amount: i64,
+    pub currency: Currency,
+}
+
+/// An amount taken off: at least 1.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct AmountOffInput {
+    /// Minor units, at least 1.
+    #[schema(minimum = 1, example = 500)]
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
+    pub amount: i64,
+    pub currency: Currency,
+}
+
+impl From<PriceInput> for Money {
+    fn from(p: PriceInput) -> Money {
+        Money::new(p.amount, p.currency)
+    }
+}
+
+impl From<AmountOffInput> for Money {
+    fn from(p: AmountOffInput) -> Money {
+        Money::new(p.amount, p.currency)
+    }
+}
+
+/// A two-letter ISO 3166-1 country code, any case.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(value_type = String, example = "DE", pattern = "^[A-Za-z]{2}$")]
+pub struct CountryInput(String);
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreatePromotionRequest {
     /// 1 to 64 letters, digits, `-` or `_`; unique without regard to case
@@ -51,19 +95,25 @@ pub struct CreatePromotionRequest {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "SPRING10")]
     pub code: String,
     pub kind: PromotionKind,
-    /// `percentage`: 1 to 100, required.
+    /// `percentage` only, and required there: 1 to 100 (422
+    /// `invalid_promotion` for another kind or when missing).
     #[schema(minimum = 1, maximum = 100, example = 10)]
     #[serde(default, deserialize_with = "mercato_kernel::number::optional_integer")]
     pub value: Option<i64>,
-    /// `fixed_amount`: the amount off, at least 1, required.
-    pub amount: Option<Money>,
-    /// `fixed_amount`: the amount off in other currencies, one each.
+    /// `fixed_amount` only, and required there: the amount off.
+    pub amount: Option<AmountOffInput>,
+    /// `fixed_amount` only: the amount off in other currencies, one each.
     #[serde(default)]
-    pub amounts: Vec<Money>,
+    pub amounts: Vec<AmountOffInput>,
     /// The subtotal a cart must reach, in the cart's currency.
-    pub min_subtotal: Option<Money>,
+    pub min_subtotal: Option<PriceInput>,
+    /// RFC 3339, e.g. `2026-12-01T00:00:00Z`.
+    #[serde(default, deserialize_with = "mercato_kernel::time::optional_instant")]
+    #[schema(value_type = Option<String>, format = DateTime, pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$")]
     pub starts_at: Option<DateTime<Utc>>,
-    /// After `starts_at`.
+    /// RFC 3339; after `starts_at` (422 `invalid_promotion` otherwise).
+    #[serde(default, deserialize_with = "mercato_kernel::time::optional_instant")]
+    #[schema(value_type = Option<String>, format = DateTime, pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$")]
     pub ends_at: Option<DateTime<Utc>>,
     /// At least 1.
     #[schema(minimum = 1)]
@@ -73,19 +123,21 @@ pub struct CreatePromotionRequest {
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "mercato_kernel::number::optional_integer")]
     pub per_customer_limit: Option<i64>,
-    /// Only lines of these categories are eligible (at most 100, each 1 to
-    /// 100 characters); every line when empty.
+    /// Only lines of these categories are eligible (at most 100; blank
+    /// entries are left out); every line when empty.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub categories: Vec<String>,
-    /// What customers read; made from the kind when absent. At most 200
-    /// characters.
+    /// What customers read; made from the kind when absent or blank. At
+    /// most 200 characters.
     #[schema(max_length = 200)]
     pub description: Option<String>,
     /// `true` when absent.
     pub active: Option<bool>,
 }
 
-/// Absent fields stay as they are; `null` clears an optional one.
+/// Absent fields stay as they are; `null` clears an optional one. The
+/// result must still be one promotion (422 `invalid_promotion`).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdatePromotionRequest {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -95,17 +147,17 @@ pub struct UpdatePromotionRequest {
     #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 100)]
     pub value: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Money>, nullable)]
-    pub amount: Option<Option<Money>>,
-    pub amounts: Option<Vec<Money>>,
+    #[schema(value_type = Option<AmountOffInput>, nullable)]
+    pub amount: Option<Option<AmountOffInput>>,
+    pub amounts: Option<Vec<AmountOffInput>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Money>, nullable)]
-    pub min_subtotal: Option<Option<Money>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<DateTime<Utc>>, nullable)]
+    #[schema(value_type = Option<PriceInput>, nullable)]
+    pub min_subtotal: Option<Option<PriceInput>>,
+    #[serde(default, deserialize_with = "nullable_instant")]
+    #[schema(value_type = Option<String>, nullable, format = DateTime, pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$")]
     pub starts_at: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<DateTime<Utc>>, nullable)]
+    #[serde(default, deserialize_with = "nullable_instant")]
+    #[schema(value_type = Option<String>, nullable, format = DateTime, pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$")]
     pub ends_at: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "nullable_integer")]
     #[schema(value_type = Option<i64>, nullable, minimum = 1)]
@@ -113,6 +165,7 @@ pub struct UpdatePromotionRequest {
     #[serde(default, deserialize_with = "nullable_integer")]
     #[schema(value_type = Option<i64>, nullable, minimum = 1)]
     pub per_customer_limit: Option<Option<i64>>,
+    #[schema(max_items = 100)]
     pub categories: Option<Vec<String>>,
     #[schema(max_length = 200)]
     pub description: Option<String>,
@@ -132,7 +185,7 @@ fn promotion_id(raw: &str) -> Result<Uuid, ApiError> {
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins manage promotions", body = ErrorBody),
         (status = 409, description = "`code_taken`: another promotion has the code", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: the rules do not make a promotion (a value or amount missing for the kind, limits below 1, `ends_at` not after `starts_at`)", body = ErrorBody),
+        (status = 422, description = "`invalid_promotion`: rules that contradict each other (a value or amount missing for the kind or given to a kind that takes none, two amounts in one currency, `ends_at` not after `starts_at`); `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn create_promotion(
     State(service): State<AppState>,
@@ -143,9 +196,9 @@ async fn create_promotion(
         code: body.code,
         kind: body.kind,
         value: body.value,
-        amount: body.amount,
-        amounts: body.amounts,
-        min_subtotal: body.min_subtotal,
+        amount: body.amount.map(Money::from),
+        amounts: body.amounts.into_iter().map(Money::from).collect(),
+        min_subtotal: body.min_subtotal.map(Money::from),
         starts_at: body.starts_at,
         ends_at: body.ends_at,
         usage_limit: body.usage_limit,
@@ -203,7 +256,7 @@ async fn get_promotion(
         (status = 403, description = "`forbidden`: only admins manage promotions", body = ErrorBody),
         (status = 404, description = "`not_found`: no promotion has this id", body = ErrorBody),
         (status = 409, description = "`code_taken`: another promotion has the code", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: the rules would not make a promotion", body = ErrorBody),
+        (status = 422, description = "`invalid_promotion`: the changed rules would contradict each other (see `POST /promotions`); `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn update_promotion(
     State(service): State<AppState>,
@@ -224,13 +277,13 @@ async fn update_promotion(
                 r.value = v;
             }
             if let Some(v) = body.amount {
-                r.amount = v;
+                r.amount = v.map(Money::from);
             }
             if let Some(v) = body.amounts {
-                r.amounts = v;
+                r.amounts = v.into_iter().map(Money::from).collect();
             }
             if let Some(v) = body.min_subtotal {
-                r.min_subtotal = v;
+                r.min_subtotal = v.map(Money::from);
             }
             if let Some(v) = body.starts_at {
                 r.starts_at = v;
@@ -268,18 +321,16 @@ pub struct CreateShippingMethodRequest {
         example = "Standard"
     )]
     pub name: String,
-    /// 0 or more.
-    pub price: Money,
-    /// Its price in other currencies, one each.
+    pub price: PriceInput,
+    /// Its price in other currencies, one each (422 `duplicate_currency`).
     #[serde(default)]
-    pub prices: Vec<Money>,
-    /// Two-letter ISO 3166-1 codes (any case); every country when empty
-    /// or absent.
+    pub prices: Vec<PriceInput>,
+    /// The countries it ships to; every country when empty or absent.
     #[serde(default)]
     #[schema(max_items = 250)]
-    pub countries: Vec<String>,
+    pub countries: Vec<CountryInput>,
     /// Free when the discounted subtotal reaches this.
-    pub free_over: Option<Money>,
+    pub free_over: Option<PriceInput>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -297,7 +348,7 @@ pub struct ShippingQuery {
         (status = 201, description = "Created", body = ShippingMethod),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins manage shipping", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: a name out of its rules, a negative price, two prices in one currency, a country that is not two letters", body = ErrorBody),
+        (status = 422, description = "`duplicate_currency`: two prices in one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn create_shipping_method(
     State(service): State<AppState>,
@@ -309,10 +360,10 @@ async fn create_shipping_method(
             caller,
             NewShippingMethod {
                 name: body.name,
-                price: body.price,
-                prices: body.prices,
-                countries: body.countries,
-                free_over: body.free_over,
+                price: body.price.into(),
+                prices: body.prices.into_iter().map(Money::from).collect(),
+                countries: body.countries.into_iter().map(|c| c.0).collect(),
+                free_over: body.free_over.map(Money::from),
             },
         )
         .await?;
@@ -508,5 +559,27 @@ mod internal {
     ) -> ApiResult<StatusCode> {
         service.release(order_id).await.map_err(api_error)?;
         Ok(StatusCode::NO_CONTENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    /// The document states the times the server takes: the pattern of
+    /// every time field is the kernel's.
+    #[test]
+    fn time_fields_carry_the_kernels_pattern() {
+        let escaped =
+            serde_json::to_string(mercato_kernel::time::INSTANT_PATTERN).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for schema in [
+            CreatePromotionRequest::schema(),
+            UpdatePromotionRequest::schema(),
+        ] {
+            let doc = serde_json::to_string(&schema).unwrap_or_default();
+            assert_eq!(doc.matches(escaped).count(), 2, "{doc}");
+        }
     }
 }

@@ -127,10 +127,10 @@ impl PricingService {
         }
         for p in &new.prices {
             if currencies.contains(&&p.currency) {
-                return Err(ApiError::validation(format!(
-                    "prices: more than one price in {}",
-                    p.currency
-                )));
+                return Err(ApiError::unprocessable(
+                    "duplicate_currency",
+                    format!("prices: more than one price in {}", p.currency),
+                ));
             }
             currencies.push(&p.currency);
         }

@@ -81,6 +81,20 @@ struct StoredRules {
     description: String,
 }
 
+impl StoredRules {
+    fn of(rules: &PromotionRules) -> Self {
+        Self {
+            kind: rules.kind,
+            value: rules.value,
+            amount: rules.amount.clone(),
+            amounts: rules.amounts.clone(),
+            min_subtotal: rules.min_subtotal.clone(),
+            categories: categories(&rules.categories),
+            description: rules.description_or_default(),
+        }
+    }
+}
+
 /// The shipping method's price rules, kept as JSON.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredShipping {
@@ -147,6 +161,14 @@ fn shipping_from_row(r: ShippingRow) -> anyhow::Result<ShippingMethod> {
     })
 }
 
+/// The categories a promotion is limited to: trimmed, empty ones dropped.
+fn categories(raw: &[String]) -> Vec<String> {
+    raw.iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
 fn db_time(t: &Option<DateTime<Utc>>) -> Option<String> {
     t.as_ref().map(time::to_db)
 }
@@ -165,25 +187,13 @@ impl PricingStore {
     pub async fn create_promotion(&self, rules: &PromotionRules) -> Result<Promotion, SaveError> {
         let id = id::new_id();
         let now = time::to_db(&time::now());
-        let stored = StoredRules {
-            kind: rules.kind,
-            value: rules.value,
-            amount: rules.amount.clone(),
-            amounts: rules.amounts.clone(),
-            min_subtotal: rules.min_subtotal.clone(),
-            categories: rules
-                .categories
-                .iter()
-                .map(|c| c.trim().to_owned())
-                .collect(),
-            description: rules.description_or_default(),
-        };
+        let stored = StoredRules::of(rules);
         let query = sqlx::query(
             "INSERT INTO promotions (id, code, code_key, rules, starts_at, ends_at, usage_limit, per_customer_limit, times_used, active, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10)",
         )
         .bind(id.to_string())
-        .bind(rules.code.trim())
+        .bind(&rules.code)
         .bind(code_key(&rules.code))
         .bind(serde_json::to_string(&stored)?)
         .bind(db_time(&rules.starts_at))
@@ -205,26 +215,14 @@ impl PricingStore {
         id: Uuid,
         rules: &PromotionRules,
     ) -> Result<Option<Promotion>, SaveError> {
-        let stored = StoredRules {
-            kind: rules.kind,
-            value: rules.value,
-            amount: rules.amount.clone(),
-            amounts: rules.amounts.clone(),
-            min_subtotal: rules.min_subtotal.clone(),
-            categories: rules
-                .categories
-                .iter()
-                .map(|c| c.trim().to_owned())
-                .collect(),
-            description: rules.description_or_default(),
-        };
+        let stored = StoredRules::of(rules);
         let query = sqlx::query(
             "UPDATE promotions SET code = $2, code_key = $3, rules = $4, starts_at = $5, ends_at = $6,
                 usage_limit = $7, per_customer_limit = $8, active = $9, updated_at = $10
              WHERE id = $1",
         )
         .bind(id.to_string())
-        .bind(rules.code.trim())
+        .bind(&rules.code)
         .bind(code_key(&rules.code))
         .bind(serde_json::to_string(&stored)?)
         .bind(db_time(&rules.starts_at))

@@ -14,5 +14,6 @@ mod notifications;
 mod openapi;
 mod orders;
 mod platform;
+mod pricing;
 mod redis;
 mod search;

@@ -12,3 +12,4 @@ mod catalog;
 mod identity;
 mod notifications;
 mod orders_payments;
+mod pricing;
