@@ -58,9 +58,13 @@ STATE_DEPENDENT = {
     "PATCH /api/v1/promotions/{id}": {"invalid_promotion"},
     # One price per currency.
     "POST /api/v1/shipping-methods": {"duplicate_currency"},
-    # Every variant of a product is priced in one currency.
-    "POST /api/v1/products": {"currency_mismatch"},
-    "PATCH /api/v1/products/{id}": {"currency_mismatch"},
+    # Every variant of a product is priced in one currency, and has at most
+    # one price in each other currency.
+    "POST /api/v1/products": {"currency_mismatch", "duplicate_currency"},
+    "PATCH /api/v1/products/{id}": {"currency_mismatch", "duplicate_currency"},
+    # A currency the shop does not sell in (shop.currencies), or one a line
+    # of the cart has no price in.
+    "PUT /api/v1/cart/currency": {"currency_not_sold", "currency_mismatch"},
 }
 
 

@@ -81,8 +81,8 @@ impl Cart {
     }
 }
 
-/// Why a line cannot be bought: its price is now in a currency other than
-/// the cart's (a seller changed it while the line sat in the cart).
+/// Why a line cannot be bought: it has no price in the cart's currency (a
+/// seller changed it while the line sat in the cart).
 pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
 
 /// A line as the cart shows it: priced now, and whether it can be bought.
@@ -154,40 +154,42 @@ pub fn require_sellable<'a>(sku: &str, info: Option<&'a SkuInfo>) -> Result<&'a 
     }
 }
 
-/// A SKU that cannot share a cart with the other lines because its price is
-/// in another currency: amounts in two currencies have no sum.
-pub fn check_currency(cart: &Cart, info: &SkuInfo) -> Result<(), ApiError> {
-    match cart.items.iter().find(|l| l.available && l.sku != info.sku) {
-        Some(other) if other.unit_price.currency != info.price.currency => {
-            Err(ApiError::unprocessable(
-                "currency_mismatch",
-                format!(
-                    "sku {:?} is priced in {}, the cart in {}",
-                    info.sku, info.price.currency, other.unit_price.currency
-                ),
-            ))
-        }
-        _ => Ok(()),
+/// A SKU that cannot join the cart because it has no price in the cart's
+/// currency: amounts in two currencies have no sum. An empty cart whose
+/// currency nobody chose takes the currency of its first line.
+pub fn check_currency(cart: &Cart, info: &SkuInfo, chosen: bool) -> Result<(), ApiError> {
+    let settled = chosen || cart.items.iter().any(|l| l.available && l.sku != info.sku);
+    if settled && info.price_in(&cart.currency).is_none() {
+        return Err(ApiError::unprocessable(
+            "currency_mismatch",
+            format!(
+                "sku {:?} has no price in {}, the cart's currency",
+                info.sku, cart.currency
+            ),
+        ));
     }
+    Ok(())
 }
 
-/// Prices `lines` with the catalog's current `skus`.
+/// Prices `lines` with the catalog's current `skus`, in `chosen` (the
+/// currency the customer picked) or else the currency of the earliest line
+/// still on sale, or the shop's when there is none.
 ///
 /// Lines whose SKU the catalog no longer has, or whose product is archived,
 /// are left out: they cannot be bought (and the archive is on its way to
-/// removing them). The cart's currency is that of its earliest line still
-/// on sale (the shop's currency when there is none); a line whose price has
-/// since moved to another currency stays in view, marked unavailable and
-/// left out of the totals. Errors only when an amount overflows.
+/// removing them). A line without a price in the cart's currency stays in
+/// view, marked unavailable and left out of the totals. Errors only when an
+/// amount overflows.
 pub fn price(
     lines: &[CartLine],
     skus: &HashMap<String, SkuInfo>,
     shop_currency: &Currency,
+    chosen: Option<&Currency>,
 ) -> Result<Cart, ApiError> {
     let mut ordered: Vec<&CartLine> = lines.iter().collect();
     ordered.sort_by(|a, b| a.added_at.cmp(&b.added_at).then_with(|| a.sku.cmp(&b.sku)));
     let mut items = Vec::with_capacity(ordered.len());
-    let mut currency: Option<Currency> = None;
+    let mut currency: Option<Currency> = chosen.cloned();
     let mut subtotal: Option<Money> = None;
     for line in ordered {
         let Some(info) = skus.get(&line.sku) else {
@@ -197,9 +199,10 @@ pub fn price(
             continue;
         }
         let cart_currency = currency.get_or_insert_with(|| info.price.currency.clone());
-        let available = info.price.currency == *cart_currency;
-        let line_total = info
-            .price
+        let unit = info.price_in(cart_currency);
+        let available = unit.is_some();
+        let unit_price = unit.unwrap_or(&info.price).clone();
+        let line_total = unit_price
             .checked_mul(line.quantity)
             .map_err(|_| amount_out_of_range())?;
         if available {
@@ -215,18 +218,19 @@ pub fn price(
             product_id: info.product_id,
             title: info.title.clone(),
             quantity: line.quantity,
-            unit_price: info.price.clone(),
+            unit_price,
             line_total,
             available,
             unavailable_reason: (!available).then(|| CURRENCY_MISMATCH.to_owned()),
         });
     }
-    let subtotal = subtotal.unwrap_or_else(|| Money::zero(shop_currency.clone()));
-    let zero = Money::zero(subtotal.currency.clone());
+    let currency = currency.unwrap_or_else(|| shop_currency.clone());
+    let subtotal = subtotal.unwrap_or_else(|| Money::zero(currency.clone()));
+    let zero = Money::zero(currency.clone());
     Ok(Cart {
         items,
         total: subtotal.clone(),
-        currency: subtotal.currency.clone(),
+        currency,
         subtotal,
         discount_total: zero.clone(),
         shipping_total: zero.clone(),
@@ -278,6 +282,7 @@ mod tests {
             price: Money::new(amount, currency),
             status,
             category: String::new(),
+            prices: Vec::new(),
         }
     }
 
@@ -287,7 +292,7 @@ mod tests {
 
     #[test]
     fn an_empty_cart_costs_zero_in_the_shop_currency() {
-        let cart = price(&[], &HashMap::new(), &usd()).expect("priced");
+        let cart = price(&[], &HashMap::new(), &usd(), None).expect("priced");
         assert!(cart.items.is_empty());
         assert_eq!(cart.subtotal, Money::zero(usd()));
         assert_eq!(cart.total, Money::zero(usd()));
@@ -300,7 +305,7 @@ mod tests {
             info("B", 1999, eur(), ProductStatus::Active),
         ]);
         let lines = [line("B", 1, 20), line("A", 3, 10)];
-        let cart = price(&lines, &skus, &eur()).expect("priced");
+        let cart = price(&lines, &skus, &eur(), None).expect("priced");
         let got: Vec<(&str, i64, i64, i64)> = cart
             .items
             .iter()
@@ -331,7 +336,7 @@ mod tests {
             line("VANISHED", 2, 2),
             line("LIVE", 2, 3),
         ];
-        let cart = price(&lines, &skus, &eur()).expect("priced");
+        let cart = price(&lines, &skus, &eur(), None).expect("priced");
         assert_eq!(cart.items.len(), 1);
         assert_eq!(cart.items[0].sku, "LIVE");
         assert_eq!(cart.total, Money::new(200, eur()));
@@ -346,7 +351,7 @@ mod tests {
             info("EUR1", 700, eur(), ProductStatus::Active),
         ]);
         let lines = [line("OLD", 1, 1), line("USD1", 1, 2), line("EUR1", 1, 3)];
-        let cart = price(&lines, &skus, &eur()).expect("priced");
+        let cart = price(&lines, &skus, &eur(), None).expect("priced");
         assert_eq!(cart.items.len(), 2, "the archived line is left out");
         assert_eq!(cart.items[0].sku, "USD1");
         assert!(cart.items[0].available);
@@ -367,10 +372,15 @@ mod tests {
             info("BIG", i64::MAX / 2, eur(), ProductStatus::Active),
             info("MORE", i64::MAX / 2, eur(), ProductStatus::Active),
         ]);
-        let err = price(&[line("BIG", 3, 1)], &skus, &eur()).expect_err("overflows");
+        let err = price(&[line("BIG", 3, 1)], &skus, &eur(), None).expect_err("overflows");
         assert_eq!(err.code, "amount_out_of_range");
-        let err = price(&[line("BIG", 1, 1), line("MORE", 2, 2)], &skus, &eur())
-            .expect_err("the sum overflows");
+        let err = price(
+            &[line("BIG", 1, 1), line("MORE", 2, 2)],
+            &skus,
+            &eur(),
+            None,
+        )
+        .expect_err("the sum overflows");
         assert_eq!(err.code, "amount_out_of_range");
     }
 
@@ -417,21 +427,40 @@ mod tests {
             info("A", 100, eur(), ProductStatus::Active),
             info("B", 100, usd(), ProductStatus::Active),
         ]);
-        let cart = price(&[line("A", 1, 1)], &skus, &eur()).expect("priced");
+        let cart = price(&[line("A", 1, 1)], &skus, &eur(), None).expect("priced");
         assert_eq!(
-            check_currency(&cart, &skus["B"])
+            check_currency(&cart, &skus["B"], false)
                 .expect_err("mismatch")
                 .code,
             "currency_mismatch"
         );
-        assert!(check_currency(&cart, &skus["A"]).is_ok());
-        let empty = price(&[], &skus, &eur()).expect("priced");
+        assert!(check_currency(&cart, &skus["A"], false).is_ok());
+        let empty = price(&[], &skus, &eur(), None).expect("priced");
         assert!(
-            check_currency(&empty, &skus["B"]).is_ok(),
+            check_currency(&empty, &skus["B"], false).is_ok(),
             "the first line sets the currency"
         );
         // The only line being re-priced in a new currency is no conflict.
-        let only_b = price(&[line("B", 1, 1)], &skus, &eur()).expect("priced");
-        assert!(check_currency(&only_b, &skus["B"]).is_ok());
+        let only_b = price(&[line("B", 1, 1)], &skus, &eur(), None).expect("priced");
+        assert!(check_currency(&only_b, &skus["B"], false).is_ok());
+        // A currency the customer chose holds even for an empty cart.
+        let chosen = price(&[], &skus, &eur(), Some(&eur())).expect("priced");
+        assert!(check_currency(&chosen, &skus["B"], true).is_err());
+    }
+
+    #[test]
+    fn a_chosen_currency_prices_every_line_that_has_a_price_in_it() {
+        let mut a = info("A", 1000, eur(), ProductStatus::Active);
+        a.prices = vec![Money::new(1100, usd())];
+        let b = info("B", 500, eur(), ProductStatus::Active);
+        let skus = catalog(vec![a, b]);
+        let lines = [line("A", 2, 1), line("B", 1, 2)];
+        let cart = price(&lines, &skus, &eur(), Some(&usd())).expect("priced");
+        assert_eq!(cart.currency, usd());
+        assert_eq!(cart.items[0].unit_price, Money::new(1100, usd()));
+        assert_eq!(cart.subtotal, Money::new(2200, usd()));
+        assert!(!cart.items[1].available, "B has no price in USD");
+        let in_eur = price(&lines, &skus, &eur(), None).expect("priced");
+        assert_eq!(in_eur.subtotal, Money::new(2500, eur()));
     }
 }

@@ -45,6 +45,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "cart_promotions",
             sql: include_str!("../migrations/sqlite_2.sql"),
         },
+        Migration {
+            version: 3,
+            name: "cart_currencies",
+            sql: include_str!("../migrations/sqlite_3.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -56,6 +61,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             name: "cart_promotions",
             sql: include_str!("../migrations/postgres_2.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "cart_currencies",
+            sql: include_str!("../migrations/postgres_3.sql"),
         },
     ],
 };

@@ -1,4 +1,4 @@
-//! `/cart`, `/cart/items`, `/cart/items/{sku}`, `/cart/promotions`.
+//! `/cart`, `/cart/items`, `/cart/items/{sku}`, `/cart/currency`, `/cart/promotions`.
 
 use crate::domain::Cart;
 use crate::service::CartService;
@@ -22,6 +22,7 @@ pub fn router(service: Arc<CartService>) -> OpenApiRouter {
         .routes(routes!(get_cart))
         .routes(routes!(add_item))
         .routes(routes!(update_item, remove_item))
+        .routes(routes!(set_currency))
         .routes(routes!(apply_promotion))
         .routes(routes!(remove_promotion))
         .with_state(service)
@@ -136,6 +137,34 @@ async fn remove_item(
     Path(sku): Path<String>,
 ) -> ApiResult<Json<Cart>> {
     Ok(Json(service.remove_item(customer, &sku).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SetCurrencyRequest {
+    /// One of the currencies the shop sells in (`shop.currencies`).
+    pub currency: mercato_kernel::Currency,
+}
+
+/// Reprice the cart in another currency the shop sells in.
+#[utoipa::path(put, path = "/cart/currency", tag = "cart", security(("bearer" = [])),
+    request_body = SetCurrencyRequest,
+    responses(
+        (status = 200, description = "The cart in that currency", body = Cart),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
+        (status = 422, description = "`currency_not_sold`: the shop does not sell in it; `currency_mismatch`: a line has no price in it (the message names it)", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog or pricing is unavailable", body = ErrorBody),
+    ))]
+async fn set_currency(
+    State(service): State<AppState>,
+    Customer(customer): Customer,
+    Json(body): Json<SetCurrencyRequest>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(
+        service
+            .set_currency(customer, body.currency.as_str())
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -22,8 +22,27 @@ pub struct CartService {
     store: CartStore,
     catalog: Arc<dyn CatalogClient>,
     pricing: Arc<dyn PricingClient>,
-    /// What an empty cart is priced in.
-    currency: Currency,
+    currencies: Currencies,
+}
+
+/// The currencies a shop sells in.
+#[derive(Debug, Clone)]
+pub struct Currencies {
+    /// The shop's own: what an empty cart is priced in until a line or the
+    /// customer picks another.
+    pub shop: Currency,
+    /// Every currency a cart may be in (`PUT /cart/currency`), the shop's
+    /// own included.
+    pub sold: Vec<Currency>,
+}
+
+impl From<Currency> for Currencies {
+    fn from(shop: Currency) -> Self {
+        Self {
+            sold: vec![shop.clone()],
+            shop,
+        }
+    }
 }
 
 /// The longest promotion code there can be.
@@ -34,13 +53,13 @@ impl CartService {
         store: CartStore,
         catalog: Arc<dyn CatalogClient>,
         pricing: Arc<dyn PricingClient>,
-        currency: Currency,
+        currencies: impl Into<Currencies>,
     ) -> Self {
         Self {
             store,
             catalog,
             pricing,
-            currency,
+            currencies: currencies.into(),
         }
     }
 
@@ -56,9 +75,40 @@ impl CartService {
     /// The customer's cart, priced now.
     pub async fn cart(&self, customer_id: Uuid) -> Result<Cart, ApiError> {
         let lines = self.store.lines(customer_id).await?;
+        let chosen = self.store.currency(customer_id).await?;
         let mut skus = HashMap::new();
         self.look_up(&lines, &mut skus).await?;
-        self.totals(customer_id, &lines, &skus).await
+        self.totals(customer_id, &lines, &skus, chosen.as_ref())
+            .await
+    }
+
+    /// Reprices the cart in `currency`: 422 `currency_not_sold` for one the
+    /// shop does not sell in, `currency_mismatch` when a line has no price
+    /// in it.
+    pub async fn set_currency(&self, customer_id: Uuid, currency: &str) -> Result<Cart, ApiError> {
+        let currency = Currency::parse(currency)
+            .ok()
+            .filter(|c| self.currencies.sold.contains(c))
+            .ok_or_else(|| {
+                let sold: Vec<&str> = self.currencies.sold.iter().map(Currency::as_str).collect();
+                ApiError::unprocessable(
+                    "currency_not_sold",
+                    format!("the shop sells in {}", sold.join(", ")),
+                )
+            })?;
+        let lines = self.store.lines(customer_id).await?;
+        let mut skus = HashMap::new();
+        self.look_up(&lines, &mut skus).await?;
+        let repriced = price(&lines, &skus, &self.currencies.shop, Some(&currency))?;
+        if let Some(line) = repriced.items.iter().find(|l| !l.available) {
+            return Err(ApiError::unprocessable(
+                "currency_mismatch",
+                format!("{} has no price in {currency}; remove it first", line.sku),
+            ));
+        }
+        self.store.set_currency(customer_id, &currency).await?;
+        self.totals(customer_id, &lines, &skus, Some(&currency))
+            .await
     }
 
     /// Prices the lines, and with a code on the cart asks pricing for its
@@ -69,8 +119,9 @@ impl CartService {
         customer_id: Uuid,
         lines: &[CartLine],
         skus: &HashMap<String, SkuInfo>,
+        chosen: Option<&Currency>,
     ) -> Result<Cart, ApiError> {
-        let mut cart = price(lines, skus, &self.currency)?;
+        let mut cart = price(lines, skus, &self.currencies.shop, chosen)?;
         let Some(code) = self.store.promotion_code(customer_id).await? else {
             return Ok(cart);
         };
@@ -123,9 +174,10 @@ impl CartService {
             ));
         }
         let lines = self.store.lines(customer_id).await?;
+        let chosen = self.store.currency(customer_id).await?;
         let mut skus = HashMap::new();
         self.look_up(&lines, &mut skus).await?;
-        let cart = price(&lines, &skus, &self.currency)?;
+        let cart = price(&lines, &skus, &self.currencies.shop, chosen.as_ref())?;
         let quote = self.quote(customer_id, &cart, &skus, code).await?;
         // As the promotion spells it.
         let code = quote
@@ -160,10 +212,11 @@ impl CartService {
         validate_quantity(quantity)?;
         let info = self.sellable(sku).await?;
         let lines = self.store.lines(customer_id).await?;
+        let chosen = self.store.currency(customer_id).await?;
         let mut skus = HashMap::from([(info.sku.clone(), info.clone())]);
         self.look_up(&lines, &mut skus).await?;
-        let before = price(&lines, &skus, &self.currency)?;
-        check_currency(&before, &info)?;
+        let before = price(&lines, &skus, &self.currencies.shop, chosen.as_ref())?;
+        check_currency(&before, &info, chosen.is_some())?;
 
         // Priced as it would be, so that an amount too large is refused
         // before it is stored rather than on every later read.
@@ -181,7 +234,7 @@ impl CartService {
                 added_at: time::now(),
             }),
         }
-        price(&after, &skus, &self.currency)?;
+        price(&after, &skus, &self.currencies.shop, chosen.as_ref())?;
 
         if !self
             .store
@@ -197,7 +250,7 @@ impl CartService {
             return Err(quantity_limit());
         }
         metrics::counter!("mercato_cart_items_added_total").increment(1);
-        self.reread(customer_id, skus).await
+        self.reread(customer_id, skus, chosen.as_ref()).await
     }
 
     /// Sets the quantity of a SKU in the cart; 404 when it is not there.
@@ -209,6 +262,7 @@ impl CartService {
     ) -> Result<Cart, ApiError> {
         validate_quantity(quantity)?;
         let lines = self.store.lines(customer_id).await?;
+        let chosen = self.store.currency(customer_id).await?;
         let Some(line) = lines.iter().find(|l| l.sku == sku) else {
             return Err(ApiError::not_found("cart item"));
         };
@@ -222,11 +276,11 @@ impl CartService {
                 ..l.clone()
             })
             .collect();
-        price(&after, &skus, &self.currency)?;
+        price(&after, &skus, &self.currencies.shop, chosen.as_ref())?;
         if !self.store.set_quantity(customer_id, sku, quantity).await? {
             return Err(ApiError::not_found("cart item"));
         }
-        self.reread(customer_id, skus).await
+        self.reread(customer_id, skus, chosen.as_ref()).await
     }
 
     /// Removes a SKU from the cart; removing one that is not there is no error.
@@ -240,10 +294,11 @@ impl CartService {
         &self,
         customer_id: Uuid,
         mut skus: HashMap<String, SkuInfo>,
+        chosen: Option<&Currency>,
     ) -> Result<Cart, ApiError> {
         let lines = self.store.lines(customer_id).await?;
         self.look_up(&lines, &mut skus).await?;
-        self.totals(customer_id, &lines, &skus).await
+        self.totals(customer_id, &lines, &skus, chosen).await
     }
 
     /// A SKU the customer may put in the cart, as the catalog has it now.
@@ -302,7 +357,13 @@ impl CartClient for CartService {
         self.look_up(&lines, &mut skus)
             .await
             .map_err(client_error)?;
-        let cart = price(&lines, &skus, &self.currency).map_err(client_error)?;
+        let chosen = self
+            .store
+            .currency(customer_id)
+            .await
+            .map_err(|e| client_error(e.into()))?;
+        let cart =
+            price(&lines, &skus, &self.currencies.shop, chosen.as_ref()).map_err(client_error)?;
         let promotion_code = self
             .store
             .promotion_code(customer_id)

@@ -17,7 +17,7 @@ use mercato_kernel::cache::RedisConnection;
 use mercato_kernel::db::{Db, Tx};
 use mercato_kernel::outbox::Outbox;
 use mercato_kernel::time::Timestamp;
-use mercato_kernel::{inbox, time, Envelope};
+use mercato_kernel::{inbox, time, Currency, Envelope};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -131,6 +131,38 @@ impl CartStore {
             None => sqlx::query("DELETE FROM cart_promotions WHERE customer_id = $1")
                 .bind(customer_id.to_string()),
         };
+        self.db.execute(query).await?;
+        Ok(())
+    }
+
+    /// The currency the customer picked for the cart.
+    pub async fn currency(&self, customer_id: Uuid) -> anyhow::Result<Option<Currency>> {
+        let raw = match &self.redis {
+            Some(redis) => redis.currency(customer_id).await?,
+            None => {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT currency FROM cart_currencies WHERE customer_id = $1")
+                        .bind(customer_id.to_string())
+                        .fetch_optional(self.db.pool())
+                        .await?;
+                row.map(|(c,)| c)
+            }
+        };
+        Ok(raw.map(|c| Currency::parse(&c)).transpose()?)
+    }
+
+    /// Keeps the currency the customer picked for the cart.
+    pub async fn set_currency(&self, customer_id: Uuid, currency: &Currency) -> anyhow::Result<()> {
+        if let Some(redis) = &self.redis {
+            return redis.set_currency(customer_id, currency.as_str()).await;
+        }
+        let query = sqlx::query(
+            "INSERT INTO cart_currencies (customer_id, currency, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (customer_id) DO UPDATE SET currency = excluded.currency, updated_at = excluded.updated_at",
+        )
+        .bind(customer_id.to_string())
+        .bind(currency.as_str())
+        .bind(time::to_db(&time::now()));
         self.db.execute(query).await?;
         Ok(())
     }

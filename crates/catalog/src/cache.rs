@@ -314,6 +314,7 @@ mod tests {
             sku: sku.to_owned(),
             title: String::new(),
             price: mercato_kernel::Money::parse_price(100, "EUR").expect("money"),
+            prices: Vec::new(),
             attributes: Default::default(),
         }
     }
@@ -327,6 +328,7 @@ mod tests {
             price: mercato_kernel::Money::parse_price(amount, "EUR").expect("money"),
             status: ProductStatus::Active,
             category: p.category.clone(),
+            prices: Vec::new(),
         }
     }
 

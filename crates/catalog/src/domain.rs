@@ -51,6 +51,8 @@ pub struct NewVariant {
     pub sku: String,
     pub title: Option<String>,
     pub price: Money,
+    /// Its price in other currencies.
+    pub prices: Vec<Money>,
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
@@ -137,8 +139,18 @@ fn build_variants(
                 format!("sku {:?} is used by two variants", v.sku),
             ));
         }
-        if v.price.amount < 0 {
+        if v.price.amount < 0 || v.prices.iter().any(|p| p.amount < 0) {
             return Err(ApiError::validation("a price must not be negative"));
+        }
+        let mut currencies = vec![&v.price.currency];
+        for p in &v.prices {
+            if currencies.contains(&&p.currency) {
+                return Err(ApiError::unprocessable(
+                    "duplicate_currency",
+                    format!("sku {:?} has more than one price in {}", v.sku, p.currency),
+                ));
+            }
+            currencies.push(&p.currency);
         }
         if v.price.currency != currency {
             return Err(ApiError::unprocessable(
@@ -154,6 +166,7 @@ fn build_variants(
             sku: v.sku,
             title,
             price: v.price,
+            prices: v.prices,
             attributes: v.attributes,
         });
     }
@@ -344,6 +357,7 @@ mod tests {
             sku: sku.into(),
             title: None,
             price: eur(amount),
+            prices: Vec::new(),
             attributes: BTreeMap::new(),
         }
     }

@@ -50,6 +50,11 @@ pub struct VariantInput {
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub title: Option<String>,
     pub price: PriceInput,
+    /// Its price in other currencies the shop sells in (`shop.currencies`),
+    /// one each (422 `duplicate_currency`): a cart in that currency buys it
+    /// at that price.
+    #[serde(default)]
+    pub prices: Vec<PriceInput>,
     /// Free-form properties (colour, size, ...).
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<BTreeMap<String, serde_json::Value>>,
@@ -61,6 +66,11 @@ impl From<VariantInput> for NewVariant {
             sku: v.sku,
             title: v.title,
             price: Money::new(v.price.amount, v.price.currency),
+            prices: v
+                .prices
+                .into_iter()
+                .map(|p| Money::new(p.amount, p.currency))
+                .collect(),
             attributes: v.attributes.unwrap_or_default(),
         }
     }
@@ -148,7 +158,7 @@ fn product_id(raw: &str) -> Result<Uuid, ApiError> {
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only sellers and admins create products", body = ErrorBody),
         (status = 409, description = "`sku_taken`: a SKU is already used, by another product or by two variants", body = ErrorBody),
-        (status = 422, description = "`currency_mismatch`: variants priced in more than one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
+        (status = 422, description = "`currency_mismatch`: variants priced in more than one currency; `duplicate_currency`: a variant with two prices in one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn create_product(
     State(service): State<AppState>,
@@ -225,7 +235,7 @@ async fn get_product(
         (status = 403, description = "`forbidden`: not the product's seller nor an admin", body = ErrorBody),
         (status = 404, description = "`not_found`: no product has this id", body = ErrorBody),
         (status = 409, description = "`sku_taken`: a SKU is already used; `product_archived`: an archived product cannot change; `concurrent_update`: changed by another request meanwhile", body = ErrorBody),
-        (status = 422, description = "`currency_mismatch`: variants priced in more than one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
+        (status = 422, description = "`currency_mismatch`: variants priced in more than one currency; `duplicate_currency`: a variant with two prices in one currency; `validation_failed`: a field out of its rules", body = ErrorBody),
     ))]
 async fn update_product(
     State(service): State<AppState>,

@@ -278,6 +278,7 @@ mod tests {
             sku: sku.to_owned(),
             title: None,
             price: Money::parse_price(amount, "EUR").expect("money"),
+            prices: Vec::new(),
             attributes: Default::default(),
         }
     }

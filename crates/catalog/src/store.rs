@@ -256,6 +256,7 @@ impl CatalogStore {
                 price: v.price.clone(),
                 status: product.status,
                 category: product.category.clone(),
+                prices: v.prices.clone(),
             }))
     }
 

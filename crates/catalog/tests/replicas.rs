@@ -20,6 +20,7 @@ fn variant(sku: &str, amount: i64) -> NewVariant {
         sku: sku.to_owned(),
         title: None,
         price: Money::parse_price(amount, "EUR").expect("money"),
+        prices: Vec::new(),
         attributes: Default::default(),
     }
 }

@@ -20,6 +20,9 @@ pub struct Variant {
     pub sku: String,
     pub title: String,
     pub price: Money,
+    /// Its price in other currencies, one each.
+    #[serde(default)]
+    pub prices: Vec<Money>,
     #[schema(value_type = Object)]
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
@@ -51,6 +54,18 @@ pub struct SkuInfo {
     /// The product's category (promotions may be limited to some).
     #[serde(default)]
     pub category: String,
+    /// Its price in other currencies, one each.
+    #[serde(default)]
+    pub prices: Vec<Money>,
+}
+
+impl SkuInfo {
+    /// What it costs in `currency`, if it is sold in it.
+    pub fn price_in(&self, currency: &Currency) -> Option<&Money> {
+        std::iter::once(&self.price)
+            .chain(&self.prices)
+            .find(|p| p.currency == *currency)
+    }
 }
 
 /// One line of a cart or an order.

@@ -251,6 +251,7 @@ mod tests {
                 price: Money::new(100, Currency::parse("EUR").expect("currency")),
                 status: ProductStatus::Active,
                 category: String::new(),
+                prices: Vec::new(),
             }))
         }
     }

@@ -392,8 +392,7 @@ pub(crate) async fn build_cart(
         &mut tasks,
     )
     .await?;
-    let currency = mercato_kernel::Currency::parse(&settings.shop.currency)
-        .map_err(|e| anyhow::anyhow!("invalid shop.currency: {e}"))?;
+    let currencies = settings.shop.resolved_currencies()?;
     let store = mercato_cart::store::CartStore::new(db.clone(), outbox);
     // Carts in Redis when configured (or by default when Redis is there).
     let store = match (
@@ -412,7 +411,7 @@ pub(crate) async fn build_cart(
     };
     tracing::info!(store = store.backend(), "cart lines");
     let cart = Arc::new(mercato_cart::CartService::new(
-        store, catalog, pricing, currency,
+        store, catalog, pricing, currencies,
     ));
     tasks.push(
         shared

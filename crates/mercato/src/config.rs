@@ -60,14 +60,57 @@ impl Default for BusSettings {
 pub struct ShopSettings {
     /// ISO 4217 code of the shop's currency (empty carts are priced in it).
     pub currency: String,
+    /// Every currency carts may be in (`PUT /cart/currency`); a list, or in
+    /// the environment comma-separated (`MERCATO_SHOP__CURRENCIES=EUR,USD`).
+    /// Empty: `[currency]`.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub currencies: Vec<String>,
 }
 
 impl Default for ShopSettings {
     fn default() -> Self {
         Self {
             currency: "EUR".into(),
+            currencies: Vec::new(),
         }
     }
+}
+
+impl ShopSettings {
+    /// The shop's currency and every currency it sells in (its own first).
+    pub fn resolved_currencies(&self) -> anyhow::Result<mercato_cart::service::Currencies> {
+        let shop = mercato_kernel::Currency::parse(&self.currency)
+            .map_err(|e| anyhow::anyhow!("invalid shop.currency: {e}"))?;
+        let mut sold = vec![shop.clone()];
+        for raw in &self.currencies {
+            let c = mercato_kernel::Currency::parse(raw.trim())
+                .map_err(|e| anyhow::anyhow!("invalid shop.currencies entry {raw:?}: {e}"))?;
+            if !sold.contains(&c) {
+                sold.push(c);
+            }
+        }
+        Ok(mercato_cart::service::Currencies { shop, sold })
+    }
+}
+
+/// A list, or one string of comma-separated items (as environment
+/// variables hold lists).
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(items) => items,
+        Raw::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -506,13 +549,41 @@ impl Settings {
     /// Rules across settings that their types do not hold.
     pub fn check(&self) -> anyhow::Result<()> {
         mercato_gateway::check_cors(&self.http.cors_origins, self.http.cors_allow_credentials)
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        self.shop.resolved_currencies()?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shop_currencies_come_as_a_list_or_comma_separated() {
+        let listed: ShopSettings = serde_json::from_value(
+            serde_json::json!({"currency": "EUR", "currencies": ["USD", "EUR"]}),
+        )
+        .expect("list");
+        let csv: ShopSettings = serde_json::from_value(
+            serde_json::json!({"currency": "EUR", "currencies": "USD, GBP"}),
+        )
+        .expect("csv");
+        let names = |s: &ShopSettings| -> Vec<String> {
+            s.resolved_currencies()
+                .expect("valid")
+                .sold
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&listed), ["EUR", "USD"]);
+        assert_eq!(names(&csv), ["EUR", "USD", "GBP"]);
+        assert_eq!(names(&ShopSettings::default()), ["EUR"]);
+        let bad: ShopSettings =
+            serde_json::from_value(serde_json::json!({"currencies": "usd"})).expect("parsed");
+        assert!(bad.resolved_currencies().is_err());
+    }
 
     #[test]
     fn the_search_instance_is_the_setting_or_the_host_name() {

@@ -95,6 +95,7 @@ pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
                 sku: (*sku).to_owned(),
                 title: Some((*title).to_owned()),
                 price: Money::new(*amount, eur.clone()),
+                prices: Vec::new(),
                 attributes: BTreeMap::new(),
             })
             .collect();

@@ -418,6 +418,7 @@ mod tests {
                 sku: sku.into(),
                 title: String::new(),
                 price: Money::new(price, Currency::parse("EUR").expect("currency")),
+                prices: Vec::new(),
                 attributes: Default::default(),
             }],
             created_at: now,

@@ -8,7 +8,8 @@
 //!   SKU, so an archived product can be taken out of every cart;
 //! - `<prefix>:cart-checkout:<order_id>`: set when an order's purchase was
 //!   taken out of its cart, kept for [`CHECKOUT_MARKER_TTL_SECS`];
-//! - `<prefix>:cart-promo:<customer_id>`: the promotion code on the cart.
+//! - `<prefix>:cart-promo:<customer_id>`: the promotion code on the cart;
+//! - `<prefix>:cart-currency:<customer_id>`: the currency the customer picked.
 //!
 //! Every change that reads before it writes is one Lua script, so it is
 //! atomic in Redis: two concurrent adds cannot both pass the `max` check.
@@ -136,6 +137,25 @@ impl RedisLines {
 
     fn promo_key(&self, customer_id: Uuid) -> String {
         format!("{}:cart-promo:{customer_id}", self.prefix)
+    }
+
+    fn currency_key(&self, customer_id: Uuid) -> String {
+        format!("{}:cart-currency:{customer_id}", self.prefix)
+    }
+
+    pub(super) async fn currency(&self, customer_id: Uuid) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        self.call(conn.get(self.currency_key(customer_id))).await
+    }
+
+    pub(super) async fn set_currency(
+        &self,
+        customer_id: Uuid,
+        currency: &str,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        self.call(conn.set(self.currency_key(customer_id), currency))
+            .await
     }
 
     pub(super) async fn promotion_code(&self, customer_id: Uuid) -> anyhow::Result<Option<String>> {

@@ -21,7 +21,7 @@ async fn a_seller_creates_a_product_anyone_reads_it() {
     assert_eq!(p["status"], "active");
     assert_eq!(
         p["variants"][0],
-        json!({"sku": sku, "title": "Blue", "price": {"amount": 1299, "currency": "EUR"}, "attributes": {"color": "blue"}})
+        json!({"sku": sku, "title": "Blue", "price": {"amount": 1299, "currency": "EUR"}, "prices": [], "attributes": {"color": "blue"}})
     );
     for field in [
         "id",

@@ -38,6 +38,22 @@ const FIELDS: &[&str] = &[
     "warehouse",
     "items",
     "reason",
+    "prices",
+    "code",
+    "kind",
+    "value",
+    "amounts",
+    "min_subtotal",
+    "starts_at",
+    "ends_at",
+    "usage_limit",
+    "per_customer_limit",
+    "categories",
+    "active",
+    "countries",
+    "free_over",
+    "rate_bps",
+    "shipping_method",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -50,6 +66,9 @@ fn scalar() -> impl Strategy<Value = Value> {
         Just(json!("EUR")),
         Just(json!("a@b.io")),
         Just(json!("tok_visa")),
+        Just(json!("percentage")),
+        Just(json!("2026-12-01T00:00:00Z")),
+        Just(json!("DE")),
     ]
 }
 

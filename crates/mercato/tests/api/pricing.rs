@@ -858,3 +858,121 @@ async fn shipping_is_the_cheapest_method_for_the_country_or_the_one_chosen() {
     assert_eq!(r.body["total"], q.body["total"]);
     assert_eq!(r.body["shipping_method"], q.body["shipping_method"]);
 }
+
+/// A cart in another currency the shop sells in: lines, promotions and
+/// shipping priced in it, and the order and its payment in it.
+#[tokio::test]
+async fn a_cart_in_another_currency_is_priced_ordered_and_paid_in_it() {
+    let app = TestApp::spawn_with(|s| s.shop.currencies = vec!["EUR".into(), "USD".into()]).await;
+    let admin = app.admin().await;
+    let seller = app.register("seller").await;
+    let usd = |amount: i64| json!({"amount": amount, "currency": "USD"});
+    let (both, eur_only) = (unique("BOTH"), unique("EURO"));
+    let r = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": "Mug", "category": "cups", "variants": [
+                {"sku": both, "price": eur(1000), "prices": [usd(1100)]},
+                {"sku": eur_only, "price": eur(500)}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["variants"][0]["prices"], json!([usd(1100)]));
+    for sku in [&both, &eur_only] {
+        let r = app
+            .put(
+                &format!("/inventory/{sku}"),
+                Some(&seller.token),
+                json!({"quantity": 10}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let twice = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": "Mug", "category": "cups", "variants": [
+                {"sku": unique("TWICE"), "price": eur(1000), "prices": [usd(1), usd(2)]}]}),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(twice.body["error"]["code"], "duplicate_currency");
+
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &both, 2).await;
+    let set = |currency: &'static str| {
+        let app = &app;
+        let customer = &customer;
+        async move {
+            app.put(
+                "/cart/currency",
+                Some(&customer.token),
+                json!({"currency": currency}),
+            )
+            .await
+        }
+    };
+    let r = set("JPY").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "currency_not_sold");
+    let cart = set("USD").await;
+    assert_eq!(cart.status, StatusCode::OK, "{:?}", cart.body);
+    assert_eq!(cart.body["currency"], "USD");
+    assert_eq!(cart.body["items"][0]["unit_price"], usd(1100));
+    assert_eq!(cart.body["subtotal"], usd(2200));
+    assert_eq!(cart.body["total"], usd(2200));
+
+    // A line without a USD price cannot join; back in EUR it can, and then
+    // the cart cannot go to USD while it holds it.
+    let r = app
+        .post(
+            "/cart/items",
+            Some(&customer.token),
+            json!({"sku": eur_only, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "currency_mismatch");
+    assert_eq!(set("EUR").await.body["subtotal"], eur(2000));
+    add_to_cart(&app, &customer, &eur_only, 1).await;
+    let r = set("USD").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["error"]["code"], "currency_mismatch");
+    let r = app
+        .delete(&format!("/cart/items/{eur_only}"), Some(&customer.token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(set("USD").await.status, StatusCode::OK);
+
+    // A fixed amount off has its amount in USD too.
+    let code = unique("USD");
+    create_promotion(
+        &app,
+        &admin,
+        json!({"code": code, "kind": "fixed_amount", "amount": eur(200), "amounts": [usd(300)]}),
+    )
+    .await;
+    let cart = apply(&app, &customer, &code).await;
+    assert_eq!(cart.status, StatusCode::OK, "{:?}", cart.body);
+    assert_eq!(cart.body["discount_total"], usd(300));
+    assert_eq!(cart.body["total"], usd(1900));
+
+    let r = checkout_to(
+        &app,
+        &customer,
+        json!({"payment": {"token": "tok_visa"}, "shipping_address": address_in("GB")}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["currency"], "USD");
+    assert_eq!(r.body["total"], usd(1900));
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let order = settled(&app, &customer, &id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let pay = app
+        .get(&format!("/payments/orders/{id}"), Some(&admin.token))
+        .await;
+    assert_eq!(pay.body["intent"]["amount"], usd(1900), "{:?}", pay.body);
+}

@@ -38,6 +38,7 @@ impl FakeCatalog {
             price: Money::new(amount, Currency::parse(currency).expect("currency")),
             status,
             category: "cups".into(),
+            prices: Vec::new(),
         };
         self.skus
             .lock()

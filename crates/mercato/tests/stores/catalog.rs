@@ -19,6 +19,7 @@ fn create(seller: Uuid, category: &str, skus: &[&str]) -> CatalogCommand {
                 sku: (*s).into(),
                 title: None,
                 price: Money::new(500, Currency::parse("EUR").expect("currency")),
+                prices: Vec::new(),
                 attributes: BTreeMap::new(),
             })
             .collect(),
