@@ -58,6 +58,8 @@ STATE_DEPENDENT = {
     "PATCH /api/v1/promotions/{id}": {"invalid_promotion"},
     # One price per currency.
     "POST /api/v1/shipping-methods": {"duplicate_currency"},
+    # A parent no category has.
+    "POST /api/v1/categories": {"unknown_parent"},
     # Every variant of a product is priced in one currency, and has at most
     # one price in each other currency.
     "POST /api/v1/products": {"currency_mismatch", "duplicate_currency"},

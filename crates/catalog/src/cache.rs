@@ -277,8 +277,10 @@ mod tests {
             title: title.to_owned(),
             description: String::new(),
             category: "books".to_owned(),
+            category_path: vec!["books".to_owned()],
             status: ProductStatus::Active,
             variants: vec![],
+            images: Vec::new(),
             created_at: now,
             updated_at: now,
         }

@@ -1,7 +1,7 @@
 //! The product aggregate: commands in, events out.
 
 use chrono::{DateTime, Utc};
-use mercato_contracts::types::{Product, ProductStatus, Variant};
+use mercato_contracts::types::{Image, Product, ProductStatus, Variant};
 use mercato_kernel::{ApiError, Money};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -16,13 +16,23 @@ pub enum CatalogEvent {
         title: String,
         description: String,
         category: String,
+        /// Empty in events written before categories had parents.
+        #[serde(default)]
+        category_path: Vec<String>,
         variants: Vec<Variant>,
+        #[serde(default)]
+        images: Vec<Image>,
         at: DateTime<Utc>,
     },
     DetailsChanged {
         title: Option<String>,
         description: Option<String>,
         category: Option<String>,
+        /// With a new category, its path.
+        #[serde(default)]
+        category_path: Option<Vec<String>>,
+        #[serde(default)]
+        images: Option<Vec<Image>>,
         at: DateTime<Utc>,
     },
     VariantsReplaced {
@@ -63,13 +73,20 @@ pub enum CatalogCommand {
         title: String,
         description: String,
         category: String,
+        /// The category's path, as the categories have it (see
+        /// [`slugify`]); the service looks it up.
+        category_path: Vec<String>,
         variants: Vec<NewVariant>,
+        images: Vec<Image>,
     },
     Update {
         title: Option<String>,
         description: Option<String>,
         category: Option<String>,
+        /// With a new category, its path.
+        category_path: Option<Vec<String>>,
         variants: Option<Vec<NewVariant>>,
+        images: Option<Vec<Image>>,
     },
     Archive,
 }
@@ -97,6 +114,45 @@ fn clean_text(field: &str, raw: &str, max: usize, required: bool) -> Result<Stri
         return Err(ApiError::validation(format!("{field} must not be empty")));
     }
     Ok(s.to_owned())
+}
+
+/// A category name as products carry it: 1 to 100 characters, trimmed.
+pub fn clean_category(raw: &str) -> Result<String, ApiError> {
+    clean_text("category", raw, 100, true)
+}
+
+pub use mercato_kernel::slug::slugify;
+
+pub const MAX_IMAGES: usize = 20;
+
+/// Images: at most [`MAX_IMAGES`], each an `http` or `https` URL of at most
+/// 2,000 characters without white space, with an alt text of at most 200.
+pub fn check_images(images: &[Image]) -> Result<(), ApiError> {
+    if images.len() > MAX_IMAGES {
+        return Err(ApiError::validation(format!(
+            "a product has at most {MAX_IMAGES} images"
+        )));
+    }
+    for image in images {
+        let rest = image
+            .url
+            .strip_prefix("https://")
+            .or_else(|| image.url.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| !r.is_empty() && !r.chars().any(char::is_whitespace))
+            && image.url.chars().count() <= 2000;
+        if !ok {
+            return Err(ApiError::validation(format!(
+                "image url {:?} must be an http or https URL of at most 2,000 characters",
+                image.url
+            )));
+        }
+        if image.alt.chars().count() > 200 {
+            return Err(ApiError::validation(
+                "an image's alt text is at most 200 characters",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A SKU: 1 to 64 letters, digits, `-`, `_` or `.`.
@@ -199,7 +255,9 @@ impl ProductAggregate {
                 title,
                 description,
                 category,
+                category_path,
                 variants,
+                images,
                 at,
             } => {
                 self.state = Some(Product {
@@ -208,8 +266,10 @@ impl ProductAggregate {
                     title: title.clone(),
                     description: description.clone(),
                     category: category.clone(),
+                    category_path: category_path.clone(),
                     status: ProductStatus::Active,
                     variants: variants.clone(),
+                    images: images.clone(),
                     created_at: *at,
                     updated_at: *at,
                 })
@@ -218,6 +278,8 @@ impl ProductAggregate {
                 title,
                 description,
                 category,
+                category_path,
+                images,
                 at,
             } => {
                 if let Some(p) = self.state.as_mut() {
@@ -229,6 +291,12 @@ impl ProductAggregate {
                     }
                     if let Some(c) = category {
                         p.category = c.clone();
+                    }
+                    if let Some(path) = category_path {
+                        p.category_path = path.clone();
+                    }
+                    if let Some(i) = images {
+                        p.images = i.clone();
                     }
                     p.updated_at = *at;
                 }
@@ -261,20 +329,25 @@ impl ProductAggregate {
                     title,
                     description,
                     category,
+                    category_path,
                     variants,
+                    images,
                 },
                 None,
             ) => {
                 let title = clean_text("title", &title, 200, true)?;
                 let description = clean_text("description", &description, 10_000, false)?;
-                let category = clean_text("category", &category, 100, true)?;
+                let category = clean_category(&category)?;
                 let variants = build_variants(&title, variants)?;
+                check_images(&images)?;
                 Ok(vec![CatalogEvent::Created {
                     seller_id,
                     title,
                     description,
                     category,
+                    category_path,
                     variants,
+                    images,
                     at: now,
                 }])
             }
@@ -295,7 +368,9 @@ impl ProductAggregate {
                     title,
                     description,
                     category,
+                    category_path,
                     variants,
+                    images,
                 },
                 Some(p),
             ) => {
@@ -311,9 +386,10 @@ impl ProductAggregate {
                 let description = description
                     .map(|d| clean_text("description", &d, 10_000, false))
                     .transpose()?;
-                let category = category
-                    .map(|c| clean_text("category", &c, 100, true))
-                    .transpose()?;
+                let category = category.map(|c| clean_category(&c)).transpose()?;
+                if let Some(i) = &images {
+                    check_images(i)?;
+                }
                 let effective_title = title.as_deref().unwrap_or(&p.title).to_owned();
                 let variants = variants
                     .map(|v| build_variants(&effective_title, v))
@@ -323,11 +399,21 @@ impl ProductAggregate {
                 let title = title.filter(|t| *t != p.title);
                 let description = description.filter(|d| *d != p.description);
                 let category = category.filter(|c| *c != p.category);
-                if title.is_some() || description.is_some() || category.is_some() {
+                let category_path =
+                    category_path.filter(|path| *path != p.category_path || category.is_some());
+                let images = images.filter(|i| *i != p.images);
+                if title.is_some()
+                    || description.is_some()
+                    || category.is_some()
+                    || category_path.is_some()
+                    || images.is_some()
+                {
                     events.push(CatalogEvent::DetailsChanged {
                         title,
                         description,
                         category,
+                        category_path,
+                        images,
                         at: now,
                     });
                 }
@@ -368,6 +454,8 @@ mod tests {
             title: " Mug ".into(),
             description: "A mug".into(),
             category: "kitchen".into(),
+            category_path: Vec::new(),
+            images: Vec::new(),
             variants,
         }
     }
@@ -420,6 +508,8 @@ mod tests {
                     title: Some("Mug".into()),
                     description: None,
                     category: None,
+                    category_path: None,
+                    images: None,
                     variants: Some(vec![variant("MUG-1", 900)]),
                 },
                 now,
@@ -432,6 +522,8 @@ mod tests {
                     title: None,
                     description: None,
                     category: None,
+                    category_path: None,
+                    images: None,
                     variants: Some(vec![variant("MUG-1", 1000)]),
                 },
                 now,
@@ -459,6 +551,8 @@ mod tests {
             title: Some("New".into()),
             description: None,
             category: None,
+            category_path: None,
+            images: None,
             variants: None,
         };
         assert_eq!(

@@ -21,15 +21,29 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "catalog";
 
+/// Categories with parents, and what products keep of them and of their
+/// images. Plain SQL both backends take.
+const CATEGORIES: Migration = Migration {
+    version: 2,
+    name: "categories_and_images",
+    sql: include_str!("../migrations/2_categories.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "products",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "products",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "products",
+            sql: include_str!("../migrations/sqlite.sql"),
+        },
+        CATEGORIES,
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "products",
+            sql: include_str!("../migrations/postgres.sql"),
+        },
+        CATEGORIES,
+    ],
 };

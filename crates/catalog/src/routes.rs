@@ -2,10 +2,10 @@
 
 use crate::domain::{CatalogCommand, NewVariant};
 use crate::service::CatalogService;
-use crate::store::ProductFilter;
+use crate::store::{Category, ProductFilter};
 use axum::extract::State;
 use axum::http::StatusCode;
-use mercato_contracts::types::{Product, ProductStatus};
+use mercato_contracts::types::{Image, Product, ProductStatus};
 use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Created, Json, Path, Query};
@@ -25,6 +25,7 @@ pub fn router(service: Arc<CatalogService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(create_product, list_products))
         .routes(routes!(get_product, update_product, archive_product))
+        .routes(routes!(create_category, list_categories))
         .with_state(service)
 }
 
@@ -98,6 +99,10 @@ pub struct CreateProductRequest {
     /// otherwise).
     #[schema(min_items = 1, max_items = 100)]
     pub variants: Vec<VariantInput>,
+    /// At most 20 pictures.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub images: Vec<Image>,
 }
 
 /// What is absent or null stays as it is.
@@ -116,6 +121,9 @@ pub struct UpdateProductRequest {
     /// currency (422 `currency_mismatch` otherwise).
     #[schema(min_items = 1, max_items = 100)]
     pub variants: Option<Vec<VariantInput>>,
+    /// Replaces the pictures: at most 20.
+    #[schema(max_items = 20)]
+    pub images: Option<Vec<Image>>,
 }
 
 /// Which products `GET /products` lists.
@@ -131,10 +139,12 @@ enum StatusFilter {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProductListQuery {
-    /// Only products of this category; empty for any.
+    /// Only products of this category or of a category under it (by name
+    /// or slug); empty for any.
     pub category: Option<String>,
-    /// Only products of this seller.
-    pub seller_id: Option<Uuid>,
+    /// Only products of this seller; `me` for the caller's own (signed in).
+    #[param(value_type = Option<String>, pattern = "^(me|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
+    pub seller_id: Option<String>,
     /// `active` (default), `archived` or `all`.
     #[param(value_type = Option<StatusFilter>, inline)]
     pub status: Option<String>,
@@ -173,7 +183,9 @@ async fn create_product(
                 title: body.title,
                 description: body.description,
                 category: body.category,
+                category_path: Vec::new(),
                 variants: body.variants.into_iter().map(Into::into).collect(),
+                images: body.images,
             },
         )
         .await?;
@@ -185,13 +197,26 @@ async fn create_product(
     params(ProductListQuery),
     responses(
         (status = 200, description = "A page of products", body = Page<Product>),
-        (status = 400, description = "`invalid_cursor`: the cursor is not base64url", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor`: the cursor is not base64url; `invalid_query`: a seller_id that is neither an id nor `me`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: `seller_id=me` without a signed-in caller, or a token that is not valid", body = ErrorBody),
         (status = 422, description = "`validation_failed`: a limit below 1 or an unknown status", body = ErrorBody),
     ))]
 async fn list_products(
     State(service): State<AppState>,
+    caller: Option<Caller>,
     Query(q): Query<ProductListQuery>,
 ) -> ApiResult<Json<Page<Product>>> {
+    let seller_id = match q.seller_id.as_deref() {
+        None | Some("") => None,
+        Some("me") => Some(
+            caller
+                .ok_or_else(|| ApiError::unauthorized("seller_id=me needs a signed-in caller"))?
+                .user_id,
+        ),
+        Some(raw) => Some(mercato_kernel::id::strict_id(raw).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", "seller_id must be an id or `me`")
+        })?),
+    };
     let page = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
@@ -205,7 +230,7 @@ async fn list_products(
     };
     let filter = ProductFilter {
         category: q.category.filter(|c| !c.is_empty()),
-        seller_id: q.seller_id,
+        seller_id,
         status,
     };
     Ok(Json(service.list(&filter, &page).await?))
@@ -247,9 +272,11 @@ async fn update_product(
         title: body.title,
         description: body.description,
         category: body.category,
+        category_path: None,
         variants: body
             .variants
             .map(|v| v.into_iter().map(Into::into).collect()),
+        images: body.images,
     };
     Ok(Json(
         service.update(caller, product_id(&id)?, command).await?,
@@ -273,6 +300,63 @@ async fn archive_product(
 ) -> ApiResult<StatusCode> {
     service.archive(caller, product_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateCategoryRequest {
+    /// 1 to 100 characters, not only white space.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "Cups")]
+    pub name: String,
+    /// Lower-case letters and digits in groups joined by `-`; made from the
+    /// name when absent.
+    #[schema(
+        max_length = 100,
+        pattern = "^[a-z0-9]+(-[a-z0-9]+)*$",
+        example = "cups"
+    )]
+    pub slug: Option<String>,
+    /// The slug of the parent category; top level when absent.
+    #[schema(example = "kitchen")]
+    pub parent: Option<String>,
+}
+
+/// Make a category (admins), under another or at top level. A product
+/// whose category is not known yet makes it at top level.
+#[utoipa::path(post, path = "/categories", tag = "catalog", security(("bearer" = [])),
+    request_body = CreateCategoryRequest,
+    responses(
+        (status = 201, description = "Created", body = Category),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins make categories", body = ErrorBody),
+        (status = 409, description = "`category_exists`: a category has the slug", body = ErrorBody),
+        (status = 422, description = "`unknown_parent`: no category has the parent's slug; `validation_failed`: a field out of its rules", body = ErrorBody),
+    ))]
+async fn create_category(
+    State(service): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateCategoryRequest>,
+) -> ApiResult<Created<Category>> {
+    let category = service
+        .create_category(
+            caller,
+            &body.name,
+            body.slug.as_deref(),
+            body.parent.as_deref(),
+        )
+        .await?;
+    Ok(Created(category))
+}
+
+/// Every category, all in one page, a parent before its children.
+#[utoipa::path(get, path = "/categories", tag = "catalog",
+    responses(
+        (status = 200, description = "The categories by path; `next_cursor` is always null", body = Page<Category>),
+    ))]
+async fn list_categories(State(service): State<AppState>) -> ApiResult<Json<Page<Category>>> {
+    Ok(Json(Page {
+        items: service.categories().await?,
+        next_cursor: None,
+    }))
 }
 
 /// The endpoints other contexts call in distributed mode; mounted under

@@ -1,8 +1,8 @@
 //! Catalog use cases: the aggregate decides, the store records, the cache serves reads.
 
 use crate::cache::{ProductCache, SkuCache};
-use crate::domain::{CatalogCommand, CatalogEvent, ProductAggregate};
-use crate::store::{AppendError, CatalogStore, ProductFilter};
+use crate::domain::{clean_category, slugify, CatalogCommand, CatalogEvent, ProductAggregate};
+use crate::store::{AppendError, CatalogStore, Category, CategoryError, ProductFilter};
 use async_trait::async_trait;
 use mercato_contracts::clients::{CatalogClient, ClientError, ClientResult};
 use mercato_contracts::events::{PriceChanged, ProductArchived, ProductCreated, ProductUpdated};
@@ -60,7 +60,87 @@ impl CatalogService {
     ) -> Result<Product, ApiError> {
         caller.require(&[Role::Seller, Role::Admin])?;
         let agg = ProductAggregate::new(id::new_id());
+        // Refused before its category is made.
+        agg.handle(command.clone(), time::now())?;
+        let command = self.with_category_path(command).await?;
         self.execute(agg, command).await
+    }
+
+    /// The command with the path of its category, made at top level when
+    /// it is new.
+    async fn with_category_path(
+        &self,
+        mut command: CatalogCommand,
+    ) -> Result<CatalogCommand, ApiError> {
+        match &mut command {
+            CatalogCommand::Create {
+                category,
+                category_path,
+                ..
+            } => {
+                *category_path = self
+                    .store
+                    .ensure_category(&clean_category(category)?)
+                    .await?;
+            }
+            CatalogCommand::Update {
+                category: Some(category),
+                category_path,
+                ..
+            } => {
+                let name = clean_category(category)?;
+                *category_path = Some(self.store.ensure_category(&name).await?);
+            }
+            _ => {}
+        }
+        Ok(command)
+    }
+
+    /// Makes a category (admins): its slug is made from its name when not
+    /// given; under `parent` (a slug) or at top level.
+    pub async fn create_category(
+        &self,
+        caller: Caller,
+        name: &str,
+        slug: Option<&str>,
+        parent: Option<&str>,
+    ) -> Result<Category, ApiError> {
+        caller.require(&[Role::Admin])?;
+        let name = clean_category(name)?;
+        // A slug given is ASCII; one made from a name keeps its letters.
+        let given = slug.is_some();
+        let slug = match slug {
+            Some(s) => s.to_owned(),
+            None => slugify(&name),
+        };
+        let ascii = slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let valid = !slug.is_empty()
+            && slug.chars().count() <= 100
+            && slugify(&slug) == slug
+            && (ascii || !given);
+        if !valid {
+            return Err(ApiError::validation(
+                "slug must be lower-case letters and digits in groups joined by `-`",
+            ));
+        }
+        match self.store.create_category(&slug, &name, parent).await {
+            Ok(c) => Ok(c),
+            Err(CategoryError::Exists) => Err(ApiError::conflict(
+                "category_exists",
+                format!("a category has the slug {slug:?}"),
+            )),
+            Err(CategoryError::UnknownParent) => Err(ApiError::unprocessable(
+                "unknown_parent",
+                "no category has the parent's slug",
+            )),
+            Err(CategoryError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    pub async fn categories(&self) -> Result<Vec<Category>, ApiError> {
+        Ok(self.store.categories().await?)
     }
 
     pub async fn update(
@@ -69,6 +149,11 @@ impl CatalogService {
         id: Uuid,
         command: CatalogCommand,
     ) -> Result<Product, ApiError> {
+        // Authorized and valid before its category is made.
+        let agg = self.store.load(id).await?;
+        authorize_owner(&caller, &agg)?;
+        agg.handle(command.clone(), time::now())?;
+        let command = self.with_category_path(command).await?;
         for _ in 0..APPEND_ATTEMPTS {
             let agg = self.store.load(id).await?;
             authorize_owner(&caller, &agg)?;
@@ -320,6 +405,8 @@ mod tests {
                     title: "Kettle".into(),
                     description: String::new(),
                     category: "kitchen".into(),
+                    category_path: Vec::new(),
+                    images: Vec::new(),
                     variants: vec![variant("KET-1", 1299)],
                 },
             )
@@ -334,6 +421,8 @@ mod tests {
                     title: Some("Steel kettle".into()),
                     description: None,
                     category: None,
+                    category_path: None,
+                    images: None,
                     variants: Some(vec![variant("KET-1", 1499)]),
                 },
             )

@@ -1,6 +1,6 @@
 //! The catalog's event store and its current-state projection.
 
-use crate::domain::{CatalogEvent, ProductAggregate};
+use crate::domain::{slugify, CatalogEvent, ProductAggregate};
 use mercato_contracts::types::{Product, ProductStatus, SkuInfo, Variant};
 use mercato_kernel::db::Db;
 use mercato_kernel::error::is_unique_violation;
@@ -49,9 +49,38 @@ type ProductRow = (
     String,
     String,
     String,
+    Option<String>,
+    Option<String>,
 );
 const PRODUCT_COLUMNS: &str =
-    "id, seller_id, title, description, category, status, variants, created_at, updated_at";
+    "id, seller_id, title, description, category, status, variants, created_at, updated_at, category_path, images";
+
+/// A category as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Category {
+    pub slug: String,
+    pub name: String,
+    /// The parent's slug; null for a top-level category.
+    pub parent: Option<String>,
+    /// The slugs from the root to this one, joined by `/`.
+    pub path: String,
+}
+
+/// Why a category could not be made.
+#[derive(Debug)]
+pub enum CategoryError {
+    /// The slug is taken.
+    Exists,
+    /// No category has the parent's slug.
+    UnknownParent,
+    Store(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CategoryError {
+    fn from(e: E) -> Self {
+        CategoryError::Store(e.into())
+    }
+}
 
 fn status_str(s: ProductStatus) -> &'static str {
     match s {
@@ -61,9 +90,28 @@ fn status_str(s: ProductStatus) -> &'static str {
 }
 
 fn product_from_row(row: ProductRow) -> anyhow::Result<Product> {
-    let (id, seller_id, title, description, category, status, variants, created_at, updated_at) =
-        row;
+    let (
+        id,
+        seller_id,
+        title,
+        description,
+        category,
+        status,
+        variants,
+        created_at,
+        updated_at,
+        category_path,
+        images,
+    ) = row;
     Ok(Product {
+        category_path: category_path
+            .map(|p| serde_json::from_str(&p))
+            .transpose()?
+            .unwrap_or_default(),
+        images: images
+            .map(|i| serde_json::from_str(&i))
+            .transpose()?
+            .unwrap_or_default(),
         id: Uuid::parse_str(&id)?,
         seller_id: Uuid::parse_str(&seller_id)?,
         title,
@@ -151,11 +199,14 @@ impl CatalogStore {
         }
         let version = before.version + events.len() as i64;
         sqlx::query(
-            "INSERT INTO products (id, seller_id, title, description, category, status, variants, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            "INSERT INTO products (id, seller_id, title, description, category, status, variants, version, created_at, updated_at,
+                category_slug, category_path, images)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET title = excluded.title, description = excluded.description,
                 category = excluded.category, status = excluded.status, variants = excluded.variants,
-                version = excluded.version, updated_at = excluded.updated_at",
+                version = excluded.version, updated_at = excluded.updated_at,
+                category_slug = excluded.category_slug, category_path = excluded.category_path,
+                images = excluded.images",
         )
         .bind(&id)
         .bind(after.seller_id.to_string())
@@ -167,6 +218,9 @@ impl CatalogStore {
         .bind(version)
         .bind(time::to_db(&after.created_at))
         .bind(time::to_db(&after.updated_at))
+        .bind(slugify(&after.category))
+        .bind(serde_json::to_string(&after.category_path)?)
+        .bind(serde_json::to_string(&after.images)?)
         .execute(tx.conn())
         .await?;
         self.outbox.add(&mut tx, integration).await?;
@@ -197,7 +251,14 @@ impl CatalogStore {
             sql.push_str(&clause.replace('?', &format!("${}", args.len())));
         };
         if let Some(c) = &filter.category {
-            bind(&mut sql, " AND category = ?", c.clone());
+            // The category and every category under it (slugs hold no `%`
+            // nor `_`).
+            bind(
+                &mut sql,
+                " AND (category_slug = ? OR category_slug IN (SELECT c.slug FROM categories c
+                   JOIN categories root ON root.slug = ? WHERE c.path LIKE root.path || '/%'))",
+                slugify(c),
+            );
         }
         if let Some(s) = filter.seller_id {
             bind(&mut sql, " AND seller_id = ?", s.to_string());
@@ -222,6 +283,113 @@ impl CatalogStore {
             .map(product_from_row)
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Page::from_rows(products, page.limit, |p| p.id.to_string()))
+    }
+
+    /// The path of the category `name` names, making it at top level when
+    /// there is none yet.
+    pub async fn ensure_category(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let slug = slugify(name);
+        if slug.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(path) = self.category_path(&slug).await? {
+            return Ok(path);
+        }
+        let query = sqlx::query(
+            "INSERT INTO categories (slug, name, parent, path, created_at) VALUES ($1, $2, NULL, $1, $3)
+             ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(&slug)
+        .bind(name.trim())
+        .bind(time::to_db(&time::now()));
+        self.db.execute(query).await?;
+        Ok(self
+            .category_path(&slug)
+            .await?
+            .unwrap_or_else(|| vec![slug]))
+    }
+
+    async fn category_path(&self, slug: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT path FROM categories WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|(p,)| p.split('/').map(str::to_owned).collect()))
+    }
+
+    /// Makes a category under `parent` (a slug), or at top level.
+    pub async fn create_category(
+        &self,
+        slug: &str,
+        name: &str,
+        parent: Option<&str>,
+    ) -> Result<Category, CategoryError> {
+        let path = match parent {
+            None => slug.to_owned(),
+            Some(p) => match self.category_path(p).await? {
+                Some(mut path) => {
+                    path.push(slug.to_owned());
+                    path.join("/")
+                }
+                None => return Err(CategoryError::UnknownParent),
+            },
+        };
+        let query = sqlx::query(
+            "INSERT INTO categories (slug, name, parent, path, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(slug)
+        .bind(name)
+        .bind(parent)
+        .bind(&path)
+        .bind(time::to_db(&time::now()));
+        if self.db.execute(query).await?.rows_affected() == 0 {
+            return Err(CategoryError::Exists);
+        }
+        Ok(Category {
+            slug: slug.to_owned(),
+            name: name.to_owned(),
+            parent: parent.map(str::to_owned),
+            path,
+        })
+    }
+
+    /// Every category, by path (a parent before its children).
+    pub async fn categories(&self) -> anyhow::Result<Vec<Category>> {
+        let rows: Vec<(String, String, Option<String>, String)> =
+            sqlx::query_as("SELECT slug, name, parent, path FROM categories ORDER BY path")
+                .fetch_all(self.db.pool())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(slug, name, parent, path)| Category {
+                slug,
+                name,
+                parent,
+                path,
+            })
+            .collect())
+    }
+
+    /// Products written before categories had slugs and paths: their
+    /// category made (at top level when new) and their columns filled.
+    /// Returns how many products it filled.
+    pub async fn backfill_categories(&self) -> anyhow::Result<usize> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, category FROM products WHERE category_slug IS NULL")
+                .fetch_all(self.db.pool())
+                .await?;
+        for (id, category) in &rows {
+            let path = self.ensure_category(category).await?;
+            let query = sqlx::query(
+                "UPDATE products SET category_slug = $2, category_path = $3 WHERE id = $1 AND category_slug IS NULL",
+            )
+            .bind(id)
+            .bind(slugify(category))
+            .bind(serde_json::to_string(&path)?);
+            self.db.execute(query).await?;
+        }
+        Ok(rows.len())
     }
 
     /// What a SKU is, for carts and orders.

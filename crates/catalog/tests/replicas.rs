@@ -30,6 +30,8 @@ fn variants(list: &[(&str, i64)]) -> CatalogCommand {
         title: None,
         description: None,
         category: None,
+        category_path: None,
+        images: None,
         variants: Some(list.iter().map(|(s, a)| variant(s, *a)).collect()),
     }
 }
@@ -69,6 +71,8 @@ async fn kettle_on_sale(replica: &CatalogService) -> (Caller, Product) {
                 title: "Kettle".into(),
                 description: String::new(),
                 category: "kitchen".into(),
+                category_path: Vec::new(),
+                images: Vec::new(),
                 variants: vec![variant("KET-1", 1299)],
             },
         )

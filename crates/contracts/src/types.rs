@@ -35,10 +35,34 @@ pub struct Product {
     pub title: String,
     pub description: String,
     pub category: String,
+    /// The slugs of the product's category and its ancestors, root first
+    /// (`["kitchen", "cups"]`): filters by a category include its
+    /// subcategories.
+    #[serde(default)]
+    pub category_path: Vec<String>,
     pub status: ProductStatus,
     pub variants: Vec<Variant>,
+    /// Pictures of the product, shown in this order.
+    #[serde(default)]
+    pub images: Vec<Image>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A picture of a product: where it is, and what it shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    /// An `http` or `https` URL, at most 2,000 characters.
+    #[schema(
+        max_length = 2000,
+        pattern = "^https?://[^\\s]+$",
+        example = "https://cdn.example.com/cup.jpg"
+    )]
+    pub url: String,
+    /// What it shows, for people who cannot see it: at most 200 characters.
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub alt: String,
 }
 
 /// What another context needs to know about a SKU to sell it.

@@ -23,6 +23,7 @@ pub mod number;
 pub mod outbox;
 pub mod page;
 pub mod resilience;
+pub mod slug;
 pub mod telemetry;
 pub mod time;
 

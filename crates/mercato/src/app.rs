@@ -326,10 +326,18 @@ pub(crate) async fn build_catalog(
         &mut tasks,
     )
     .await?;
-    let catalog = mercato_catalog::CatalogService::new(mercato_catalog::store::CatalogStore::new(
-        db.clone(),
-        outbox,
-    ));
+    let store = mercato_catalog::store::CatalogStore::new(db.clone(), outbox);
+    let filled = store
+        .backfill_categories()
+        .await
+        .context("filling in the categories of earlier products")?;
+    if filled > 0 {
+        tracing::info!(
+            products = filled,
+            "categories of earlier products filled in"
+        );
+    }
+    let catalog = mercato_catalog::CatalogService::new(store);
     // With Redis, products and SKU lookups are cached there for every
     // catalog replica (see mercato_catalog::cache).
     let catalog = Arc::new(match &shared.redis {

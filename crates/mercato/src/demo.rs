@@ -107,6 +107,8 @@ pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
                     title: p.title.to_owned(),
                     description: p.description.to_owned(),
                     category: p.category.to_owned(),
+                    category_path: Vec::new(),
+                    images: Vec::new(),
                     variants,
                 },
             )

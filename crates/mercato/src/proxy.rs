@@ -56,7 +56,7 @@ pub fn owner(path: &str) -> Option<&'static str> {
     let first = path.trim_start_matches('/').split('/').next()?;
     Some(match first {
         "auth" | "me" => "identity",
-        "products" => "catalog",
+        "products" | "categories" => "catalog",
         "search" => "search",
         "cart" => "cart",
         "inventory" => "inventory",
@@ -664,6 +664,7 @@ mod tests {
         assert_eq!(owner("/auth/register"), Some("identity"));
         assert_eq!(owner("/me"), Some("identity"));
         assert_eq!(owner("/products/abc"), Some("catalog"));
+        assert_eq!(owner("/categories"), Some("catalog"));
         assert_eq!(owner("/search"), Some("search"));
         assert_eq!(owner("/cart/items/x"), Some("cart"));
         assert_eq!(owner("/inventory/sku-1"), Some("inventory"));

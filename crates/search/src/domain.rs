@@ -26,6 +26,9 @@ pub struct ProductDoc {
     pub title: String,
     pub description: String,
     pub category: String,
+    /// The slugs of its category and the categories above it.
+    #[serde(default)]
+    pub category_path: Vec<String>,
     /// The lowest price of its variants.
     pub price: Money,
     pub skus: Vec<String>,
@@ -50,6 +53,7 @@ impl ProductDoc {
             title: p.title.clone(),
             description: p.description.clone(),
             category: p.category.clone(),
+            category_path: p.category_path.clone(),
             price: price.clone(),
             skus: p.variants.iter().map(|v| v.sku.clone()).collect(),
             created_at: p.created_at,

@@ -64,6 +64,8 @@ pub struct Fields {
     pub title: Field,
     pub description: Field,
     pub category: Field,
+    /// The slugs of the category and the categories above it.
+    pub category_path: Field,
     pub price: Field,
     pub currency: Field,
     pub seller_id: Field,
@@ -95,6 +97,7 @@ pub fn schema() -> (Schema, Fields) {
         title: b.add_text_field("title", text(true)),
         description: b.add_text_field("description", text(false)),
         category: b.add_text_field(CATEGORY, STRING | STORED | FAST),
+        category_path: b.add_text_field("category_path", STRING),
         price: b.add_i64_field("price", INDEXED | FAST | STORED),
         currency: b.add_text_field("currency", STRING | STORED),
         seller_id: b.add_text_field("seller_id", STRING | STORED),
@@ -161,6 +164,14 @@ impl SearchIndex {
         d.add_text(f.title, &p.title);
         d.add_text(f.description, &p.description);
         d.add_text(f.category, &p.category);
+        // Products of events written before categories had paths: their
+        // own category's slug.
+        if p.category_path.is_empty() {
+            d.add_text(f.category_path, mercato_kernel::slug::slugify(&p.category));
+        }
+        for slug in &p.category_path {
+            d.add_text(f.category_path, slug);
+        }
         d.add_i64(f.price, p.price.amount);
         d.add_text(f.currency, p.price.currency.as_str());
         d.add_text(f.seller_id, p.seller_id.to_string());
@@ -265,10 +276,10 @@ impl QueryPlan {
         }
         Ok(QueryPlan {
             clauses,
-            category: req
-                .category
-                .as_ref()
-                .map(|c| Term::from_field_text(fields.category, c)),
+            // The category or any under it.
+            category: req.category.as_ref().map(|c| {
+                Term::from_field_text(fields.category_path, &mercato_kernel::slug::slugify(c))
+            }),
         })
     }
 
@@ -413,6 +424,7 @@ mod tests {
             title: title.into(),
             description: description.into(),
             category: category.into(),
+            category_path: Vec::new(),
             price: Money::new(price, Currency::parse("EUR").expect("currency")),
             skus: vec![format!("SKU-{n}")],
             created_at: Utc

@@ -413,7 +413,9 @@ mod tests {
             title: title.into(),
             description: String::new(),
             category: "c".into(),
+            category_path: vec!["c".into()],
             status: ProductStatus::Active,
+            images: Vec::new(),
             variants: vec![Variant {
                 sku: sku.into(),
                 title: String::new(),

@@ -229,6 +229,7 @@ mod tests {
             title: "T".into(),
             description: String::new(),
             category: "c".into(),
+            category_path: Vec::new(),
             price: Money::new(1, Currency::parse("EUR").expect("currency")),
             skus: skus.iter().map(|s| s.to_string()).collect(),
             created_at: Utc::now(),

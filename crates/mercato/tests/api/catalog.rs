@@ -309,3 +309,205 @@ async fn lists_filter_by_category_and_seller_and_page_with_cursors() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// Categories with parents: filters by a category include its
+/// subcategories, in the product list and in search; a product with a
+/// category nobody made yet makes it at top level.
+#[tokio::test]
+async fn categories_nest_and_filters_include_subcategories() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let seller = app.register("seller").await;
+    let tag = unique("k").to_lowercase().replace('_', "-");
+    let root_name = format!("Kitchen {tag}");
+    let root = app
+        .post(
+            "/categories",
+            Some(&admin.token),
+            json!({"name": root_name}),
+        )
+        .await;
+    assert_eq!(root.status, StatusCode::CREATED, "{:?}", root.body);
+    let root_slug = root.body["slug"].as_str().expect("slug").to_owned();
+    assert_eq!(root_slug, format!("kitchen-{tag}"));
+    assert_eq!(root.body["parent"], serde_json::Value::Null);
+    assert_eq!(root.body["path"], root_slug.as_str());
+    let cups_slug = format!("cups-{tag}");
+    let cups = app
+        .post(
+            "/categories",
+            Some(&admin.token),
+            json!({"name": "Cups", "slug": cups_slug, "parent": root_slug}),
+        )
+        .await;
+    assert_eq!(cups.status, StatusCode::CREATED, "{:?}", cups.body);
+    assert_eq!(cups.body["path"], format!("{root_slug}/{cups_slug}"));
+
+    for (body, status) in [
+        (
+            json!({"name": "Again", "slug": cups_slug}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            json!({"name": "Orphan", "parent": format!("none-{tag}")}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"name": "Bad", "slug": "Not A Slug"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"name": "  "}), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = app
+            .post("/categories", Some(&admin.token), body.clone())
+            .await;
+        assert_eq!(r.status, status, "{body}: {:?}", r.body);
+    }
+    let r = app
+        .post("/categories", Some(&seller.token), json!({"name": "Mine"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // One product in the subcategory, one at the top, one elsewhere.
+    let word = format!("w{}", uuid::Uuid::now_v7().simple());
+    let make = |category: String| {
+        let app = &app;
+        let seller = &seller;
+        let word = word.clone();
+        async move {
+            let r = app
+                .post(
+                    "/products",
+                    Some(&seller.token),
+                    json!({"title": format!("Thing {word}"), "category": category,
+                           "variants": [{"sku": unique("CAT"), "price": {"amount": 100, "currency": "EUR"}}]}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            r.body
+        }
+    };
+    let in_cups = make(cups_slug.clone()).await;
+    assert_eq!(in_cups["category_path"], json!([root_slug, cups_slug]));
+    let in_root = make(root_name.clone()).await;
+    assert_eq!(in_root["category_path"], json!([root_slug]));
+    let elsewhere_name = format!("Garden {tag}");
+    let elsewhere = make(elsewhere_name.clone()).await;
+    assert_eq!(elsewhere["category_path"], json!([format!("garden-{tag}")]));
+    let listed = app.get("/categories", None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let slugs: Vec<&str> = listed.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["slug"].as_str())
+        .collect();
+    assert!(
+        slugs.contains(&format!("garden-{tag}").as_str()),
+        "made at top level: {slugs:?}"
+    );
+
+    let ids = |r: &crate::support::Response| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|p| p["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let under_root = app
+        .get(&format!("/products?category={}&limit=100", root_slug), None)
+        .await;
+    let got = ids(&under_root);
+    assert!(got.contains(&in_cups["id"].as_str().expect("id").to_owned()));
+    assert!(got.contains(&in_root["id"].as_str().expect("id").to_owned()));
+    assert_eq!(got.len(), 2, "{got:?}");
+    let under_cups = app
+        .get(&format!("/products?category={cups_slug}"), None)
+        .await;
+    assert_eq!(
+        ids(&under_cups),
+        vec![in_cups["id"].as_str().expect("id").to_owned()]
+    );
+
+    // Search: the same, within 2 seconds.
+    app.eventually(
+        "search finds both under the root",
+        std::time::Duration::from_secs(5),
+        || async {
+            let r = app
+                .get(&format!("/search?q={word}&category={root_slug}"), None)
+                .await;
+            (r.body["total"] == 2).then_some(())
+        },
+    )
+    .await;
+    let r = app
+        .get(&format!("/search?q={word}&category={cups_slug}"), None)
+        .await;
+    assert_eq!(r.body["total"], 1, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn products_carry_images_and_sellers_list_their_own() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let other = app.register("seller").await;
+    let images = json!([{"url": "https://cdn.example.com/a.jpg", "alt": "A blue mug"},
+                        {"url": "http://cdn.example.com/b.png", "alt": ""}]);
+    let r = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": "Mug", "category": "kitchen", "images": images,
+                   "variants": [{"sku": unique("IMG"), "price": {"amount": 100, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["images"], images);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let changed = app
+        .patch(
+            &format!("/products/{id}"),
+            Some(&seller.token),
+            json!({"images": [{"url": "https://cdn.example.com/c.jpg", "alt": "C"}]}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(changed.body["images"].as_array().map(Vec::len), Some(1));
+    for bad in [
+        json!([{"url": "ftp://x/y.jpg"}]),
+        json!([{"url": "https://has space/y.jpg"}]),
+        json!((0..21)
+            .map(|i| json!({"url": format!("https://x/{i}.jpg")}))
+            .collect::<Vec<_>>()),
+    ] {
+        let r = app
+            .patch(
+                &format!("/products/{id}"),
+                Some(&seller.token),
+                json!({"images": bad}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {:?}",
+            r.body
+        );
+    }
+
+    app.create_product(&other, "kitchen", &[(&unique("OTHER"), 100)])
+        .await;
+    let mine = app
+        .get("/products?seller_id=me&limit=100", Some(&seller.token))
+        .await;
+    assert_eq!(mine.status, StatusCode::OK, "{:?}", mine.body);
+    let items = mine.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], id.as_str());
+    let anonymous = app.get("/products?seller_id=me", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let bad = app.get("/products?seller_id=someone", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}

@@ -13,6 +13,8 @@ fn create(seller: Uuid, category: &str, skus: &[&str]) -> CatalogCommand {
         title: "Thing".into(),
         description: String::new(),
         category: category.into(),
+        category_path: Vec::new(),
+        images: Vec::new(),
         variants: skus
             .iter()
             .map(|s| NewVariant {
@@ -79,6 +81,8 @@ async fn concurrent_appends_at_one_version_conflict() {
             title: Some(title.into()),
             description: None,
             category: None,
+            category_path: None,
+            images: None,
             variants: None,
         };
         let now = mercato_kernel::time::now();
