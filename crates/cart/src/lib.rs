@@ -33,6 +33,19 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "cart";
 
+/// The code and the currency a customer put on the cart: plain SQL both
+/// backends take.
+const CART_PROMOTIONS: Migration = Migration {
+    version: 2,
+    name: "cart_promotions",
+    sql: include_str!("../migrations/2_cart_promotions.sql"),
+};
+const CART_CURRENCIES: Migration = Migration {
+    version: 3,
+    name: "cart_currencies",
+    sql: include_str!("../migrations/3_cart_currencies.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -40,16 +53,8 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "cart_lines",
             sql: include_str!("../migrations/sqlite.sql"),
         },
-        Migration {
-            version: 2,
-            name: "cart_promotions",
-            sql: include_str!("../migrations/sqlite_2.sql"),
-        },
-        Migration {
-            version: 3,
-            name: "cart_currencies",
-            sql: include_str!("../migrations/sqlite_3.sql"),
-        },
+        CART_PROMOTIONS,
+        CART_CURRENCIES,
     ],
     postgres: &[
         Migration {
@@ -57,15 +62,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "cart_lines",
             sql: include_str!("../migrations/postgres.sql"),
         },
-        Migration {
-            version: 2,
-            name: "cart_promotions",
-            sql: include_str!("../migrations/postgres_2.sql"),
-        },
-        Migration {
-            version: 3,
-            name: "cart_currencies",
-            sql: include_str!("../migrations/postgres_3.sql"),
-        },
+        CART_PROMOTIONS,
+        CART_CURRENCIES,
     ],
 };

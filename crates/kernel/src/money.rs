@@ -86,18 +86,24 @@ impl Money {
         Ok(Self::new(amount, Currency::parse(currency)?))
     }
 
-    pub fn checked_add(&self, other: &Money) -> Result<Money, MoneyError> {
+    /// `op` of two amounts of one currency.
+    fn combined(
+        &self,
+        other: &Money,
+        op: fn(i64, i64) -> Option<i64>,
+    ) -> Result<Money, MoneyError> {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch(
                 self.currency.0.clone(),
                 other.currency.0.clone(),
             ));
         }
-        let amount = self
-            .amount
-            .checked_add(other.amount)
-            .ok_or(MoneyError::Overflow)?;
+        let amount = op(self.amount, other.amount).ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency.clone()))
+    }
+
+    pub fn checked_add(&self, other: &Money) -> Result<Money, MoneyError> {
+        self.combined(other, i64::checked_add)
     }
 
     pub fn checked_mul(&self, factor: i64) -> Result<Money, MoneyError> {
@@ -109,17 +115,7 @@ impl Money {
     }
 
     pub fn checked_sub(&self, other: &Money) -> Result<Money, MoneyError> {
-        if self.currency != other.currency {
-            return Err(MoneyError::CurrencyMismatch(
-                self.currency.0.clone(),
-                other.currency.0.clone(),
-            ));
-        }
-        let amount = self
-            .amount
-            .checked_sub(other.amount)
-            .ok_or(MoneyError::Overflow)?;
-        Ok(Money::new(amount, self.currency.clone()))
+        self.combined(other, i64::checked_sub)
     }
 
     /// `self × numerator / denominator`, rounded to the minor unit half away

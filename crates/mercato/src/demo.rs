@@ -139,7 +139,7 @@ pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
 /// A promotion code, shipping (standard everywhere, free over 50.00;
 /// express), and VAT for Germany and the United Kingdom.
 async fn pricing(ctx: &Contexts, eur: &Currency) -> anyhow::Result<()> {
-    use mercato_pricing::domain::{PromotionKind, PromotionRules};
+    use mercato_pricing::domain::PromotionRules;
     use mercato_pricing::service::NewShippingMethod;
     let admin = Caller {
         user_id: uuid::Uuid::nil(),
@@ -156,19 +156,10 @@ async fn pricing(ctx: &Contexts, eur: &Currency) -> anyhow::Result<()> {
         .is_none()
     {
         let rules = PromotionRules {
-            code: PROMOTION_CODE.to_owned(),
-            kind: PromotionKind::Percentage,
-            value: Some(10),
-            amount: None,
-            amounts: Vec::new(),
-            min_subtotal: None,
-            starts_at: None,
-            ends_at: None,
             usage_limit: Some(1000),
             per_customer_limit: Some(1),
-            categories: Vec::new(),
             description: Some("10 % off your first order".to_owned()),
-            active: true,
+            ..PromotionRules::percentage(PROMOTION_CODE, 10)
         };
         pricing
             .create_promotion(admin, rules)

@@ -150,50 +150,6 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
 }
 
-/// The totals of an order, frozen from its quote at checkout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderPricing {
-    pub subtotal: Money,
-    pub discount_total: Money,
-    pub shipping_total: Money,
-    pub tax_total: Money,
-    pub discounts: Vec<Discount>,
-    pub shipping_method: Option<ShippingCharge>,
-    pub tax_lines: Vec<TaxLine>,
-    /// The promotion the saga redeems.
-    pub promotion: Option<AppliedPromotion>,
-}
-
-impl OrderPricing {
-    pub fn from_quote(q: Quote) -> Self {
-        Self {
-            subtotal: q.subtotal,
-            discount_total: q.discount_total,
-            shipping_total: q.shipping_total,
-            tax_total: q.tax_total,
-            discounts: q.discounts,
-            shipping_method: q.shipping_method,
-            tax_lines: q.tax_lines,
-            promotion: q.promotion,
-        }
-    }
-
-    /// An order placed before orders had totals: its total was its subtotal.
-    pub fn plain(total: &Money) -> Self {
-        let zero = Money::zero(total.currency.clone());
-        Self {
-            subtotal: total.clone(),
-            discount_total: zero.clone(),
-            shipping_total: zero.clone(),
-            tax_total: zero,
-            discounts: Vec::new(),
-            shipping_method: None,
-            tax_lines: Vec::new(),
-            promotion: None,
-        }
-    }
-}
-
 /// An order as the API shows it. `total = subtotal - discount_total +
 /// shipping_total + tax_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -1,11 +1,9 @@
 //! Orders, their history and sellers, and the saga log.
 
-use crate::domain::{
-    HistoryEntry, Order, OrderPricing, OrderStatus, PaymentSummary, ShippingAddress,
-};
+use crate::domain::{HistoryEntry, Order, OrderStatus, PaymentSummary, ShippingAddress};
 use crate::watch::StatusWatch;
 use chrono::{DateTime, Utc};
-use mercato_contracts::types::Line;
+use mercato_contracts::types::{Line, Quote};
 use mercato_kernel::db::{Db, Tx};
 use mercato_kernel::idempotency::{self, StoredResponse};
 use mercato_kernel::outbox::Outbox;
@@ -240,11 +238,14 @@ impl OrdersStore {
         {
             return Ok(CreateOutcome::KeyTaken);
         }
-        let pricing = OrderPricing {
+        // The quote the order was placed with, kept whole.
+        let pricing = Quote {
+            currency: order.currency.clone(),
             subtotal: order.subtotal.clone(),
             discount_total: order.discount_total.clone(),
             shipping_total: order.shipping_total.clone(),
             tax_total: order.tax_total.clone(),
+            total: order.total.clone(),
             discounts: order.discounts.clone(),
             shipping_method: order.shipping_method.clone(),
             tax_lines: order.tax_lines.clone(),
@@ -397,8 +398,9 @@ impl OrdersStore {
         let currency = Currency::parse(&currency)?;
         let total = Money::new(total_amount, currency.clone());
         let pricing = match pricing {
-            Some(p) => serde_json::from_str::<OrderPricing>(&p)?,
-            None => OrderPricing::plain(&total),
+            Some(p) => serde_json::from_str::<Quote>(&p)?,
+            // Placed before orders kept their quote: nothing but the lines.
+            None => Quote::plain(total.clone()),
         };
         Ok(Order {
             id: Uuid::parse_str(&id)?,

@@ -97,6 +97,34 @@ fn contradicts(message: impl Into<String>) -> ApiError {
 }
 
 impl PromotionRules {
+    /// A promotion of `kind` with `code` and no other rule: no value or
+    /// amount, no dates, no limits, every line, active.
+    pub fn new(code: &str, kind: PromotionKind) -> Self {
+        Self {
+            code: code.to_owned(),
+            kind,
+            value: None,
+            amount: None,
+            amounts: Vec::new(),
+            min_subtotal: None,
+            starts_at: None,
+            ends_at: None,
+            usage_limit: None,
+            per_customer_limit: None,
+            categories: Vec::new(),
+            description: None,
+            active: true,
+        }
+    }
+
+    /// `value` percent off every line.
+    pub fn percentage(code: &str, value: i64) -> Self {
+        Self {
+            value: Some(value),
+            ..Self::new(code, PromotionKind::Percentage)
+        }
+    }
+
     /// 422 `validation_failed` unless the rules make one promotion.
     pub fn check(&self) -> Result<(), ApiError> {
         let code = &self.code;
@@ -755,19 +783,8 @@ mod tests {
     #[test]
     fn rules_are_checked() {
         let ok = PromotionRules {
-            code: "SPRING-10".into(),
-            kind: PromotionKind::Percentage,
-            value: Some(10),
-            amount: None,
-            amounts: Vec::new(),
-            min_subtotal: None,
-            starts_at: None,
-            ends_at: None,
             usage_limit: Some(5),
-            per_customer_limit: None,
-            categories: Vec::new(),
-            description: None,
-            active: true,
+            ..PromotionRules::percentage("SPRING-10", 10)
         };
         assert!(ok.check().is_ok());
         assert_eq!(ok.description_or_default(), "10% off");

@@ -25,15 +25,14 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "pricing";
 
+/// Plain SQL both backends take.
+const SCHEMA: Migration = Migration {
+    version: 1,
+    name: "promotions_shipping_tax",
+    sql: include_str!("../migrations/1_pricing.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "promotions_shipping_tax",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "promotions_shipping_tax",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[SCHEMA],
+    postgres: &[SCHEMA],
 };

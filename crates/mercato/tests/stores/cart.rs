@@ -219,7 +219,7 @@ async fn checkout_takes_out_what_was_bought_once_per_order() {
 /// pricing, handed to checkout with the lines, and goes with the order.
 #[tokio::test]
 async fn a_promotion_code_stays_on_the_cart_until_the_order_takes_it() {
-    use mercato_pricing::domain::{PromotionKind, PromotionRules};
+    use mercato_pricing::domain::PromotionRules;
     for f in fixtures().await {
         f.catalog.put("A", 1000, "EUR", ProductStatus::Active);
         let customer = Uuid::now_v7();
@@ -234,21 +234,7 @@ async fn a_promotion_code_stays_on_the_cart_until_the_order_takes_it() {
         let pricing = pricing(&f.db).await;
         pricing
             .store()
-            .create_promotion(&PromotionRules {
-                code: "TenOff".into(),
-                kind: PromotionKind::Percentage,
-                value: Some(10),
-                amount: None,
-                amounts: Vec::new(),
-                min_subtotal: None,
-                starts_at: None,
-                ends_at: None,
-                usage_limit: None,
-                per_customer_limit: None,
-                categories: Vec::new(),
-                description: None,
-                active: true,
-            })
+            .create_promotion(&PromotionRules::percentage("TenOff", 10))
             .await
             .map_err(|e| format!("{e:?}"))
             .expect("promotion");

@@ -8,26 +8,16 @@ use mercato_contracts::events::{PromotionRedeemed, PromotionReleased};
 use mercato_kernel::db::Db;
 use mercato_kernel::outbox::Outbox;
 use mercato_kernel::Envelope;
-use mercato_pricing::domain::{PromotionKind, PromotionRules, TaxRate};
+use mercato_pricing::domain::{PromotionRules, TaxRate};
 use mercato_pricing::store::{PricingStore, Redemption, SaveError};
 use std::sync::Arc;
 use uuid::Uuid;
 
 fn rules(code: &str, usage_limit: Option<i64>, per_customer: Option<i64>) -> PromotionRules {
     PromotionRules {
-        code: code.into(),
-        kind: PromotionKind::Percentage,
-        value: Some(10),
-        amount: None,
-        amounts: Vec::new(),
-        min_subtotal: None,
-        starts_at: None,
-        ends_at: None,
         usage_limit,
         per_customer_limit: per_customer,
-        categories: Vec::new(),
-        description: None,
-        active: true,
+        ..PromotionRules::percentage(code, 10)
     }
 }
 
