@@ -154,6 +154,51 @@ async fn killing_an_orders_and_an_inventory_replica_mid_burst_settles_every_orde
     api.settled(&late[0].token, &id).await;
 }
 
+/// The cart is emptied before the order is confirmed, so that it cannot be
+/// checked out again meanwhile; a cart that is down then does not hold the
+/// confirmation back, and is emptied once it is back.
+#[tokio::test]
+async fn a_cart_down_at_the_confirmation_is_emptied_once_it_is_back() {
+    let mut cluster = Cluster::start(Options {
+        env: vec![(
+            "MERCATO_FAILPOINT".into(),
+            "saga_pause_before:empty_cart:1500".into(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    cluster.ready().await;
+    let api = Api::new(&cluster.gateway);
+    let (_, sku) = shop(&api, 5).await;
+    let buyer = &customers(&api, &sku, 1).await[0];
+    let id = place_with_retries(&api, buyer, "tok_visa")
+        .await
+        .expect("placed");
+    // The saga waits before emptying the cart: take the cart away.
+    cluster.kill("cart-0");
+    let order = api.settled(&buyer.token, &id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert!(
+        cluster
+            .logs()
+            .contains("the cart could not be emptied before the confirmation"),
+        "the confirmation went ahead without the cart"
+    );
+    cluster.restart("cart-0").await;
+    let started = Instant::now();
+    loop {
+        let cart = api.ok(Method::GET, "/cart", Some(&buyer.token), None).await;
+        if cart["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the cart was not emptied: {cart}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_nats_restart_during_the_flow_loses_no_event() {
     let Some(mut nats) = NatsServer::start().await else {

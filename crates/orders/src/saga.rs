@@ -1,7 +1,8 @@
 //! The checkout saga, orchestrated.
 //!
-//! Forward steps: `reserve` → `redeem` → `pay` → `commit` → `confirm` →
-//! `clear_cart`. Compensation: `refund_payment` → `release_stock` →
+//! Forward steps: `reserve` → `redeem` → `pay` → `commit` → `empty_cart`
+//! → `confirm_emptied`; when the cart could not be emptied at once,
+//! `confirm` → `clear_cart` instead. Compensation: `refund_payment` → `release_stock` →
 //! `release_promotion` → `cancel_order`. An unwind (cancellation or refund
 //! of a confirmed order): `refund_payment` → `restock`, then for a
 //! cancellation `release_promotion` (a refunded order keeps its use of the
@@ -131,6 +132,18 @@ fn moved_on_unless(moved: bool, saga: &Saga) -> anyhow::Result<()> {
         saga.step
     );
     Ok(())
+}
+
+/// What an order bought, as the cart takes it out.
+fn bought(order: &Order) -> Vec<SkuQuantity> {
+    order
+        .items
+        .iter()
+        .map(|l| SkuQuantity {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+        })
+        .collect()
 }
 
 fn client_error(e: ClientError) -> String {
@@ -626,7 +639,7 @@ impl SagaRunner {
             (SagaState::Running, "commit") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.commit(id)).await {
                     Ok(()) => Step::Advanced(
-                        self.advance(saga, SagaState::Running, "confirm", None)
+                        self.advance(saga, SagaState::Running, "empty_cart", None)
                             .await?,
                     ),
                     Err(ClientError::Failed(_, why)) => {
@@ -636,8 +649,39 @@ impl SagaRunner {
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
-            (SagaState::Running, "confirm") => {
-                crash_point("confirm");
+            (SagaState::Running, "empty_cart") => {
+                // Before the order leaves `pending`, so that the cart cannot
+                // be checked out again while it still holds what this order
+                // bought (one pending order per customer). One try: the
+                // order is not kept waiting for the cart; `clear_cart`
+                // tries again after the confirmation.
+                match within(
+                    cfg.step_timeout,
+                    "cart",
+                    self.cart.checked_out(order.customer_id, id, &bought(order)),
+                )
+                .await
+                {
+                    Ok(()) => Step::Advanced(
+                        self.advance(saga, SagaState::Running, "confirm_emptied", None)
+                            .await?,
+                    ),
+                    Err(e) => {
+                        tracing::warn!(order_id = %id, error = %e, "the cart could not be emptied before the confirmation; trying again after it");
+                        Step::Advanced(
+                            self.advance(saga, SagaState::Running, "confirm", None)
+                                .await?,
+                        )
+                    }
+                }
+            }
+            (SagaState::Running, step @ ("confirm" | "confirm_emptied")) => {
+                crash_point(step);
+                let (state, next) = if step == "confirm_emptied" {
+                    (SagaState::Done, "done")
+                } else {
+                    (SagaState::Running, "clear_cart")
+                };
                 let event = Envelope::new(
                     crate::NAME,
                     id.to_string(),
@@ -656,34 +700,23 @@ impl SagaRunner {
                         OrderStatus::Confirmed,
                         None,
                         &[event],
-                        SagaUpdate::Advance(SagaState::Running, "clear_cart"),
+                        SagaUpdate::Advance(state, next),
                         None,
                     )
                     .await?;
                 if moved {
                     metrics::counter!("mercato_orders_total", "event" => "confirmed", "reason" => "").increment(1);
                     tracing::info!(order_id = %id, "order confirmed");
-                    Step::Advanced(moved_to(saga, SagaState::Running, "clear_cart", None))
+                    Step::Advanced(moved_to(saga, state, next, None))
                 } else {
-                    Step::Advanced(
-                        self.advance(saga, SagaState::Running, "clear_cart", None)
-                            .await?,
-                    )
+                    Step::Advanced(self.advance(saga, state, next, None).await?)
                 }
             }
             (SagaState::Running, "clear_cart") => {
-                let bought: Vec<SkuQuantity> = order
-                    .items
-                    .iter()
-                    .map(|l| SkuQuantity {
-                        sku: l.sku.clone(),
-                        quantity: l.quantity,
-                    })
-                    .collect();
                 match within(
                     cfg.step_timeout,
                     "cart",
-                    self.cart.checked_out(order.customer_id, id, &bought),
+                    self.cart.checked_out(order.customer_id, id, &bought(order)),
                 )
                 .await
                 {

@@ -58,6 +58,8 @@ pub struct Options {
     /// index and its own consumer (`MERCATO_SEARCH__INSTANCE` = its name).
     pub search_replicas: usize,
     pub nats_url: String,
+    /// More environment for every process (a failpoint, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             redis: false,
             search_replicas: 1,
             nats_url: nats_url(),
+            env: Vec::new(),
         }
     }
 }
@@ -177,6 +180,7 @@ impl Cluster {
             child: None,
             port: gateway,
         });
+        env.extend(options.env);
         let mut cluster = Cluster {
             procs,
             gateway: format!("http://127.0.0.1:{gateway_port}"),
