@@ -6,8 +6,8 @@
 //! `release_promotion` → `cancel_order`. An unwind (cancellation or refund
 //! of a confirmed order): `refund_payment` → `restock`, then for a
 //! cancellation `release_promotion` (a refunded order keeps its use of the
-//! code). `redeem` and `release_promotion` call pricing only for an order
-//! with a promotion.
+//! code). `redeem` and `release_promotion` are steps only of orders with a
+//! promotion.
 //!
 //! Every step calls an idempotent operation keyed by the order id, then
 //! records the next step; a crash between the two repeats the call, which
@@ -557,10 +557,15 @@ impl SagaRunner {
                 )
                 .await
                 {
-                    Ok(ReserveOutcome::Reserved) => Step::Advanced(
-                        self.advance(saga, SagaState::Running, "redeem", None)
-                            .await?,
-                    ),
+                    Ok(ReserveOutcome::Reserved) => {
+                        // Without a code there is nothing to redeem.
+                        let next = if order.promotion.is_some() {
+                            "redeem"
+                        } else {
+                            "pay"
+                        };
+                        Step::Advanced(self.advance(saga, SagaState::Running, next, None).await?)
+                    }
                     Ok(ReserveOutcome::OutOfStock { sku }) => {
                         tracing::info!(order_id = %id, sku = %sku, "out of stock; cancelling");
                         self.compensate(saga, cancel_reason::OUT_OF_STOCK).await?
@@ -748,10 +753,17 @@ impl SagaRunner {
             }
             (SagaState::Compensating, "release_stock") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.release(id)).await {
-                    Ok(()) => Step::Advanced(
-                        self.advance(saga, SagaState::Compensating, "release_promotion", None)
-                            .await?,
-                    ),
+                    Ok(()) => {
+                        let next = if order.promotion.is_some() {
+                            "release_promotion"
+                        } else {
+                            "cancel_order"
+                        };
+                        Step::Advanced(
+                            self.advance(saga, SagaState::Compensating, next, None)
+                                .await?,
+                        )
+                    }
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
@@ -808,10 +820,14 @@ impl SagaRunner {
                 match within(cfg.step_timeout, "inventory", self.inventory.restock(id)).await {
                     // A cancelled order gives its use of the code back; a
                     // refunded one keeps it.
-                    Ok(()) if order.status == OrderStatus::Cancelled => Step::Advanced(
-                        self.advance(saga, SagaState::Compensating, "release_promotion", None)
-                            .await?,
-                    ),
+                    Ok(())
+                        if order.status == OrderStatus::Cancelled && order.promotion.is_some() =>
+                    {
+                        Step::Advanced(
+                            self.advance(saga, SagaState::Compensating, "release_promotion", None)
+                                .await?,
+                        )
+                    }
                     Ok(()) => {
                         Step::Advanced(self.advance(saga, SagaState::Done, "done", None).await?)
                     }
