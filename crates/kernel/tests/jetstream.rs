@@ -573,7 +573,13 @@ async fn a_failing_event_is_retried_parked_and_replayed() {
         .await
         .expect("unknown seq"));
     tokio::time::sleep(SETTLE).await;
-    assert_eq!(rec.seen().len(), 2);
+    // Nothing else arrived. (Delivery is at least once: on a loaded machine
+    // an event whose ack came late may be seen again, so the distinct
+    // events are counted.)
+    let mut distinct = ids(&rec.seen());
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2);
     stop(token, task).await;
 }
 
