@@ -70,7 +70,7 @@ pub struct UpdateItemRequest {
         (status = 200, description = "The cart", body = Cart),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog, or pricing for a cart with a code, is unavailable", body = ErrorBody),
     ))]
 async fn get_cart(
     State(service): State<AppState>,
@@ -87,7 +87,7 @@ async fn get_cart(
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
         (status = 422, description = "`unknown_sku`: no product has the SKU; `sku_unavailable`: its product is archived; `quantity_limit_exceeded`: the line would hold more than 999; `currency_mismatch`: priced in a currency other than the cart's; `invalid_quantity`, `validation_failed`: the body out of its rules", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog, or pricing for a cart with a code, is unavailable", body = ErrorBody),
     ))]
 async fn add_item(
     State(service): State<AppState>,
@@ -109,7 +109,7 @@ async fn add_item(
         (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
         (status = 404, description = "`not_found`: the SKU is not in the cart", body = ErrorBody),
         (status = 422, description = "`sku_unavailable`: the SKU is no longer sold; `invalid_quantity`, `validation_failed`: the body out of its rules", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog, or pricing for a cart with a code, is unavailable", body = ErrorBody),
     ))]
 async fn update_item(
     State(service): State<AppState>,
@@ -129,7 +129,7 @@ async fn update_item(
         (status = 200, description = "The cart without the SKU", body = Cart),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers have carts", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the catalog is unavailable", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog, or pricing for a cart with a code, is unavailable", body = ErrorBody),
     ))]
 async fn remove_item(
     State(service): State<AppState>,
