@@ -28,6 +28,15 @@ pub struct UserRegistered {
 }
 event!(UserRegistered, "user.registered");
 
+/// A user changed their profile (the name; a new password is not told).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+}
+event!(UserUpdated, "user.updated");
+
 // catalog
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! `/auth/register`, `/auth/login`, `/me`.
 
 use crate::domain::User;
-use crate::service::{IdentityService, Registration, Session};
+use crate::service::{IdentityService, ProfileChange, Registration, Session};
 use axum::extract::State;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::error::ErrorBody;
@@ -19,7 +19,7 @@ pub fn router(service: Arc<IdentityService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(login))
-        .routes(routes!(me))
+        .routes(routes!(me, update_me))
         .with_state(service)
 }
 
@@ -160,6 +160,41 @@ async fn login(
 ) -> ApiResult<Json<AuthResponse>> {
     let session = service.login(&body.email, &body.password).await?;
     Ok(Json(session.into()))
+}
+
+/// What a user may change of their profile; absent stays as it is.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateMeRequest {
+    /// 1 to 200 characters, not only white space.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub name: Option<String>,
+    /// A new password, 8 to 1024 characters; needs `current_password`.
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: Option<String>,
+    /// The password now, to change it.
+    pub current_password: Option<String>,
+}
+
+/// Change the signed-in user's name or password.
+#[utoipa::path(patch, path = "/me", tag = "identity",
+    security(("bearer" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "The user as changed", body = User),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong; `unauthorized`: not signed in, or the account no longer exists", body = ErrorBody),
+        (status = 422, description = "`current_password_required`: a new password without the current one; `validation_failed`: a field out of its rules", body = ErrorBody),
+    ))]
+async fn update_me(
+    State(service): State<AppState>,
+    caller: Caller,
+    Json(body): Json<UpdateMeRequest>,
+) -> ApiResult<Json<User>> {
+    let change = ProfileChange {
+        name: body.name,
+        password: body.password,
+        current_password: body.current_password,
+    };
+    Ok(Json(service.update_profile(caller, change).await?))
 }
 
 /// The signed-in user.

@@ -2,7 +2,7 @@
 
 use crate::domain::{validate_name, validate_password, Email, PasswordHasherConfig, User};
 use crate::store::{IdentityStore, InsertUserError};
-use mercato_kernel::auth::{Role, TokenKeys};
+use mercato_kernel::auth::{Caller, Role, TokenKeys};
 use mercato_kernel::{id, time, ApiError};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -56,6 +56,14 @@ pub struct Registration {
     pub password: String,
     pub name: String,
     pub role: Role,
+}
+
+/// What a user changes of their profile; absent stays as it is.
+pub struct ProfileChange {
+    pub name: Option<String>,
+    pub password: Option<String>,
+    /// Needed with `password`.
+    pub current_password: Option<String>,
 }
 
 /// A signed-in session.
@@ -226,6 +234,47 @@ impl IdentityService {
             }
         }
         Ok(())
+    }
+
+    /// Changes the caller's name and password. A new password needs the
+    /// current one: 422 `current_password_required` without it, 401
+    /// `invalid_credentials` when it is wrong.
+    pub async fn update_profile(
+        &self,
+        caller: Caller,
+        change: ProfileChange,
+    ) -> Result<User, ApiError> {
+        let Some((mut user, hash)) = self.store.with_hash(caller.user_id).await? else {
+            return Err(ApiError::unauthorized(
+                "the account of this token no longer exists",
+            ));
+        };
+        if let Some(name) = &change.name {
+            user.name = validate_name(name)?;
+        }
+        let new_hash = match change.password {
+            None => None,
+            Some(password) => {
+                let Some(current) = change.current_password else {
+                    return Err(ApiError::unprocessable(
+                        "current_password_required",
+                        "changing the password needs current_password",
+                    ));
+                };
+                validate_password(&password)?;
+                if !self.verify(current, hash).await? {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        "invalid_credentials",
+                        "the current password is wrong",
+                    ));
+                }
+                Some(self.hash(password).await?)
+            }
+        };
+        self.store.update_user(&user, new_hash.as_deref()).await?;
+        tracing::info!(user_id = %user.id, password_changed = new_hash.is_some(), "profile changed");
+        Ok(user)
     }
 
     pub async fn user(&self, id: Uuid) -> Result<User, ApiError> {

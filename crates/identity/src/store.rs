@@ -1,7 +1,7 @@
 //! Users, on SQLite or PostgreSQL.
 
 use crate::domain::{Email, User};
-use mercato_contracts::events::UserRegistered;
+use mercato_contracts::events::{UserRegistered, UserUpdated};
 use mercato_kernel::auth::Role;
 use mercato_kernel::db::Db;
 use mercato_kernel::error::is_unique_violation;
@@ -98,6 +98,46 @@ impl IdentityStore {
         .fetch_optional(self.db.pool())
         .await?;
         row.map(user_from_row).transpose()
+    }
+
+    /// The user and its password hash, by id.
+    pub async fn with_hash(&self, id: Uuid) -> anyhow::Result<Option<(User, String)>> {
+        let row: Option<UserRow> =
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        row.map(user_from_row).transpose()
+    }
+
+    /// Changes a user's name and, when given, password hash, with
+    /// `user.updated`, in one transaction.
+    pub async fn update_user(
+        &self,
+        user: &User,
+        password_hash: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let event = Envelope::new(
+            crate::NAME,
+            user.id.to_string(),
+            &UserUpdated {
+                user_id: user.id,
+                email: user.email.clone(),
+                name: user.name.clone(),
+            },
+        )?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "UPDATE users SET name = $2, password_hash = COALESCE($3, password_hash) WHERE id = $1",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.name)
+        .bind(password_hash)
+        .execute(tx.conn())
+        .await?;
+        self.outbox.add(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn by_id(&self, id: Uuid) -> anyhow::Result<Option<User>> {

@@ -208,7 +208,7 @@ mod tests {
             },
         )
         .expect("envelope");
-        s.on_user_registered(&env).await.expect("registered");
+        s.on_user_event(&env).await.expect("registered");
         user_id
     }
 

@@ -5,7 +5,7 @@ use crate::store::NotificationsStore;
 use crate::templates::{MessageContext, Templates};
 use anyhow::Context as _;
 use mercato_contracts::events::{
-    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserRegistered,
+    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserRegistered, UserUpdated,
 };
 use mercato_kernel::auth::Caller;
 use mercato_kernel::bus::{EventHandler, Subscription};
@@ -109,13 +109,23 @@ impl NotificationsService {
         Ok(self.store.list_for_user(caller.user_id, page).await?)
     }
 
-    /// Adds a registered user to the directory.
-    pub async fn on_user_registered(&self, env: &Envelope) -> anyhow::Result<()> {
-        let e: UserRegistered = env.decode()?;
-        let recipient = Recipient {
-            user_id: e.user_id,
-            email: e.email,
-            name: e.name,
+    /// Adds a registered user to the directory, or refreshes a user who
+    /// changed their profile.
+    pub async fn on_user_event(&self, env: &Envelope) -> anyhow::Result<()> {
+        let recipient = if env.is::<UserUpdated>() {
+            let e: UserUpdated = env.decode()?;
+            Recipient {
+                user_id: e.user_id,
+                email: e.email,
+                name: e.name,
+            }
+        } else {
+            let e: UserRegistered = env.decode()?;
+            Recipient {
+                user_id: e.user_id,
+                email: e.email,
+                name: e.name,
+            }
         };
         if self
             .store
@@ -182,7 +192,10 @@ impl NotificationsService {
             Subscription {
                 consumer: DIRECTORY_CONSUMER.to_owned(),
                 per_instance: false,
-                event_types: vec![UserRegistered::TYPE.to_owned()],
+                event_types: vec![
+                    UserRegistered::TYPE.to_owned(),
+                    UserUpdated::TYPE.to_owned(),
+                ],
                 handler: Arc::new(DirectoryHandler(self.clone())),
             },
             Subscription {
@@ -205,7 +218,7 @@ struct DirectoryHandler(Arc<NotificationsService>);
 #[async_trait::async_trait]
 impl EventHandler for DirectoryHandler {
     async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
-        self.0.on_user_registered(event).await
+        self.0.on_user_event(event).await
     }
 }
 

@@ -54,6 +54,12 @@ const FIELDS: &[&str] = &[
     "free_over",
     "rate_bps",
     "shipping_method",
+    "current_password",
+    "images",
+    "url",
+    "alt",
+    "slug",
+    "parent",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {

@@ -314,3 +314,71 @@ async fn a_successful_sign_in_clears_the_count_and_the_window_reopens() {
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     assert_eq!(login("correct horse battery").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn users_change_their_name_and_with_the_current_one_their_password() {
+    let app = TestApp::spawn().await;
+    let user = app.register("customer").await;
+    let r = app
+        .patch("/me", Some(&user.token), json!({"name": "  Ada King  "}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["name"], "Ada King");
+    assert_eq!(
+        app.get("/me", Some(&user.token)).await.body["name"],
+        "Ada King"
+    );
+
+    let r = app
+        .patch(
+            "/me",
+            Some(&user.token),
+            json!({"password": "a new long password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "current_password_required");
+    let r = app
+        .patch(
+            "/me",
+            Some(&user.token),
+            json!({"password": "a new long password", "current_password": "not it at all"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "invalid_credentials");
+    let r = app
+        .patch(
+            "/me",
+            Some(&user.token),
+            json!({"password": "short", "current_password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app
+        .patch(
+            "/me",
+            Some(&user.token),
+            json!({"password": "a new long password", "current_password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let old = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    let new = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": "a new long password"}),
+        )
+        .await;
+    assert_eq!(new.status, StatusCode::OK, "{:?}", new.body);
+    let r = app.patch("/me", None, json!({"name": "X"})).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
