@@ -37,6 +37,17 @@ pub struct UserUpdated {
 }
 event!(UserUpdated, "user.updated");
 
+/// A user changed what they want to be told, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserPreferencesChanged {
+    pub user_id: Uuid,
+    pub email: bool,
+    pub sms: bool,
+    pub push: bool,
+    pub marketing: bool,
+}
+event!(UserPreferencesChanged, "user.preferences_changed");
+
 // catalog
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use chrono::{DateTime, Utc};
 use mercato_kernel::auth::Role;
 use mercato_kernel::ApiError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -174,6 +174,37 @@ fn with_blocks<T>(count: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
         }
         None => f(&mut vec![Block::default(); count]),
     })
+}
+
+/// Which channels a user may be told things on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelPreferences {
+    pub email: bool,
+    pub sms: bool,
+    pub push: bool,
+}
+
+/// What a user wants to be told, and how. A channel switched off is not
+/// used: its notifications show as `skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Preferences {
+    pub notifications: ChannelPreferences,
+    /// News and offers, beside what is about the user's own orders.
+    pub marketing: bool,
+}
+
+impl Default for Preferences {
+    /// E-mail about one's orders; nothing else.
+    fn default() -> Self {
+        Self {
+            notifications: ChannelPreferences {
+                email: true,
+                sms: false,
+                push: false,
+            },
+            marketing: false,
+        }
+    }
 }
 
 /// A user as the API shows it.

@@ -31,6 +31,20 @@ const LOGIN_FAILURES: Migration = Migration {
     )",
 };
 
+/// What a user wants to be told, and how. Plain SQL both backends take.
+const PREFERENCES: Migration = Migration {
+    version: 3,
+    name: "user_preferences",
+    sql: "CREATE TABLE user_preferences (
+        user_id TEXT PRIMARY KEY,
+        email BIGINT NOT NULL,
+        sms BIGINT NOT NULL,
+        push BIGINT NOT NULL,
+        marketing BIGINT NOT NULL,
+        updated_at TEXT NOT NULL
+    )",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -39,6 +53,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/sqlite.sql"),
         },
         LOGIN_FAILURES,
+        PREFERENCES,
     ],
     postgres: &[
         Migration {
@@ -47,5 +62,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/postgres.sql"),
         },
         LOGIN_FAILURES,
+        PREFERENCES,
     ],
 };

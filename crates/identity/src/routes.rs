@@ -1,6 +1,6 @@
 //! `/auth/register`, `/auth/login`, `/me`.
 
-use crate::domain::User;
+use crate::domain::{Preferences, User};
 use crate::service::{IdentityService, ProfileChange, Registration, Session};
 use axum::extract::State;
 use mercato_kernel::auth::{Caller, Role};
@@ -20,6 +20,7 @@ pub fn router(service: Arc<IdentityService>) -> OpenApiRouter {
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(me, update_me))
+        .routes(routes!(get_preferences, put_preferences))
         .with_state(service)
 }
 
@@ -195,6 +196,45 @@ async fn update_me(
         current_password: body.current_password,
     };
     Ok(Json(service.update_profile(caller, change).await?))
+}
+
+/// What the signed-in user wants to be told, and how.
+#[utoipa::path(get, path = "/me/preferences", tag = "identity",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The preferences (e-mail on, the rest off, until set)", body = Preferences),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn get_preferences(
+    State(service): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Preferences>> {
+    Ok(Json(service.store().preferences(caller.user_id).await?))
+}
+
+/// Set what the signed-in user wants to be told, and how: a channel
+/// switched off is not used (its notifications show as `skipped`).
+#[utoipa::path(put, path = "/me/preferences", tag = "identity",
+    security(("bearer" = [])),
+    request_body = Preferences,
+    responses(
+        (status = 200, description = "The preferences as set", body = Preferences),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn put_preferences(
+    State(service): State<AppState>,
+    caller: Caller,
+    Json(body): Json<Preferences>,
+) -> ApiResult<Json<Preferences>> {
+    service
+        .user(caller.user_id)
+        .await
+        .map_err(|_| ApiError::unauthorized("the account of this token no longer exists"))?;
+    service
+        .store()
+        .put_preferences(caller.user_id, &body)
+        .await?;
+    Ok(Json(body))
 }
 
 /// The signed-in user.

@@ -1,7 +1,7 @@
 //! Users, on SQLite or PostgreSQL.
 
-use crate::domain::{Email, User};
-use mercato_contracts::events::{UserRegistered, UserUpdated};
+use crate::domain::{ChannelPreferences, Email, Preferences, User};
+use mercato_contracts::events::{UserPreferencesChanged, UserRegistered, UserUpdated};
 use mercato_kernel::auth::Role;
 use mercato_kernel::db::Db;
 use mercato_kernel::error::is_unique_violation;
@@ -133,6 +133,60 @@ impl IdentityStore {
         .bind(user.id.to_string())
         .bind(&user.name)
         .bind(password_hash)
+        .execute(tx.conn())
+        .await?;
+        self.outbox.add(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user's preferences; the defaults when never set.
+    pub async fn preferences(&self, user_id: Uuid) -> anyhow::Result<Preferences> {
+        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT email, sms, push, marketing FROM user_preferences WHERE user_id = $1",
+        )
+        .bind(user_id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(match row {
+            None => Preferences::default(),
+            Some((email, sms, push, marketing)) => Preferences {
+                notifications: ChannelPreferences {
+                    email: email != 0,
+                    sms: sms != 0,
+                    push: push != 0,
+                },
+                marketing: marketing != 0,
+            },
+        })
+    }
+
+    /// Stores the user's preferences with `user.preferences_changed`.
+    pub async fn put_preferences(&self, user_id: Uuid, p: &Preferences) -> anyhow::Result<()> {
+        let event = Envelope::new(
+            crate::NAME,
+            user_id.to_string(),
+            &UserPreferencesChanged {
+                user_id,
+                email: p.notifications.email,
+                sms: p.notifications.sms,
+                push: p.notifications.push,
+                marketing: p.marketing,
+            },
+        )?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO user_preferences (user_id, email, sms, push, marketing, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, sms = excluded.sms,
+                push = excluded.push, marketing = excluded.marketing, updated_at = excluded.updated_at",
+        )
+        .bind(user_id.to_string())
+        .bind(i64::from(p.notifications.email))
+        .bind(i64::from(p.notifications.sms))
+        .bind(i64::from(p.notifications.push))
+        .bind(i64::from(p.marketing))
+        .bind(time::to_db(&time::now()))
         .execute(tx.conn())
         .await?;
         self.outbox.add(&mut tx, &[event]).await?;

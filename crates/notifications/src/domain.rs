@@ -49,6 +49,8 @@ pub enum NotificationStatus {
     Sent,
     /// Every attempt failed; it will not be tried again.
     Failed,
+    /// Not sent: the user switched its channel off.
+    Skipped,
 }
 
 impl NotificationStatus {
@@ -57,6 +59,7 @@ impl NotificationStatus {
             NotificationStatus::Pending => "pending",
             NotificationStatus::Sent => "sent",
             NotificationStatus::Failed => "failed",
+            NotificationStatus::Skipped => "skipped",
         }
     }
 
@@ -65,6 +68,7 @@ impl NotificationStatus {
             "pending" => Some(NotificationStatus::Pending),
             "sent" => Some(NotificationStatus::Sent),
             "failed" => Some(NotificationStatus::Failed),
+            "skipped" => Some(NotificationStatus::Skipped),
             _ => None,
         }
     }
@@ -76,6 +80,8 @@ pub struct Recipient {
     pub user_id: Uuid,
     pub email: String,
     pub name: String,
+    /// The user takes e-mail (`user.preferences_changed`; on until said).
+    pub email_enabled: bool,
 }
 
 /// A message rendered for a recipient, not yet stored.

@@ -29,15 +29,28 @@ use mercato_kernel::db::{Migration, Migrations};
 
 pub const NAME: &str = "notifications";
 
+/// Whether a recipient takes e-mail. Plain SQL both backends take.
+const EMAIL_PREFERENCE: Migration = Migration {
+    version: 2,
+    name: "recipient_email_preference",
+    sql: "ALTER TABLE recipients ADD COLUMN email_enabled BIGINT NOT NULL DEFAULT 1",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "recipients_notifications",
-        sql: include_str!("../migrations/sqlite.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "recipients_notifications",
-        sql: include_str!("../migrations/postgres.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "recipients_notifications",
+            sql: include_str!("../migrations/sqlite.sql"),
+        },
+        EMAIL_PREFERENCE,
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "recipients_notifications",
+            sql: include_str!("../migrations/postgres.sql"),
+        },
+        EMAIL_PREFERENCE,
+    ],
 };

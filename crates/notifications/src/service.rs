@@ -5,7 +5,8 @@ use crate::store::NotificationsStore;
 use crate::templates::{MessageContext, Templates};
 use anyhow::Context as _;
 use mercato_contracts::events::{
-    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserRegistered, UserUpdated,
+    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserPreferencesChanged,
+    UserRegistered, UserUpdated,
 };
 use mercato_kernel::auth::Caller;
 use mercato_kernel::bus::{EventHandler, Subscription};
@@ -112,12 +113,20 @@ impl NotificationsService {
     /// Adds a registered user to the directory, or refreshes a user who
     /// changed their profile.
     pub async fn on_user_event(&self, env: &Envelope) -> anyhow::Result<()> {
+        if env.is::<UserPreferencesChanged>() {
+            let e: UserPreferencesChanged = env.decode()?;
+            self.store
+                .set_email_enabled(DIRECTORY_CONSUMER, env.id, e.user_id, e.email)
+                .await?;
+            return Ok(());
+        }
         let recipient = if env.is::<UserUpdated>() {
             let e: UserUpdated = env.decode()?;
             Recipient {
                 user_id: e.user_id,
                 email: e.email,
                 name: e.name,
+                email_enabled: true,
             }
         } else {
             let e: UserRegistered = env.decode()?;
@@ -125,6 +134,7 @@ impl NotificationsService {
                 user_id: e.user_id,
                 email: e.email,
                 name: e.name,
+                email_enabled: true,
             }
         };
         if self
@@ -195,6 +205,7 @@ impl NotificationsService {
                 event_types: vec![
                     UserRegistered::TYPE.to_owned(),
                     UserUpdated::TYPE.to_owned(),
+                    UserPreferencesChanged::TYPE.to_owned(),
                 ],
                 handler: Arc::new(DirectoryHandler(self.clone())),
             },

@@ -131,16 +131,44 @@ impl NotificationsStore {
     }
 
     pub async fn recipient(&self, user_id: Uuid) -> anyhow::Result<Option<Recipient>> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT email, name FROM recipients WHERE user_id = $1")
+        let row: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT email, name, email_enabled FROM recipients WHERE user_id = $1")
                 .bind(user_id.to_string())
                 .fetch_optional(self.db.pool())
                 .await?;
-        Ok(row.map(|(email, name)| Recipient {
+        Ok(row.map(|(email, name, email_enabled)| Recipient {
             user_id,
             email,
             name,
+            email_enabled: email_enabled != 0,
         }))
+    }
+
+    /// Records whether a recipient takes e-mail, once per event. An error
+    /// while the user is not in the directory yet, so that the bus tries
+    /// again; `false` for a repeated event.
+    pub async fn set_email_enabled(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        user_id: Uuid,
+        enabled: bool,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        if !inbox::claim(&mut tx, consumer, event_id).await? {
+            return Ok(false);
+        }
+        let done = sqlx::query("UPDATE recipients SET email_enabled = $2 WHERE user_id = $1")
+            .bind(user_id.to_string())
+            .bind(i64::from(enabled))
+            .execute(tx.conn())
+            .await?;
+        anyhow::ensure!(
+            done.rows_affected() == 1,
+            "user {user_id} is not in the recipient directory yet"
+        );
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Stores a new pending notification in the same transaction as the
@@ -174,7 +202,14 @@ impl NotificationsStore {
         .bind(&n.subject)
         .bind(&n.body)
         .bind(n.order_id.map(|id| id.to_string()))
-        .bind(NotificationStatus::Pending.as_str())
+        .bind(
+            if n.recipient.email_enabled {
+                NotificationStatus::Pending
+            } else {
+                NotificationStatus::Skipped
+            }
+            .as_str(),
+        )
         .bind(&created_at)
         .execute(tx.conn())
         .await?;

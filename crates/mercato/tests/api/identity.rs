@@ -382,3 +382,69 @@ async fn users_change_their_name_and_with_the_current_one_their_password() {
     let r = app.patch("/me", None, json!({"name": "X"})).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Preferences: e-mail on until switched off; a channel switched off is not
+/// used, and the history shows its notification as `skipped`.
+#[tokio::test]
+async fn a_channel_switched_off_is_not_used() {
+    use crate::orders::{add_to_cart, checkout, settled, stocked_sku};
+    let app = TestApp::spawn().await;
+    let customer = app.register("customer").await;
+    let r = app.get("/me/preferences", Some(&customer.token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"notifications": {"email": true, "sms": false, "push": false}, "marketing": false})
+    );
+    let off =
+        json!({"notifications": {"email": false, "sms": false, "push": true}, "marketing": true});
+    let r = app
+        .put("/me/preferences", Some(&customer.token), off.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body, off);
+    assert_eq!(
+        app.get("/me/preferences", Some(&customer.token)).await.body,
+        off
+    );
+    let partial = app
+        .put(
+            "/me/preferences",
+            Some(&customer.token),
+            json!({"marketing": true}),
+        )
+        .await;
+    assert_eq!(partial.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.get("/me/preferences", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The preference travels to notifications as an event of its own,
+    // beside the order's: give it a moment to arrive first.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (_, sku) = stocked_sku(&app, 5).await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let r = checkout(&app, &customer, "tok_visa", &unique("pref")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(settled(&app, &customer, &id).await["status"], "confirmed");
+    let skipped = app
+        .eventually(
+            "the confirmation, skipped",
+            std::time::Duration::from_secs(15),
+            || async {
+                let r = app.get("/notifications", Some(&customer.token)).await;
+                r.body["items"].as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .find(|n| {
+                            n["order_id"] == id.as_str() && n["template"] == "order_confirmed"
+                        })
+                        .cloned()
+                })
+            },
+        )
+        .await;
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+}

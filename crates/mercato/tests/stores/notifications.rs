@@ -34,6 +34,7 @@ async fn one_notification_per_event_leased_once_and_recorded_with_its_event() {
             user_id: mercato_kernel::id::new_id(),
             email: "ada@example.com".into(),
             name: "Ada".into(),
+            email_enabled: true,
         };
         assert!(store
             .upsert_recipient("dir", mercato_kernel::id::new_id(), &ada)
