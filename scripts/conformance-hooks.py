@@ -62,6 +62,8 @@ STATE_DEPENDENT = {
     "POST /api/v1/categories": {"unknown_parent"},
     # A new password needs the current one (a rule between fields).
     "PATCH /api/v1/me": {"current_password_required"},
+    # A user keeps at most 20 addresses.
+    "POST /api/v1/me/addresses": {"too_many_addresses"},
     # Every variant of a product is priced in one currency, and has at most
     # one price in each other currency.
     "POST /api/v1/products": {"currency_mismatch", "duplicate_currency"},

@@ -207,6 +207,21 @@ impl Default for Preferences {
     }
 }
 
+/// The most addresses a user keeps.
+pub const MAX_ADDRESSES: i64 = 20;
+
+/// A saved address: as checkout takes it, with an id and whether it is the
+/// one used when none is named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SavedAddress {
+    pub id: Uuid,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub address: mercato_contracts::types::ShippingAddress,
+    pub default: bool,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct User {

@@ -45,6 +45,20 @@ const PREFERENCES: Migration = Migration {
     )",
 };
 
+/// A user's saved addresses. Plain SQL both backends take.
+const ADDRESSES: Migration = Migration {
+    version: 4,
+    name: "addresses",
+    sql: "CREATE TABLE addresses (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        is_default BIGINT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX addresses_user ON addresses (user_id, id)",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -54,6 +68,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         LOGIN_FAILURES,
         PREFERENCES,
+        ADDRESSES,
     ],
     postgres: &[
         Migration {
@@ -63,5 +78,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         LOGIN_FAILURES,
         PREFERENCES,
+        ADDRESSES,
     ],
 };

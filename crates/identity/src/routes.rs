@@ -1,11 +1,15 @@
 //! `/auth/register`, `/auth/login`, `/me`.
 
-use crate::domain::{Preferences, User};
+use crate::domain::{Preferences, SavedAddress, User, MAX_ADDRESSES};
 use crate::service::{IdentityService, ProfileChange, Registration, Session};
 use axum::extract::State;
+use axum::http::StatusCode;
+use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::error::ErrorBody;
+use mercato_kernel::http::Path;
 use mercato_kernel::http::{Created, Json};
+use mercato_kernel::page::Page;
 use mercato_kernel::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -21,6 +25,8 @@ pub fn router(service: Arc<IdentityService>) -> OpenApiRouter {
         .routes(routes!(login))
         .routes(routes!(me, update_me))
         .routes(routes!(get_preferences, put_preferences))
+        .routes(routes!(list_addresses, add_address))
+        .routes(routes!(delete_address))
         .with_state(service)
 }
 
@@ -235,6 +241,89 @@ async fn put_preferences(
         .put_preferences(caller.user_id, &body)
         .await?;
     Ok(Json(body))
+}
+
+/// An address to save: as checkout takes it, and whether it becomes the
+/// default.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddAddressRequest {
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub address: ShippingAddress,
+    /// The one used when none is named; the first address is the default
+    /// anyway.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// The signed-in user's addresses, the default first.
+#[utoipa::path(get, path = "/me/addresses", tag = "identity",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every address, in one page; `next_cursor` is always null", body = Page<SavedAddress>),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn list_addresses(
+    State(service): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Page<SavedAddress>>> {
+    Ok(Json(Page {
+        items: service.store().addresses(caller.user_id).await?,
+        next_cursor: None,
+    }))
+}
+
+/// Save an address for the signed-in user (at most 20).
+#[utoipa::path(post, path = "/me/addresses", tag = "identity",
+    security(("bearer" = [])),
+    request_body = AddAddressRequest,
+    responses(
+        (status = 201, description = "Saved", body = SavedAddress),
+        (status = 401, body = ErrorBody),
+        (status = 422, description = "`too_many_addresses`: 20 saved already; `validation_failed`: a field out of its rules", body = ErrorBody),
+    ))]
+async fn add_address(
+    State(service): State<AppState>,
+    caller: Caller,
+    Json(body): Json<AddAddressRequest>,
+) -> ApiResult<Created<SavedAddress>> {
+    body.address.validate()?;
+    service
+        .user(caller.user_id)
+        .await
+        .map_err(|_| ApiError::unauthorized("the account of this token no longer exists"))?;
+    match service
+        .store()
+        .add_address(caller.user_id, &body.address, body.default)
+        .await?
+    {
+        Some(saved) => Ok(Created(saved)),
+        None => Err(ApiError::unprocessable(
+            "too_many_addresses",
+            format!("at most {MAX_ADDRESSES} addresses; delete one first"),
+        )),
+    }
+}
+
+/// Delete one of the signed-in user's addresses.
+#[utoipa::path(delete, path = "/me/addresses/{id}", tag = "identity",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Address id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "`not_found`: the user has no such address", body = ErrorBody),
+    ))]
+async fn delete_address(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("address"))?;
+    if !service.store().delete_address(caller.user_id, id).await? {
+        return Err(ApiError::not_found("address"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The signed-in user.

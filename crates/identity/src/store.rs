@@ -1,12 +1,13 @@
 //! Users, on SQLite or PostgreSQL.
 
-use crate::domain::{ChannelPreferences, Email, Preferences, User};
+use crate::domain::{ChannelPreferences, Email, Preferences, SavedAddress, User, MAX_ADDRESSES};
 use mercato_contracts::events::{UserPreferencesChanged, UserRegistered, UserUpdated};
+use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::auth::Role;
 use mercato_kernel::db::Db;
 use mercato_kernel::error::is_unique_violation;
 use mercato_kernel::outbox::Outbox;
-use mercato_kernel::{time, Envelope};
+use mercato_kernel::{id, time, Envelope};
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -192,6 +193,80 @@ impl IdentityStore {
         self.outbox.add(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The user's addresses, the default first, then oldest first.
+    pub async fn addresses(&self, user_id: Uuid) -> anyhow::Result<Vec<SavedAddress>> {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, address, is_default, created_at FROM addresses WHERE user_id = $1
+             ORDER BY is_default DESC, id",
+        )
+        .bind(user_id.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, address, is_default, created_at)| {
+                Ok(SavedAddress {
+                    id: Uuid::parse_str(&id)?,
+                    address: serde_json::from_str(&address)?,
+                    default: is_default != 0,
+                    created_at: time::from_db(&created_at)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves an address; the user's first is the default, and a new default
+    /// replaces the old one. `None` when the user has [`MAX_ADDRESSES`].
+    pub async fn add_address(
+        &self,
+        user_id: Uuid,
+        address: &ShippingAddress,
+        default: bool,
+    ) -> anyhow::Result<Option<SavedAddress>> {
+        let user = user_id.to_string();
+        let mut tx = self.db.begin().await?;
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM addresses WHERE user_id = $1")
+                .bind(&user)
+                .fetch_one(tx.conn())
+                .await?;
+        if count >= MAX_ADDRESSES {
+            return Ok(None);
+        }
+        let default = default || count == 0;
+        if default {
+            sqlx::query("UPDATE addresses SET is_default = 0 WHERE user_id = $1")
+                .bind(&user)
+                .execute(tx.conn())
+                .await?;
+        }
+        let saved = SavedAddress {
+            id: id::new_id(),
+            address: address.clone(),
+            default,
+            created_at: time::now(),
+        };
+        sqlx::query(
+            "INSERT INTO addresses (id, user_id, address, is_default, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(saved.id.to_string())
+        .bind(&user)
+        .bind(serde_json::to_string(&saved.address)?)
+        .bind(i64::from(default))
+        .bind(time::to_db(&saved.created_at))
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(Some(saved))
+    }
+
+    /// `false` when the user has no such address.
+    pub async fn delete_address(&self, user_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
+        let query = sqlx::query("DELETE FROM addresses WHERE id = $1 AND user_id = $2")
+            .bind(id.to_string())
+            .bind(user_id.to_string());
+        Ok(self.db.execute(query).await?.rows_affected() == 1)
     }
 
     pub async fn by_id(&self, id: Uuid) -> anyhow::Result<Option<User>> {

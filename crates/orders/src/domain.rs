@@ -84,58 +84,7 @@ pub mod cancel_reason {
     pub const PROMOTION_UNAVAILABLE: &str = "promotion_unavailable";
 }
 
-/// Every field but `line2` is 1 to 200 characters, not only white space.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ShippingAddress {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "Ada Lovelace"
-    )]
-    pub name: String,
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "1 Main St"
-    )]
-    pub line1: String,
-    /// At most 200 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 200)]
-    pub line2: Option<String>,
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "London")]
-    pub city: String,
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "N1 9GU")]
-    pub postal_code: String,
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "GB")]
-    pub country: String,
-}
-
-impl ShippingAddress {
-    pub fn validate(&self) -> Result<(), ApiError> {
-        for (field, value) in [
-            ("name", &self.name),
-            ("line1", &self.line1),
-            ("city", &self.city),
-            ("postal_code", &self.postal_code),
-            ("country", &self.country),
-        ] {
-            if value.trim().is_empty() || value.chars().count() > 200 {
-                return Err(ApiError::validation(format!(
-                    "shipping_address.{field} must be 1 to 200 characters"
-                )));
-            }
-        }
-        if self.line2.as_ref().is_some_and(|l| l.chars().count() > 200) {
-            return Err(ApiError::validation(
-                "shipping_address.line2 must be at most 200 characters",
-            ));
-        }
-        Ok(())
-    }
-}
+pub use mercato_contracts::types::ShippingAddress;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentSummary {

@@ -448,3 +448,49 @@ async fn a_channel_switched_off_is_not_used() {
         .await;
     assert_eq!(skipped["status"], "skipped", "{skipped}");
 }
+
+#[tokio::test]
+async fn users_keep_addresses_and_one_is_the_default() {
+    let app = TestApp::spawn().await;
+    let user = app.register("customer").await;
+    let other = app.register("customer").await;
+    let home = json!({"name": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"});
+    let r = app
+        .post("/me/addresses", Some(&user.token), home.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["default"], true, "the first is the default");
+    assert_eq!(r.body["city"], "London");
+    let first = r.body["id"].as_str().expect("id").to_owned();
+    let mut work = home.clone();
+    work["line1"] = json!("2 Office Rd");
+    work["default"] = json!(true);
+    let r = app.post("/me/addresses", Some(&user.token), work).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let second = r.body["id"].as_str().expect("id").to_owned();
+    let list = app.get("/me/addresses", Some(&user.token)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let items = list.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], second.as_str(), "the new default first");
+    assert_eq!(items[1]["default"], false);
+
+    let mut bad = home.clone();
+    bad["city"] = json!("   ");
+    let r = app.post("/me/addresses", Some(&user.token), bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app
+        .delete(&format!("/me/addresses/{first}"), Some(&other.token))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "not another user's");
+    let r = app
+        .delete(&format!("/me/addresses/{first}"), Some(&user.token))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let list = app.get("/me/addresses", Some(&user.token)).await;
+    assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.get("/me/addresses", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
