@@ -59,8 +59,20 @@ pub trait InventoryClient: Send + Sync + 'static {
     async fn release(&self, reservation_id: Uuid) -> ClientResult<()>;
     /// Turns the reservation into sold stock.
     async fn commit(&self, reservation_id: Uuid) -> ClientResult<()>;
-    /// Puts committed stock back on hand (a refund or a cancellation after commit).
+    /// Puts committed stock back on hand (a refund or a cancellation after
+    /// commit): what is still sold, less what [`Self::restock_part`] put back.
     async fn restock(&self, reservation_id: Uuid) -> ClientResult<()>;
+    /// Puts part of the sold stock back on hand (a return): `lines` into
+    /// `warehouse`, or where each SKU was first taken from. Once per
+    /// `restock_id`; refused ([`ClientError::Failed`]) beyond what is still
+    /// sold.
+    async fn restock_part(
+        &self,
+        reservation_id: Uuid,
+        restock_id: Uuid,
+        lines: &[SkuQuantity],
+        warehouse: Option<&str>,
+    ) -> ClientResult<()>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,9 +102,18 @@ pub trait PaymentsClient: Send + Sync + 'static {
         amount: &Money,
         token: &str,
     ) -> ClientResult<ChargeOutcome>;
-    /// Refunds whatever was captured for the order, or voids a charge whose
-    /// outcome is unknown; a no-op when nothing was taken.
+    /// Refunds whatever was captured for the order and not refunded yet, or
+    /// voids a charge whose outcome is unknown; a no-op when nothing was taken.
     async fn refund(&self, order_id: Uuid) -> ClientResult<RefundOutcome>;
+    /// Refunds `amount` of the order's captured money, once per `refund_id`
+    /// (a repeat is a no-op); refused ([`ClientError::Failed`]) beyond what
+    /// was captured and not refunded yet.
+    async fn refund_part(
+        &self,
+        order_id: Uuid,
+        refund_id: Uuid,
+        amount: &Money,
+    ) -> ClientResult<()>;
 }
 
 /// What a checkout takes from a cart.

@@ -201,6 +201,31 @@ pub struct OrderRefunded {
 }
 event!(OrderRefunded, "order.refunded");
 
+/// Part of an order's money went back (an amount, or a return's share); the
+/// order is not refunded in full yet (`order.refunded` says when it is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPartiallyRefunded {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub refund_id: Uuid,
+    pub amount: Money,
+    /// What was refunded of the order so far, this included.
+    pub refunded_total: Money,
+    /// The return the money is for, if any.
+    pub return_id: Option<Uuid>,
+}
+event!(OrderPartiallyRefunded, "order.partially_refunded");
+
+/// A customer asked to send items of a delivered order back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReturnRequested {
+    pub return_id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub items: Vec<crate::types::SkuQuantity>,
+}
+event!(ReturnRequested, "return.requested");
+
 // payments
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use crate::clients::{
 };
 use crate::internal::{
     ChargeRequest, ChargeResponse, CheckedOutRequest, RedeemRequest, RedeemResponse,
-    RefundResponse, ReserveRequest, ReserveResponse,
+    RefundPartRequest, RefundResponse, ReserveRequest, ReserveResponse, RestockPartRequest,
 };
 use crate::types::{Quote, QuoteRequest, SkuInfo, SkuQuantity};
 use async_trait::async_trait;
@@ -421,6 +421,29 @@ impl InventoryClient for HttpInventoryClient {
             .await?;
         self.0.done(&answer)
     }
+
+    async fn restock_part(
+        &self,
+        reservation_id: Uuid,
+        restock_id: Uuid,
+        lines: &[SkuQuantity],
+        warehouse: Option<&str>,
+    ) -> ClientResult<()> {
+        let (id, part) = (reservation_id.to_string(), restock_id.to_string());
+        let body = RestockPartRequest {
+            lines: lines.to_vec(),
+            warehouse: warehouse.map(str::to_owned),
+        };
+        let answer = self
+            .0
+            .call(
+                Method::POST,
+                &["reservations", &id, "restocks", &part],
+                json_body(self.0.name, &body)?,
+            )
+            .await?;
+        self.0.done(&answer)
+    }
 }
 
 /// [`PaymentsClient`] over HTTP.
@@ -460,6 +483,27 @@ impl PaymentsClient for HttpPaymentsClient {
             .call(Method::POST, &["payments", &id, "refund"], None)
             .await?;
         self.0.decode::<RefundResponse>(&answer).map(Into::into)
+    }
+
+    async fn refund_part(
+        &self,
+        order_id: Uuid,
+        refund_id: Uuid,
+        amount: &Money,
+    ) -> ClientResult<()> {
+        let (id, part) = (order_id.to_string(), refund_id.to_string());
+        let body = RefundPartRequest {
+            amount: amount.clone(),
+        };
+        let answer = self
+            .0
+            .call(
+                Method::POST,
+                &["payments", &id, "refunds", &part],
+                json_body(self.0.name, &body)?,
+            )
+            .await?;
+        self.0.done(&answer)
     }
 }
 

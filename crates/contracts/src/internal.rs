@@ -130,6 +130,20 @@ impl From<RefundResponse> for RefundOutcome {
     }
 }
 
+/// `POST /internal/v1/payments/{order_id}/refunds/{refund_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundPartRequest {
+    pub amount: Money,
+}
+
+/// `POST /internal/v1/reservations/{id}/restocks/{restock_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestockPartRequest {
+    pub lines: Vec<SkuQuantity>,
+    #[serde(default)]
+    pub warehouse: Option<String>,
+}
+
 /// `POST /internal/v1/pricing/redemptions/{order_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedeemRequest {

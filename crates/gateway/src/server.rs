@@ -224,7 +224,7 @@ fn json_for_bare_answer(buf: &[u8]) -> Option<Vec<u8>> {
     Some(
         format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             x-content-type-options: nosniff\r\nconnection: close\r\n\r\n{body}",
+             x-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\nconnection: close\r\n\r\n{body}",
             body.len()
         )
         .into_bytes(),

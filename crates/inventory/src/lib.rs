@@ -30,6 +30,12 @@ const SKU_VERSIONS: Migration = Migration {
     sql: include_str!("../migrations/2_sku_versions.sql"),
 };
 
+const RESTOCKS: Migration = Migration {
+    version: 3,
+    name: "restocks",
+    sql: include_str!("../migrations/3_restocks.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -38,6 +44,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/sqlite.sql"),
         },
         SKU_VERSIONS,
+        RESTOCKS,
     ],
     postgres: &[
         Migration {
@@ -46,5 +53,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/postgres.sql"),
         },
         SKU_VERSIONS,
+        RESTOCKS,
     ],
 };

@@ -86,7 +86,7 @@ mod internal {
     use axum::http::StatusCode;
     use mercato_contracts::clients::{ClientError, InventoryClient};
     use mercato_contracts::internal::{
-        api_error, ReserveRequest, ReserveResponse, RESERVATION_NOT_COMMITTABLE,
+        api_error, ReserveRequest, ReserveResponse, RestockPartRequest, RESERVATION_NOT_COMMITTABLE,
     };
     use mercato_kernel::error::ErrorBody;
     use mercato_kernel::http::{Json, Path};
@@ -105,6 +105,7 @@ mod internal {
             .routes(routes!(release))
             .routes(routes!(commit))
             .routes(routes!(restock))
+            .routes(routes!(restock_part))
             .with_state(service)
     }
 
@@ -179,6 +180,30 @@ mod internal {
         Path(id): Path<Uuid>,
     ) -> ApiResult<StatusCode> {
         service.restock(id).await.map_err(api_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    /// Puts part of the sold stock back on hand, once per restock id.
+    #[utoipa::path(post, path = "/reservations/{id}/restocks/{restock_id}", tag = "internal", security(("service_token" = [])),
+        params(
+            ("id" = String, Path, description = "Reservation id"),
+            ("restock_id" = String, Path, description = "Restock id: the key of the restock"),
+        ),
+        responses(
+            (status = 204, description = "Put back (now or before)"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, description = "Not committed, or more than is still sold", body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn restock_part(
+        State(service): State<AppState>,
+        Path((id, restock_id)): Path<(Uuid, Uuid)>,
+        Json(body): Json<RestockPartRequest>,
+    ) -> ApiResult<StatusCode> {
+        service
+            .restock_part(id, restock_id, &body.lines, body.warehouse.as_deref())
+            .await
+            .map_err(api_error)?;
         Ok(StatusCode::NO_CONTENT)
     }
 }

@@ -2,7 +2,7 @@
 //! reservation protocol the checkout saga drives through [`InventoryClient`].
 
 use crate::domain::{normalize_lines, validate_on_hand, ReservationStatus, Stock, Warehouse};
-use crate::store::{CommitResult, InventoryStore, Reserved, SetResult};
+use crate::store::{CommitResult, InventoryStore, PartResult, Reserved, SetResult};
 use async_trait::async_trait;
 use mercato_contracts::clients::{
     CatalogClient, ClientError, ClientResult, InventoryClient, ReserveOutcome,
@@ -223,6 +223,32 @@ impl InventoryClient for InventoryService {
             metrics::counter!("mercato_inventory_restocks_total").increment(1);
         }
         Ok(())
+    }
+
+    async fn restock_part(
+        &self,
+        reservation_id: Uuid,
+        restock_id: Uuid,
+        lines: &[SkuQuantity],
+        warehouse: Option<&str>,
+    ) -> ClientResult<()> {
+        let warehouse = warehouse
+            .map(Warehouse::parse)
+            .transpose()
+            .map_err(|e| ClientError::Failed("inventory", e.to_string()))?;
+        match self
+            .store
+            .restock_part(reservation_id, restock_id, lines, warehouse.as_ref())
+            .await
+            .map_err(unavailable)?
+        {
+            PartResult::Done => {
+                metrics::counter!("mercato_inventory_restocks_total").increment(1);
+                Ok(())
+            }
+            PartResult::AlreadyDone => Ok(()),
+            PartResult::Refused(why) => Err(ClientError::Failed("inventory", why)),
+        }
     }
 }
 
@@ -448,6 +474,69 @@ mod tests {
                 .collect();
             assert_eq!(released.len(), 1);
             assert_eq!(released[0].payload["reason"], "requested");
+        }
+    }
+
+    #[tokio::test]
+    async fn returns_put_back_part_once_and_a_full_restock_only_the_rest() {
+        for f in fixtures(&["A", "B"]).await {
+            f.set("A", "main", 2).await;
+            f.set("A", "east", 5).await;
+            f.set("B", "main", 5).await;
+            let id = Uuid::now_v7();
+            f.service
+                .reserve(id, &lines(&[("A", 4), ("B", 2)]), TTL)
+                .await
+                .expect("reserve");
+            let early = Uuid::now_v7();
+            assert!(
+                matches!(
+                    f.service
+                        .restock_part(id, early, &lines(&[("A", 1)]), None)
+                        .await,
+                    Err(ClientError::Failed(..))
+                ),
+                "nothing is sold before the commit"
+            );
+            f.service.commit(id).await.expect("commit");
+            assert_eq!(f.stock("A").await.available, 3);
+
+            // One A back where it came from first (main), twice by one id.
+            let first = Uuid::now_v7();
+            for _ in 0..2 {
+                f.service
+                    .restock_part(id, first, &lines(&[("A", 1)]), None)
+                    .await
+                    .expect("restock part");
+            }
+            // One B into a warehouse that had none of it.
+            f.service
+                .restock_part(id, Uuid::now_v7(), &lines(&[("B", 1)]), Some("returns"))
+                .await
+                .expect("restock into another warehouse");
+            assert!(
+                matches!(
+                    f.service
+                        .restock_part(id, Uuid::now_v7(), &lines(&[("A", 4)]), None)
+                        .await,
+                    Err(ClientError::Failed(..))
+                ),
+                "more than is still sold"
+            );
+            let a = f.stock("A").await;
+            assert_eq!(a.available, 4);
+            let b = f.stock("B").await;
+            assert_eq!(b.available, 4);
+            assert!(b
+                .warehouses
+                .iter()
+                .any(|w| w.warehouse == "returns" && w.on_hand == 1));
+
+            // The full restock puts back the 3 A and 1 B still sold.
+            f.service.restock(id).await.expect("restock");
+            f.service.restock(id).await.expect("restock twice");
+            assert_eq!(f.stock("A").await.available, 7);
+            assert_eq!(f.stock("B").await.available, 5);
         }
     }
 

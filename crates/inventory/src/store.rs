@@ -8,6 +8,7 @@
 
 use crate::domain::{
     plan_allocation, ReservationStatus, Stock, Transition, Warehouse, WarehouseStock,
+    MAIN_WAREHOUSE,
 };
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -54,6 +55,17 @@ pub enum SetResult {
     BelowReserved {
         reserved: i64,
     },
+}
+
+/// What a partial restock came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartResult {
+    Done,
+    /// This restock id was put back before.
+    AlreadyDone,
+    /// Nothing was put back: the reservation is not committed, or a line
+    /// asks for more than is still sold.
+    Refused(String),
 }
 
 /// What `commit` did.
@@ -404,7 +416,8 @@ impl InventoryStore {
         Ok(CommitResult::Committed)
     }
 
-    /// Puts sold stock back on hand. `false` when nothing of it was sold.
+    /// Puts sold stock back on hand: what is still sold, less what
+    /// [`Self::restock_part`] put back. `false` when nothing of it was sold.
     pub async fn restock(&self, id: Uuid) -> anyhow::Result<bool> {
         let mut tx = self.db.begin().await?;
         if !self
@@ -419,17 +432,115 @@ impl InventoryStore {
         {
             return Ok(false);
         }
-        let events = self
-            .apply_lines(
-                &mut tx,
-                id,
-                "UPDATE stock SET on_hand = on_hand + $1, updated_at = $2
-                 WHERE sku = $3 AND warehouse = $4",
-            )
-            .await?;
+        let mut events = Vec::new();
+        for (sku, parts) in still_sold(&mut tx, id).await? {
+            events.extend(self.put_back(&mut tx, &sku, &parts).await?);
+        }
         self.outbox.add(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Puts part of a committed reservation's stock back on hand (a
+    /// return): each line into `warehouse`, or into the first warehouse
+    /// (allocation order) its SKU was taken from. Once per `restock_id`.
+    pub async fn restock_part(
+        &self,
+        id: Uuid,
+        restock_id: Uuid,
+        lines: &[SkuQuantity],
+        warehouse: Option<&Warehouse>,
+    ) -> anyhow::Result<PartResult> {
+        let mut tx = self.db.begin().await?;
+        let now = time::to_db(&time::now());
+        // Takes the reservation's row, so restocks of one reservation follow
+        // one another on PostgreSQL too.
+        let held =
+            sqlx::query("UPDATE reservations SET updated_at = $1 WHERE id = $2 AND status = $3")
+                .bind(&now)
+                .bind(id.to_string())
+                .bind(ReservationStatus::Committed.as_str())
+                .execute(tx.conn())
+                .await?;
+        let done: Option<(String,)> =
+            sqlx::query_as("SELECT sku FROM restocks WHERE id = $1 LIMIT 1")
+                .bind(restock_id.to_string())
+                .fetch_optional(tx.conn())
+                .await?;
+        if done.is_some() {
+            return Ok(PartResult::AlreadyDone);
+        }
+        if held.rows_affected() == 0 {
+            let status = self.status(id).await?;
+            return Ok(PartResult::Refused(format!(
+                "reservation {id} is {}",
+                status.map_or("unknown", |s| s.as_str())
+            )));
+        }
+        let sold = still_sold(&mut tx, id).await?;
+        let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+        for line in lines {
+            *wanted.entry(line.sku.as_str()).or_default() += line.quantity;
+        }
+        let mut events = Vec::new();
+        for (sku, quantity) in wanted {
+            let parts = sold.get(sku).map(Vec::as_slice).unwrap_or_default();
+            let left: i64 = parts.iter().map(|(_, q)| q).sum();
+            if quantity <= 0 || quantity > left {
+                return Ok(PartResult::Refused(format!(
+                    "{quantity} of {sku} cannot be put back: {left} sold and not put back yet"
+                )));
+            }
+            let to = match (warehouse, parts.first()) {
+                (Some(w), _) => w.as_str().to_owned(),
+                (None, Some((first, _))) => first.clone(),
+                (None, None) => MAIN_WAREHOUSE.to_owned(),
+            };
+            sqlx::query(
+                "INSERT INTO restocks (id, reservation_id, sku, warehouse, quantity, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(restock_id.to_string())
+            .bind(id.to_string())
+            .bind(sku)
+            .bind(&to)
+            .bind(quantity)
+            .bind(&now)
+            .execute(tx.conn())
+            .await?;
+            events.extend(self.put_back(&mut tx, sku, &[(to, quantity)]).await?);
+        }
+        self.outbox.add(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(PartResult::Done)
+    }
+
+    /// Adds `parts` (warehouse, quantity) of one SKU to stock on hand,
+    /// creating a warehouse's row when it has none; the SKU's stock events.
+    async fn put_back(
+        &self,
+        tx: &mut Tx,
+        sku: &str,
+        parts: &[(String, i64)],
+    ) -> anyhow::Result<Vec<Envelope>> {
+        let now = time::to_db(&time::now());
+        let version = next_version(tx, sku).await?;
+        let before = totals(tx, sku).await?;
+        for (warehouse, quantity) in parts.iter().filter(|(_, q)| *q > 0) {
+            sqlx::query(
+                "INSERT INTO stock (sku, warehouse, on_hand, reserved, updated_at) VALUES ($1, $2, $3, 0, $4)
+                 ON CONFLICT (sku, warehouse) DO UPDATE SET on_hand = stock.on_hand + excluded.on_hand,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(sku)
+            .bind(warehouse)
+            .bind(quantity)
+            .bind(&now)
+            .execute(tx.conn())
+            .await?;
+        }
+        let after = totals(tx, sku).await?;
+        self.stock_events(sku, before, after, version)
     }
 
     /// Moves a reservation from one status to another if it is in the first.
@@ -563,6 +674,39 @@ async fn next_version(tx: &mut Tx, sku: &str) -> anyhow::Result<i64> {
     .fetch_one(tx.conn())
     .await?;
     Ok(version)
+}
+
+/// What of a reservation is still sold, per SKU (in SKU order) and the
+/// warehouse it was taken from (in allocation order): its lines, less what
+/// restocks put back, taken off each SKU's warehouses in allocation order.
+async fn still_sold(tx: &mut Tx, id: Uuid) -> anyhow::Result<BTreeMap<String, Vec<(String, i64)>>> {
+    let lines: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT sku, warehouse, quantity FROM reservation_lines WHERE reservation_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_all(tx.conn())
+    .await?;
+    let back: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, CAST(SUM(quantity) AS BIGINT) FROM restocks WHERE reservation_id = $1 GROUP BY sku",
+    )
+    .bind(id.to_string())
+    .fetch_all(tx.conn())
+    .await?;
+    let mut sold: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    for (sku, warehouse, quantity) in lines {
+        sold.entry(sku).or_default().push((warehouse, quantity));
+    }
+    for parts in sold.values_mut() {
+        parts.sort_by(|a, b| crate::domain::allocation_order(&a.0, &b.0));
+    }
+    for (sku, mut returned) in back {
+        for (_, quantity) in sold.get_mut(&sku).into_iter().flatten() {
+            let taken = returned.min(*quantity);
+            *quantity -= taken;
+            returned -= taken;
+        }
+    }
+    Ok(sold)
 }
 
 async fn totals(tx: &mut Tx, sku: &str) -> anyhow::Result<Totals> {

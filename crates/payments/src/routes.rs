@@ -60,8 +60,11 @@ pub fn internal_router(service: Arc<PaymentsService>) -> OpenApiRouter {
 mod internal {
     use crate::service::PaymentsService;
     use axum::extract::State;
+    use axum::http::StatusCode;
     use mercato_contracts::clients::PaymentsClient;
-    use mercato_contracts::internal::{api_error, ChargeRequest, ChargeResponse, RefundResponse};
+    use mercato_contracts::internal::{
+        api_error, ChargeRequest, ChargeResponse, RefundPartRequest, RefundResponse,
+    };
     use mercato_kernel::error::ErrorBody;
     use mercato_kernel::http::{Json, Path};
     use mercato_kernel::ApiResult;
@@ -76,6 +79,7 @@ mod internal {
         OpenApiRouter::new()
             .routes(routes!(charge))
             .routes(routes!(refund))
+            .routes(routes!(refund_part))
             .with_state(service)
     }
 
@@ -115,5 +119,29 @@ mod internal {
     ) -> ApiResult<Json<RefundResponse>> {
         let outcome = service.refund(order_id).await.map_err(api_error)?;
         Ok(Json(outcome.into()))
+    }
+
+    /// Refunds part of an order's payment, once per refund id.
+    #[utoipa::path(post, path = "/payments/{order_id}/refunds/{refund_id}", tag = "internal", security(("service_token" = [])),
+        params(
+            ("order_id" = String, Path, description = "Order id"),
+            ("refund_id" = String, Path, description = "Refund id: the key of the refund"),
+        ),
+        responses(
+            (status = 204, description = "Refunded (now or before)"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, description = "More than is left to refund", body = ErrorBody),
+            (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+        ))]
+    async fn refund_part(
+        State(service): State<AppState>,
+        Path((order_id, refund_id)): Path<(Uuid, Uuid)>,
+        Json(body): Json<RefundPartRequest>,
+    ) -> ApiResult<StatusCode> {
+        service
+            .refund_part(order_id, refund_id, &body.amount)
+            .await
+            .map_err(api_error)?;
+        Ok(StatusCode::NO_CONTENT)
     }
 }

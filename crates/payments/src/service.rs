@@ -48,6 +48,62 @@ impl PaymentsService {
         }
     }
 
+    /// Refunds `amount` of a captured intent at the provider and in the
+    /// ledger, once per `key` (the provider's idempotency key and the
+    /// ledger's reference): a repeat finds the entry and does nothing.
+    async fn refund_by_key(&self, intent: &Intent, key: &str, amount: &Money) -> ClientResult<()> {
+        if self
+            .store
+            .has_refund(intent.id, key)
+            .await
+            .map_err(failed)?
+        {
+            return Ok(());
+        }
+        if amount.amount == 0 {
+            return Ok(());
+        }
+        let left = intent.amount.amount - intent.refunded.amount;
+        if intent.status != "captured"
+            || amount.currency != intent.amount.currency
+            || amount.amount < 0
+            || amount.amount > left
+        {
+            return Err(ClientError::Failed(
+                "payments",
+                format!(
+                    "cannot refund {amount} of payment {} ({}, {left} left)",
+                    intent.id, intent.status
+                ),
+            ));
+        }
+        let charge_id = intent.provider_charge_id.clone().ok_or_else(|| {
+            ClientError::Failed("payments", "captured intent without a charge id".into())
+        })?;
+        self.provider
+            .refund(key, &charge_id, amount)
+            .await
+            .map_err(provider_error)?;
+        if !self
+            .store
+            .record_refund(intent, key, amount)
+            .await
+            .map_err(failed)?
+            && !self
+                .store
+                .has_refund(intent.id, key)
+                .await
+                .map_err(failed)?
+        {
+            return Err(ClientError::Failed(
+                "payments",
+                format!("payment {} changed while refunding; try again", intent.id),
+            ));
+        }
+        outcome("refunded");
+        Ok(())
+    }
+
     /// After a time-out the outcome is unknown; voiding by key settles it as
     /// "nothing charged", for good.
     async fn settle_unknown(&self, intent: &Intent, why: &str) -> ClientResult<ChargeOutcome> {
@@ -67,11 +123,7 @@ impl PaymentsService {
                         reason: why.to_owned(),
                     }))
             }
-            Err(ProviderError::Timeout) => Err(ClientError::Timeout("payment provider")),
-            Err(e) => Err(ClientError::Unavailable(
-                "payment provider",
-                format!("{e:?}"),
-            )),
+            Err(e) => Err(provider_error(e)),
         }
     }
 }
@@ -147,25 +199,13 @@ impl PaymentsClient for PaymentsService {
         };
         match intent.status.as_str() {
             "captured" => {
-                let charge_id = intent.provider_charge_id.clone().ok_or_else(|| {
-                    ClientError::Failed("payments", "captured intent without a charge id".into())
+                // The rest: what partial refunds have not given back yet.
+                let rest = intent.amount.checked_sub(&intent.refunded).map_err(|e| {
+                    ClientError::Failed("payments", format!("refunded amount: {e}"))
                 })?;
-                let key = format!("refund-{}", intent.id);
-                match self.provider.refund(&key, &charge_id, &intent.amount).await {
-                    Ok(()) => {
-                        self.store
-                            .mark_refunded(&intent, &key)
-                            .await
-                            .map_err(failed)?;
-                        outcome("refunded");
-                        Ok(RefundOutcome::Refunded)
-                    }
-                    Err(ProviderError::Timeout) => Err(ClientError::Timeout("payment provider")),
-                    Err(e) => Err(ClientError::Unavailable(
-                        "payment provider",
-                        format!("{e:?}"),
-                    )),
-                }
+                self.refund_by_key(&intent, &format!("refund-{}", intent.id), &rest)
+                    .await?;
+                Ok(RefundOutcome::Refunded)
             }
             "pending" => match self.provider.void(&intent.id.to_string()).await {
                 Ok(()) => {
@@ -173,15 +213,36 @@ impl PaymentsClient for PaymentsService {
                     outcome("voided");
                     Ok(RefundOutcome::Voided)
                 }
-                Err(ProviderError::Timeout) => Err(ClientError::Timeout("payment provider")),
-                Err(e) => Err(ClientError::Unavailable(
-                    "payment provider",
-                    format!("{e:?}"),
-                )),
+                Err(e) => Err(provider_error(e)),
             },
             "refunded" => Ok(RefundOutcome::Refunded),
             "voided" => Ok(RefundOutcome::Voided),
             _ => Ok(RefundOutcome::NothingTaken),
         }
+    }
+
+    async fn refund_part(
+        &self,
+        order_id: Uuid,
+        refund_id: Uuid,
+        amount: &Money,
+    ) -> ClientResult<()> {
+        let intent = self
+            .store
+            .by_order(order_id)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| {
+                ClientError::Failed("payments", format!("order {order_id} has no payment"))
+            })?;
+        self.refund_by_key(&intent, &format!("refund-{refund_id}"), amount)
+            .await
+    }
+}
+
+fn provider_error(e: ProviderError) -> ClientError {
+    match e {
+        ProviderError::Timeout => ClientError::Timeout("payment provider"),
+        e => ClientError::Unavailable("payment provider", format!("{e:?}")),
     }
 }

@@ -15,8 +15,11 @@ pub struct Intent {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub amount: Money,
-    /// `pending`, `captured`, `declined`, `failed`, `voided` or `refunded`.
+    /// `pending`, `captured`, `declined`, `failed`, `voided` or `refunded`
+    /// (all of it; a captured intent may be refunded in part).
     pub status: String,
+    /// What was refunded of `amount` so far.
+    pub refunded: Money,
     pub provider_charge_id: Option<String>,
     pub failure_reason: Option<String>,
 }
@@ -57,22 +60,25 @@ type IntentRow = (
     String,
     Option<String>,
     Option<String>,
+    i64,
 );
 
 fn intent_from_row(r: IntentRow) -> anyhow::Result<Intent> {
+    let currency = Currency::parse(&r.4)?;
     Ok(Intent {
         id: Uuid::parse_str(&r.0)?,
         order_id: Uuid::parse_str(&r.1)?,
         customer_id: Uuid::parse_str(&r.2)?,
-        amount: Money::new(r.3, Currency::parse(&r.4)?),
+        amount: Money::new(r.3, currency.clone()),
         status: r.5,
         provider_charge_id: r.6,
         failure_reason: r.7,
+        refunded: Money::new(r.8, currency),
     })
 }
 
 const INTENT_COLUMNS: &str =
-    "id, order_id, customer_id, amount, currency, status, provider_charge_id, failure_reason";
+    "id, order_id, customer_id, amount, currency, status, provider_charge_id, failure_reason, refunded_amount";
 
 impl PaymentsStore {
     pub fn new(db: Db, outbox: Outbox) -> Self {
@@ -232,28 +238,70 @@ impl PaymentsStore {
         self.mark_failed(intent, "voided", "voided").await
     }
 
-    pub async fn mark_refunded(&self, intent: &Intent, refund_ref: &str) -> anyhow::Result<bool> {
+    /// Whether the ledger holds the refund with this provider reference.
+    pub async fn has_refund(&self, intent_id: Uuid, refund_ref: &str) -> anyhow::Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT amount FROM ledger_entries WHERE intent_id = $1 AND provider_ref = $2 AND kind = 'refund'",
+        )
+        .bind(intent_id.to_string())
+        .bind(refund_ref)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Records a refund the provider made: the ledger entry, the intent's
+    /// refunded amount (`refunded` once it is all of it) and
+    /// `payment.refunded`, in one transaction. `false` when it would pass
+    /// what was captured (nothing is written); a refund recorded already by
+    /// its reference fails on the ledger's unique rule.
+    pub async fn record_refund(
+        &self,
+        intent: &Intent,
+        refund_ref: &str,
+        amount: &Money,
+    ) -> anyhow::Result<bool> {
         let event = Envelope::new(
             crate::NAME,
             intent.order_id.to_string(),
             &PaymentRefunded {
                 payment_id: intent.id,
                 order_id: intent.order_id,
-                amount: intent.amount.clone(),
+                amount: amount.clone(),
             },
         )?;
-        self.transition(
-            intent,
-            Change {
-                from: "captured",
-                to: "refunded",
-                charge_id: None,
-                reason: None,
-                ledger: Some(("refund", -intent.amount.amount, refund_ref)),
-            },
-            event,
+        let mut tx = self.db.begin().await?;
+        let now = time::to_db(&time::now());
+        let done = sqlx::query(
+            "UPDATE payment_intents SET refunded_amount = refunded_amount + $1,
+                status = CASE WHEN refunded_amount + $1 = amount THEN 'refunded' ELSE status END,
+                updated_at = $2
+             WHERE id = $3 AND status = 'captured' AND refunded_amount + $1 <= amount",
         )
-        .await
+        .bind(amount.amount)
+        .bind(&now)
+        .bind(intent.id.to_string())
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, intent_id, kind, amount, currency, provider_ref, created_at)
+             VALUES ($1, $2, 'refund', $3, $4, $5, $6)",
+        )
+        .bind(id::new_id().to_string())
+        .bind(intent.id.to_string())
+        .bind(-amount.amount)
+        .bind(intent.amount.currency.as_str())
+        .bind(refund_ref)
+        .bind(&now)
+        .execute(tx.conn())
+        .await?;
+        self.outbox.add(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn ledger(&self, intent_id: Uuid) -> anyhow::Result<Vec<LedgerEntry>> {

@@ -49,11 +49,18 @@ fn parse(raw: &[u8]) -> (u16, Value) {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no head: {text:?}"));
+    let head = head.to_ascii_lowercase();
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/json"),
+        head.contains("content-type: application/json"),
         "not JSON: {head}"
     );
+    // What every answer carries, those the HTTP stack makes included.
+    for header in [
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head.contains(header), "no {header}: {head}");
+    }
     let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
     (status, body)
 }

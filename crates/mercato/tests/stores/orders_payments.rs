@@ -4,7 +4,7 @@ use mercato_kernel::{Currency, Money};
 use mercato_payments::store::PaymentsStore;
 
 #[tokio::test]
-async fn one_intent_per_order_and_one_capture_per_intent() {
+async fn one_intent_per_order_one_capture_and_refunds_up_to_it() {
     for s in stores(mercato_payments::NAME, &mercato_payments::MIGRATIONS).await {
         let store = PaymentsStore::new(s.db.clone(), Outbox::new());
         let order = mercato_kernel::id::new_id();
@@ -33,10 +33,39 @@ async fn one_intent_per_order_and_one_capture_per_intent() {
                 .expect("fail"),
             "a captured intent cannot fail"
         );
-        assert!(store.mark_refunded(&first, "re_1").await.expect("refund"));
+        let part = Money::new(1000, amount.currency.clone());
+        let rest = Money::new(3200, amount.currency.clone());
+        assert!(store
+            .record_refund(&first, "re_1", &part)
+            .await
+            .expect("refund"));
+        assert!(store.has_refund(first.id, "re_1").await.expect("read"));
         assert!(
-            !store.mark_refunded(&first, "re_2").await.expect("refund"),
-            "refunded twice"
+            store.record_refund(&first, "re_1", &part).await.is_err(),
+            "one ledger entry per refund reference"
+        );
+        let partly = store.by_order(order).await.expect("read").expect("found");
+        assert_eq!(
+            (partly.status.as_str(), partly.refunded.amount),
+            ("captured", 1000)
+        );
+        assert!(
+            !store
+                .record_refund(&first, "re_2", &amount)
+                .await
+                .expect("refund"),
+            "more than is left is refused"
+        );
+        assert!(store
+            .record_refund(&first, "re_3", &rest)
+            .await
+            .expect("refund"));
+        assert!(
+            !store
+                .record_refund(&first, "re_4", &part)
+                .await
+                .expect("refund"),
+            "refunded past the capture"
         );
 
         let ledger = store.ledger(first.id).await.expect("ledger");
@@ -46,16 +75,24 @@ async fn one_intent_per_order_and_one_capture_per_intent() {
             .collect();
         assert_eq!(
             amounts,
-            vec![("capture".into(), 4200), ("refund".into(), -4200)],
+            vec![
+                ("capture".into(), 4200),
+                ("refund".into(), -1000),
+                ("refund".into(), -3200)
+            ],
             "{:?}",
             s.backend
         );
+        assert_eq!(ledger.iter().map(|e| e.amount.amount).sum::<i64>(), 0);
         let now = store.by_order(order).await.expect("read").expect("found");
-        assert_eq!(now.status, "refunded");
+        assert_eq!(
+            (now.status.as_str(), now.refunded.amount),
+            ("refunded", 4200)
+        );
         assert_eq!(now.provider_charge_id.as_deref(), Some("ch_1"));
         assert_eq!(
             pending_events(&s.db).await,
-            vec!["payment.captured", "payment.refunded"]
+            vec!["payment.captured", "payment.refunded", "payment.refunded"]
         );
     }
 }
