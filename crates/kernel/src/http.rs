@@ -41,6 +41,35 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// A JSON body that may be left out: an empty body is `None`; any other
+/// is taken as [`Json`] takes it, with the same errors.
+#[derive(Debug, Clone, Default)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await
+        .map_err(|e| ApiError::from(JsonRejection::BytesRejection(e)))?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(Some(value)))
+    }
+}
+
 /// Query-string extractor.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]

@@ -578,13 +578,10 @@ pub(crate) async fn build_orders(
         saga.take_over().await?;
     }
     tasks.push(saga.spawn_recovery(shared.shutdown.clone()));
-    let orders = Arc::new(mercato_orders::OrdersService::new(
-        store,
-        deps.cart,
-        deps.catalog,
-        deps.pricing,
-        saga,
-    ));
+    let orders = Arc::new(
+        mercato_orders::OrdersService::new(store, deps.cart, deps.catalog, deps.pricing, saga)
+            .with_return_window_days(settings.orders.return_window_days),
+    );
     Ok(Parts {
         api: mercato_orders::routes::router(orders.clone()),
         internal: None,

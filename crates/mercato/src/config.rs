@@ -161,6 +161,8 @@ pub struct OrdersSettings {
     pub reservation_ttl_secs: u64,
     /// How often unfinished sagas are looked for.
     pub saga_poll_ms: u64,
+    /// How many days after delivery items may be returned.
+    pub return_window_days: u32,
 }
 
 impl Default for OrdersSettings {
@@ -170,6 +172,7 @@ impl Default for OrdersSettings {
             step_timeout_ms: 3000,
             reservation_ttl_secs: 900,
             saga_poll_ms: 250,
+            return_window_days: mercato_orders::service::RETURN_WINDOW_DAYS,
         }
     }
 }

@@ -61,7 +61,7 @@ pub fn owner(path: &str) -> Option<&'static str> {
         "cart" => "cart",
         "inventory" => "inventory",
         // Every service reads the same dead-letter stream; orders answers.
-        "checkout" | "orders" | "admin" => "orders",
+        "checkout" | "orders" | "returns" | "admin" => "orders",
         "payments" => "payments",
         "notifications" => "notifications",
         "promotions" | "shipping-methods" | "tax-rates" => "pricing",
@@ -670,6 +670,7 @@ mod tests {
         assert_eq!(owner("/inventory/sku-1"), Some("inventory"));
         assert_eq!(owner("/checkout"), Some("orders"));
         assert_eq!(owner("/orders/1/cancel"), Some("orders"));
+        assert_eq!(owner("/returns/1/receive"), Some("orders"));
         assert_eq!(owner("/payments/orders/1"), Some("payments"));
         assert_eq!(owner("/notifications"), Some("notifications"));
         assert_eq!(owner("/promotions/1"), Some("pricing"));

@@ -11,9 +11,14 @@
 //! state is stored after every step, and a lease lets exactly one runner
 //! drive a saga at a time, so after a crash any runner resumes it.
 //!
-//! Rooms: [`domain`], [`store`], [`saga`], [`service`], [`routes`], [`watch`].
+//! Returns and partial refunds ([`returns`]) run sagas of their own on the
+//! same runner.
+//!
+//! Rooms: [`domain`], [`store`], [`saga`], [`returns`], [`service`],
+//! [`routes`], [`watch`].
 
 pub mod domain;
+pub mod returns;
 pub mod routes;
 pub mod saga;
 pub mod service;
@@ -46,6 +51,43 @@ const PRICING: Migration = Migration {
           ALTER TABLE orders ADD COLUMN refunded_amount BIGINT NOT NULL DEFAULT 0",
 };
 
+/// Returns and partial refunds (see [`returns`]): what of each order's total
+/// refunds have claimed, every refund, every return. Plain SQL both
+/// backends take.
+const RETURNS: Migration = Migration {
+    version: 4,
+    name: "returns_and_refunds",
+    sql: "ALTER TABLE orders ADD COLUMN refund_claimed BIGINT NOT NULL DEFAULT 0;
+          UPDATE orders SET refund_claimed = refunded_amount;
+          UPDATE orders SET refund_claimed = total_amount WHERE status IN ('cancelled', 'refunded');
+          CREATE TABLE refunds (
+              id TEXT PRIMARY KEY,
+              order_id TEXT NOT NULL,
+              amount BIGINT NOT NULL,
+              reason TEXT,
+              return_id TEXT UNIQUE,
+              status TEXT NOT NULL,
+              created_at TEXT NOT NULL,
+              updated_at TEXT NOT NULL
+          );
+          CREATE INDEX refunds_order ON refunds (order_id);
+          CREATE TABLE returns (
+              id TEXT PRIMARY KEY,
+              order_id TEXT NOT NULL,
+              customer_id TEXT NOT NULL,
+              status TEXT NOT NULL,
+              items TEXT NOT NULL,
+              reason TEXT NOT NULL,
+              refund_amount BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              rejection_reason TEXT,
+              warehouse TEXT,
+              created_at TEXT NOT NULL,
+              updated_at TEXT NOT NULL
+          );
+          CREATE INDEX returns_order ON returns (order_id, id)",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -55,6 +97,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         ONE_PENDING_ORDER,
         PRICING,
+        RETURNS,
     ],
     postgres: &[
         Migration {
@@ -64,5 +107,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         ONE_PENDING_ORDER,
         PRICING,
+        RETURNS,
     ],
 };

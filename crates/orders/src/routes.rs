@@ -1,7 +1,8 @@
 //! `/checkout` and `/orders`.
 
 use crate::domain::{CheckoutQuote, Order, OrderStatus, ShippingAddress};
-use crate::service::{Answer, CheckoutRequest, Destination, OrdersService};
+use crate::returns::{Return, ReturnItem};
+use crate::service::{Answer, CheckoutRequest, Destination, OrdersService, PartialRefund};
 use crate::watch::MAX_WAIT_SECS;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -9,10 +10,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
-use mercato_kernel::http::{Json, Path, Query};
+use mercato_kernel::http::{Created, Json, OptionalJson, Path, Query};
 use mercato_kernel::idempotency::require_key;
 use mercato_kernel::page::{Page, PageQuery};
-use mercato_kernel::{ApiError, ApiResult};
+use mercato_kernel::{ApiError, ApiResult, Currency, Money};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,10 @@ pub fn router(service: Arc<OrdersService>) -> OpenApiRouter {
         .routes(routes!(ship_order))
         .routes(routes!(deliver_order))
         .routes(routes!(refund_order))
+        .routes(routes!(request_return, list_returns))
+        .routes(routes!(get_return))
+        .routes(routes!(receive_return))
+        .routes(routes!(reject_return))
         .with_state(service)
 }
 
@@ -324,28 +329,287 @@ async fn deliver_order(
     Ok(Json(service.deliver(caller, order_id(&id)?).await?))
 }
 
-/// Refund a confirmed, shipped or delivered order (admins): money and stock go back.
+/// What of an order to refund: an amount, or without one the rest.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefundBody {
+    /// How much; the rest of the order, its stock back, when absent.
+    #[serde(default)]
+    pub amount: Option<RefundAmount>,
+    /// Why, for the record: at most 500 characters.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// A Money of at least one minor unit, in the order's currency.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefundAmount {
+    #[serde(deserialize_with = "mercato_kernel::number::integer")]
+    #[schema(minimum = 1, example = 500)]
+    pub amount: i64,
+    pub currency: Currency,
+}
+
+impl RefundBody {
+    /// The amount to refund; `None` for the rest of the order.
+    fn into_part(self) -> Result<Option<PartialRefund>, ApiError> {
+        if self
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > 500)
+        {
+            return Err(ApiError::validation(
+                "reason must be at most 500 characters",
+            ));
+        }
+        let Some(amount) = self.amount else {
+            return Ok(None);
+        };
+        if amount.amount < 1 {
+            return Err(ApiError::validation("amount.amount must be at least 1"));
+        }
+        Ok(Some(PartialRefund {
+            amount: Money::new(amount.amount, amount.currency),
+            reason: self.reason,
+        }))
+    }
+}
+
+/// Refund an order (admins): without a body the rest of its total, its
+/// stock back on hand, and the order `refunded`; with `{amount}` that much
+/// alone, nothing restocked, the order `refunded` once refunds reach its
+/// total. `refunded_total` shows what went back.
 #[utoipa::path(post, path = "/orders/{id}/refund", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id"),
            ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
             description = "1 to 255 visible ASCII characters. Every request with the key gets the first answer.")),
+    request_body(content = Option<RefundBody>, description = "Optional: an amount to refund (no body, or no `amount`: the rest)"),
     responses(
-        (status = 200, description = "The order, refunded", body = Order),
-        (status = 400, description = "`idempotency_key_required`: no Idempotency-Key; `invalid_idempotency_key`: not 1 to 255 visible ASCII characters", body = ErrorBody),
+        (status = 200, description = "The order, with the money back", body = Order),
+        (status = 400, description = "`idempotency_key_required`: no Idempotency-Key; `invalid_idempotency_key`: not 1 to 255 visible ASCII characters; `malformed_json`", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins refund", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order", body = ErrorBody),
-        (status = 409, description = "`order_pending`: still being placed; `invalid_transition`: not confirmed, shipped or delivered; `idempotency_key_reused`: the key was used for another order", body = ErrorBody),
+        (status = 409, description = "`order_pending`: still being placed; `invalid_transition`: not confirmed, shipped or delivered; `idempotency_key_reused`: the key was used for another request", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not JSON", body = ErrorBody),
+        (status = 422, description = "`currency_mismatch`: not the order's currency; `refund_exceeds_total`: more than is left to refund; `validation_failed`", body = ErrorBody),
     ))]
 async fn refund_order(
     State(service): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RefundBody>,
 ) -> ApiResult<Response> {
     let key = require_key(&headers)?;
+    let part = body.map(RefundBody::into_part).transpose()?.flatten();
     Ok(json_answer(
-        service.refund(caller, order_id(&id)?, &key).await?,
+        service.refund(caller, order_id(&id)?, &key, part).await?,
+    ))
+}
+
+fn return_id(raw: &str) -> Result<Uuid, ApiError> {
+    mercato_kernel::id::parse_id(raw).ok_or_else(|| ApiError::not_found("return"))
+}
+
+/// Items of a delivered order to send back, and why.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReturnBody {
+    /// 1 to 100 items.
+    #[schema(min_items = 1, max_items = 100)]
+    pub items: Vec<ReturnItem>,
+    /// 1 to 500 characters, not only white space.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"\S",
+        example = "Too small"
+    )]
+    pub reason: String,
+}
+
+/// Why a return is refused.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RejectBody {
+    /// 1 to 500 characters, not only white space.
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S", example = "Worn")]
+    pub reason: String,
+}
+
+/// Where received items go back on hand.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReceiveBody {
+    /// A warehouse: 1 to 64 of `a-z`, `0-9`, `_`, `-`; where the items
+    /// were taken from when absent.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$", example = "returns")]
+    pub warehouse: Option<String>,
+}
+
+fn reason_text(reason: &str) -> Result<(), ApiError> {
+    let n = reason.chars().count();
+    if reason.trim().is_empty() || n > 500 {
+        return Err(ApiError::validation(
+            "reason must be 1 to 500 characters, not only white space",
+        ));
+    }
+    Ok(())
+}
+
+impl ReturnBody {
+    fn validate(&self) -> Result<(), ApiError> {
+        reason_text(&self.reason)?;
+        if self.items.is_empty() || self.items.len() > 100 {
+            return Err(ApiError::validation("items must hold 1 to 100 items"));
+        }
+        for item in &self.items {
+            if item.sku.is_empty() || item.sku.chars().count() > 64 {
+                return Err(ApiError::validation("sku must be 1 to 64 characters"));
+            }
+            if !(1..=999).contains(&item.quantity) {
+                return Err(ApiError::validation("quantity must be 1 to 999"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ask to send items of a delivered order back (its customer), within
+/// `orders.return_window_days` of delivery. `refund_amount` is the items'
+/// share of the order (discount and tax included) that receiving refunds.
+#[utoipa::path(post, path = "/orders/{id}/returns", tag = "returns", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    request_body = ReturnBody,
+    responses(
+        (status = 201, description = "The return, requested", body = Return),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the order's customer", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or not one the caller may see", body = ErrorBody),
+        (status = 409, description = "`order_not_delivered`: the order is not delivered; `return_window_closed`: delivered too long ago", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`return_exceeds_purchase`: a SKU the order did not buy, or more than was bought less what other returns take back; `validation_failed`", body = ErrorBody),
+    ))]
+async fn request_return(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<ReturnBody>,
+) -> ApiResult<Created<Return>> {
+    body.validate()?;
+    let order = order_id(&id)?;
+    Ok(Created(
+        service
+            .request_return(caller, order, &body.items, &body.reason)
+            .await?,
+    ))
+}
+
+/// An order's returns, oldest first (its customer, sellers of its lines, admins).
+#[utoipa::path(get, path = "/orders/{id}/returns", tag = "returns", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "Every return of the order, in one page; `next_cursor` is always null", body = Page<Return>),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or not one the caller may see", body = ErrorBody),
+    ))]
+async fn list_returns(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Page<Return>>> {
+    Ok(Json(Page {
+        items: service.returns_of(caller, order_id(&id)?).await?,
+        next_cursor: None,
+    }))
+}
+
+/// A return (its order's customer, sellers of its lines, admins).
+#[utoipa::path(get, path = "/returns/{id}", tag = "returns", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Return id")),
+    responses(
+        (status = 200, description = "The return", body = Return),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such return, or not one the caller may see", body = ErrorBody),
+    ))]
+async fn get_return(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Return>> {
+    Ok(Json(service.get_return(caller, return_id(&id)?).await?))
+}
+
+/// Receive a requested return (a seller of its order's lines or an admin):
+/// its items go back on hand and its share of the order is refunded,
+/// exactly once.
+#[utoipa::path(post, path = "/returns/{id}/receive", tag = "returns", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Return id"),
+           ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+            description = "1 to 255 visible ASCII characters. Every request with the key gets the first answer.")),
+    request_body(content = Option<ReceiveBody>, description = "Optional: where the items go back on hand"),
+    responses(
+        (status = 200, description = "The return, `refunded` (`receiving` while a service it needs is down)", body = Return),
+        (status = 400, description = "`idempotency_key_required`; `invalid_idempotency_key`; `malformed_json`", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a seller of the order's lines nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such return, or not one the caller may see", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: the return is not `requested`; `order_not_delivered`; `idempotency_key_reused`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a warehouse out of its pattern", body = ErrorBody),
+    ))]
+async fn receive_return(
+    State(service): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<ReceiveBody>,
+) -> ApiResult<Response> {
+    let key = require_key(&headers)?;
+    let warehouse = body.and_then(|b| b.warehouse);
+    if let Some(w) = &warehouse {
+        let ok = !w.is_empty()
+            && w.len() <= 64
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ApiError::validation(
+                "warehouse must be 1 to 64 characters of a-z, 0-9, '_' or '-'",
+            ));
+        }
+    }
+    Ok(json_answer(
+        service
+            .receive_return(caller, return_id(&id)?, &key, warehouse)
+            .await?,
+    ))
+}
+
+/// Refuse a requested return (a seller of its order's lines or an admin).
+#[utoipa::path(post, path = "/returns/{id}/reject", tag = "returns", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Return id")),
+    request_body = RejectBody,
+    responses(
+        (status = 200, description = "The return, rejected", body = Return),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a seller of the order's lines nor an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such return, or not one the caller may see", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: the return is not `requested`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+    ))]
+async fn reject_return(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RejectBody>,
+) -> ApiResult<Json<Return>> {
+    reason_text(&body.reason)?;
+    Ok(Json(
+        service
+            .reject_return(caller, return_id(&id)?, &body.reason)
+            .await?,
     ))
 }
 

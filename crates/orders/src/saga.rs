@@ -7,7 +7,10 @@
 //! of a confirmed order): `refund_payment` → `restock`, then for a
 //! cancellation `release_promotion` (a refunded order keeps its use of the
 //! code). `redeem` and `release_promotion` are steps only of orders with a
-//! promotion.
+//! promotion. An unwind's `refund_payment` pays the rest of the total its
+//! status change claimed. A refund (an amount, or a received return):
+//! `restock_items` (a return's) → `refund_amount`, which records the refund
+//! as it finishes; refunds are never undone, their steps retry until done.
 //!
 //! Every step calls an idempotent operation keyed by the order id, then
 //! records the next step; a crash between the two repeats the call, which
@@ -17,6 +20,7 @@
 //! deadline turns the saga around.
 
 use crate::domain::{cancel_reason, Order, OrderStatus};
+use crate::returns::Refund;
 use crate::store::{OrdersStore, Saga, SagaKind, SagaState, SagaUpdate};
 use mercato_contracts::clients::{
     CartClient, ChargeOutcome, ClientError, InventoryClient, PaymentsClient, PricingClient,
@@ -349,13 +353,18 @@ impl SagaRunner {
     /// stored one as long as recording succeeds.
     async fn drive_claimed(&self, mut saga: Saga, holder: &str) -> anyhow::Result<()> {
         let order_id = saga.order_id;
+        // A refund's saga is keyed by the refund; its steps act on its order.
+        let of_order = match saga.kind {
+            SagaKind::Refund => self.refund_of(&saga).await?.order_id,
+            SagaKind::Checkout | SagaKind::Unwind => order_id,
+        };
         // What the steps read of the order (lines, total, customer) never
         // changes, so it is read once.
         let order = self
             .store
-            .get(order_id)
+            .get(of_order)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("saga for missing order {order_id}"))?;
+            .ok_or_else(|| anyhow::anyhow!("saga {order_id} for missing order {of_order}"))?;
         let mut leased_at = Instant::now();
         loop {
             if leased_at.elapsed() >= self.config.renew_every()
@@ -511,6 +520,43 @@ impl SagaRunner {
                 Ok(moved_to(saga, state, next, reason))
             }
         }
+    }
+
+    async fn refund_of(&self, saga: &Saga) -> anyhow::Result<Refund> {
+        self.store
+            .refund(saga.order_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("saga of a missing refund {}", saga.order_id))
+    }
+
+    /// Refunds a refund's amount through payments (keyed by the refund's
+    /// id), then records it with the saga's move from its step to `next`.
+    async fn pay_refund(
+        &self,
+        saga: &Saga,
+        order: &Order,
+        refund: &Refund,
+        next: (SagaState, &str),
+    ) -> anyhow::Result<Step> {
+        if refund.amount.amount > 0 {
+            if let Err(e) = within(
+                self.config.pay_timeout,
+                "payments",
+                self.payments
+                    .refund_part(order.id, refund.id, &refund.amount),
+            )
+            .await
+            {
+                return Ok(Step::Retry(client_error(e)));
+            }
+        }
+        crash_point(&saga.step);
+        let moved = self
+            .store
+            .record_refund(refund, saga.order_id, (saga.state, &saga.step), next)
+            .await?;
+        moved_on_unless(moved, saga)?;
+        Ok(Step::Advanced(moved_to(saga, next.0, next.1, None)))
     }
 
     /// Turns the saga around: everything done so far is undone.
@@ -732,6 +778,15 @@ impl SagaRunner {
                 }
             }
             (SagaState::Compensating, "refund_payment") => {
+                // An unwind pays the rest its status change claimed (unwinds
+                // started before refunds were kept refund in full, below).
+                if saga.kind == SagaKind::Unwind {
+                    if let Some(rest) = self.store.refund(id).await? {
+                        return self
+                            .pay_refund(saga, order, &rest, (SagaState::Compensating, "restock"))
+                            .await;
+                    }
+                }
                 match within(cfg.pay_timeout, "payments", self.payments.refund(id)).await {
                     Ok(outcome) => {
                         let status = match outcome {
@@ -740,8 +795,8 @@ impl SagaRunner {
                             RefundOutcome::NothingTaken => None,
                         };
                         let next = match saga.kind {
-                            SagaKind::Checkout => "release_stock",
                             SagaKind::Unwind => "restock",
+                            SagaKind::Checkout | SagaKind::Refund => "release_stock",
                         };
                         Step::Advanced(
                             self.advance_paying(saga, status, SagaState::Compensating, next, None)
@@ -769,8 +824,10 @@ impl SagaRunner {
             }
             (SagaState::Compensating, "release_promotion") => {
                 let (state, next) = match saga.kind {
-                    SagaKind::Checkout => (SagaState::Compensating, "cancel_order"),
                     SagaKind::Unwind => (SagaState::Done, "done"),
+                    SagaKind::Checkout | SagaKind::Refund => {
+                        (SagaState::Compensating, "cancel_order")
+                    }
                 };
                 if order.promotion.is_none() {
                     return Ok(Step::Advanced(self.advance(saga, state, next, None).await?));
@@ -834,8 +891,50 @@ impl SagaRunner {
                     Err(e) => Step::Retry(client_error(e)),
                 }
             }
+            (SagaState::Running, "restock_items") => {
+                let refund = self.refund_of(saga).await?;
+                if let Some(return_id) = refund.return_id {
+                    let ret = self.store.return_by_id(return_id).await?.ok_or_else(|| {
+                        anyhow::anyhow!("refund {} of a missing return {return_id}", refund.id)
+                    })?;
+                    let lines: Vec<SkuQuantity> = ret
+                        .items
+                        .iter()
+                        .map(|i| SkuQuantity {
+                            sku: i.sku.clone(),
+                            quantity: i.quantity,
+                        })
+                        .collect();
+                    if let Err(e) = within(
+                        cfg.step_timeout,
+                        "inventory",
+                        self.inventory.restock_part(
+                            id,
+                            refund.id,
+                            &lines,
+                            ret.warehouse.as_deref(),
+                        ),
+                    )
+                    .await
+                    {
+                        return Ok(Step::Retry(client_error(e)));
+                    }
+                }
+                Step::Advanced(
+                    self.advance(saga, SagaState::Running, "refund_amount", None)
+                        .await?,
+                )
+            }
+            (SagaState::Running, "refund_amount") => {
+                let refund = self.refund_of(saga).await?;
+                self.pay_refund(saga, order, &refund, (SagaState::Done, "done"))
+                    .await?
+            }
             (state, step) => {
-                anyhow::bail!("saga of order {id} is at an unknown step {step:?} ({state:?})")
+                anyhow::bail!(
+                    "saga {} is at an unknown step {step:?} ({state:?})",
+                    saga.order_id
+                )
             }
         })
     }

@@ -3,6 +3,7 @@
 use crate::domain::{
     cancel_reason, CheckoutQuote, Order, OrderStatus, PaymentSummary, ShippingAddress,
 };
+use crate::returns::{NewReturn, RefundKind, RefundStart, Return, ReturnItem, ReturnStatus};
 use crate::saga::SagaRunner;
 use crate::store::{CreateOutcome, IdempotencyRecord, OrdersStore, SagaUpdate, Viewer};
 use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, PricingClient};
@@ -13,7 +14,7 @@ use mercato_contracts::types::{Line, PricedLine, Quote, QuoteRequest};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::idempotency::{self, StoredResponse};
 use mercato_kernel::page::{Page, PageRequest};
-use mercato_kernel::{id, time, ApiError, Envelope};
+use mercato_kernel::{id, time, ApiError, Envelope, Money};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,19 @@ pub struct OrdersService {
     catalog: Arc<dyn CatalogClient>,
     pricing: Arc<dyn PricingClient>,
     saga: Arc<SagaRunner>,
+    /// How long after delivery items may be returned.
+    return_window: chrono::Duration,
+}
+
+/// The default of `orders.return_window_days`.
+pub const RETURN_WINDOW_DAYS: u32 = 30;
+
+/// What a stored answer is an answer about: it is answered anew from this
+/// when the request that took the key died before storing it.
+#[derive(Debug, Clone, Copy)]
+enum Subject {
+    Order(Uuid),
+    Return(Uuid),
 }
 
 /// What a checkout asks for.
@@ -90,7 +104,14 @@ impl OrdersService {
             catalog,
             pricing,
             saga,
+            return_window: chrono::Duration::days(RETURN_WINDOW_DAYS.into()),
         }
+    }
+
+    /// How many days after delivery items may be returned.
+    pub fn with_return_window_days(mut self, days: u32) -> Self {
+        self.return_window = chrono::Duration::days(days.into());
+        self
     }
 
     /// The customer's cart priced for `to`, as a checkout would charge it.
@@ -485,40 +506,51 @@ impl OrdersService {
         self.get(caller, id).await
     }
 
-    async fn current(&self, caller: Caller, id: Uuid) -> Result<Answer, ApiError> {
-        let order = self.get(caller, id).await?;
-        Ok(Answer {
-            status: 200,
-            body: serde_json::to_string(&order).map_err(ApiError::internal)?,
-        })
+    /// Refunds a confirmed, shipped or delivered order (admins): the rest
+    /// of its total with its stock back, or with `part` that amount alone.
+    /// Idempotent by key: every request with the key, concurrent or not,
+    /// gets the answer the first one gave.
+    pub async fn refund(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        key: &str,
+        part: Option<PartialRefund>,
+    ) -> Result<Answer, ApiError> {
+        caller.require(&[Role::Admin])?;
+        match part {
+            None => self.refund_rest(caller, id, key).await,
+            Some(part) => self.refund_part(caller, id, key, part).await,
+        }
     }
 
-    /// Refunds a confirmed, shipped or delivered order (admins), idempotent
-    /// by key: every request with the key, concurrent or not, gets the
-    /// answer the first one gave.
-    pub async fn refund(&self, caller: Caller, id: Uuid, key: &str) -> Result<Answer, ApiError> {
-        caller.require(&[Role::Admin])?;
+    async fn refund_rest(&self, caller: Caller, id: Uuid, key: &str) -> Result<Answer, ApiError> {
         let scope = format!("refund:{}", caller.user_id);
+        let subject = Subject::Order(id);
         let hash = idempotency::fingerprint(&[id.as_bytes()]);
         if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
-            return self.refund_replay(caller, id, &scope, key, stored).await;
+            return self.replay(caller, subject, &scope, key, stored).await;
         }
         let order = self.get(caller, id).await?;
         if let Err(e) = order.status.check(OrderStatus::Refunded) {
             // A request with the same key may have refunded the order since
             // the lookup above: it gets that request's answer.
             if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
-                return self.refund_replay(caller, id, &scope, key, stored).await;
+                return self.replay(caller, subject, &scope, key, stored).await;
             }
             return Err(e);
         }
+        let rest = order
+            .total
+            .checked_sub(&order.refunded_total)
+            .map_err(ApiError::internal)?;
         let event = Envelope::new(
             crate::NAME,
             id.to_string(),
             &OrderRefunded {
                 order_id: id,
                 customer_id: order.customer_id,
-                amount: order.total.clone(),
+                amount: rest,
             },
         )
         .map_err(ApiError::internal)?;
@@ -551,7 +583,7 @@ impl OrdersService {
             .await?;
         if !moved {
             if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
-                return self.refund_replay(caller, id, &scope, key, stored).await;
+                return self.replay(caller, subject, &scope, key, stored).await;
             }
             return Err(ApiError::conflict(
                 "invalid_transition",
@@ -561,15 +593,264 @@ impl OrdersService {
         metrics::counter!("mercato_orders_total", "event" => "refunded", "reason" => "")
             .increment(1);
         self.unwind_now(id).await;
-        self.refund_answer(caller, id, &scope, key).await
+        self.answer(caller, subject, &scope, key).await
     }
 
-    /// A refund's key seen again: its stored answer, once the request that
-    /// holds the key has filled it in.
-    async fn refund_replay(
+    /// Refunds an amount of the order, nothing restocked; the order is
+    /// `refunded` once refunds reach its total.
+    async fn refund_part(
         &self,
         caller: Caller,
         id: Uuid,
+        key: &str,
+        part: PartialRefund,
+    ) -> Result<Answer, ApiError> {
+        let scope = format!("refund:{}", caller.user_id);
+        let subject = Subject::Order(id);
+        let amount = part.amount.amount.to_string();
+        let hash = idempotency::fingerprint(&[
+            id.as_bytes(),
+            amount.as_bytes(),
+            part.amount.currency.as_str().as_bytes(),
+            part.reason.as_deref().unwrap_or_default().as_bytes(),
+        ]);
+        if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+            return self.replay(caller, subject, &scope, key, stored).await;
+        }
+        let order = self.get(caller, id).await?;
+        if part.amount.currency != order.currency {
+            return Err(ApiError::unprocessable(
+                "currency_mismatch",
+                format!("the order is in {}", order.currency),
+            ));
+        }
+        order.status.check(OrderStatus::Refunded)?;
+        let refund_id = id::new_id();
+        let record = IdempotencyRecord {
+            scope: &scope,
+            key,
+            request_hash: &hash,
+            response: StoredResponse {
+                status: 200,
+                body: String::new(),
+            },
+        };
+        let kind = RefundKind::Amount {
+            amount: &part.amount,
+            reason: part.reason.as_deref(),
+        };
+        match self
+            .store
+            .start_refund(id, refund_id, kind, &record)
+            .await?
+        {
+            RefundStart::Started => {}
+            RefundStart::KeyTaken => {
+                return match idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+                    Some(stored) => self.replay(caller, subject, &scope, key, stored).await,
+                    None => Err(key_reused()),
+                }
+            }
+            RefundStart::TooMuch { left } => {
+                return Err(ApiError::unprocessable(
+                    "refund_exceeds_total",
+                    format!("at most {left} of the order is left to refund"),
+                ))
+            }
+            RefundStart::WrongStatus | RefundStart::ReturnNotRequested => {
+                return Err(ApiError::conflict(
+                    "invalid_transition",
+                    "the order changed meanwhile; reload it",
+                ))
+            }
+        }
+        metrics::counter!("mercato_orders_refunds_total", "kind" => "amount").increment(1);
+        self.unwind_now(refund_id).await;
+        self.answer(caller, subject, &scope, key).await
+    }
+
+    /// Asks to send items of a delivered order back (its customer), within
+    /// the return window.
+    pub async fn request_return(
+        &self,
+        caller: Caller,
+        order_id: Uuid,
+        items: &[ReturnItem],
+        reason: &str,
+    ) -> Result<Return, ApiError> {
+        let order = self.get(caller, order_id).await?;
+        if !(caller.role == Role::Customer && order.customer_id == caller.user_id) {
+            return Err(ApiError::forbidden(
+                "only the order's customer may return its items",
+            ));
+        }
+        let not_delivered = || {
+            ApiError::conflict(
+                "order_not_delivered",
+                "only a delivered order's items can be returned",
+            )
+        };
+        if order.status != OrderStatus::Delivered {
+            return Err(not_delivered());
+        }
+        let delivered_at = order
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.status == OrderStatus::Delivered)
+            .map_or(order.updated_at, |h| h.at);
+        if time::now() > delivered_at + self.return_window {
+            return Err(ApiError::conflict(
+                "return_window_closed",
+                format!(
+                    "items can be returned for {} days after delivery",
+                    self.return_window.num_days()
+                ),
+            ));
+        }
+        match self
+            .store
+            .create_return(&order, id::new_id(), items, reason)
+            .await?
+        {
+            NewReturn::Created(r) => {
+                metrics::counter!("mercato_orders_returns_total", "event" => "requested")
+                    .increment(1);
+                Ok(r)
+            }
+            NewReturn::NotDelivered => Err(not_delivered()),
+            NewReturn::TooMany { sku, left } => Err(ApiError::unprocessable(
+                "return_exceeds_purchase",
+                format!("{sku}: at most {left} can be returned"),
+            )),
+        }
+    }
+
+    /// An order's returns, for whoever may see the order.
+    pub async fn returns_of(
+        &self,
+        caller: Caller,
+        order_id: Uuid,
+    ) -> Result<Vec<Return>, ApiError> {
+        self.get(caller, order_id).await?;
+        Ok(self.store.returns_of(order_id).await?)
+    }
+
+    /// A return, for whoever may see its order; 404 for anyone else.
+    pub async fn get_return(&self, caller: Caller, id: Uuid) -> Result<Return, ApiError> {
+        let ret = self
+            .store
+            .return_by_id(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("return"))?;
+        self.get(caller, ret.order_id)
+            .await
+            .map_err(|_| ApiError::not_found("return"))?;
+        Ok(ret)
+    }
+
+    /// A return the shop can act on: a seller of its order's lines or an admin.
+    async fn return_for_shop(&self, caller: Caller, id: Uuid) -> Result<Return, ApiError> {
+        let ret = self.get_return(caller, id).await?;
+        let sellers = self.store.sellers(ret.order_id).await?;
+        self.seller_or_admin(&caller, &sellers)?;
+        Ok(ret)
+    }
+
+    /// Receives a return: its items go back on hand (into `warehouse`, or
+    /// where they came from) and its share of the order is refunded, once;
+    /// idempotent by key.
+    pub async fn receive_return(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        key: &str,
+        warehouse: Option<String>,
+    ) -> Result<Answer, ApiError> {
+        let scope = format!("receive:{}", caller.user_id);
+        let subject = Subject::Return(id);
+        let hash = idempotency::fingerprint(&[
+            id.as_bytes(),
+            warehouse.as_deref().unwrap_or_default().as_bytes(),
+        ]);
+        if let Some(stored) = idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+            return self.replay(caller, subject, &scope, key, stored).await;
+        }
+        let ret = self.return_for_shop(caller, id).await?;
+        let not_requested = || {
+            ApiError::conflict(
+                "invalid_transition",
+                format!("the return is {}", status_name(ret.status)),
+            )
+        };
+        if ret.status != ReturnStatus::Requested {
+            return Err(not_requested());
+        }
+        let refund_id = id::new_id();
+        let record = IdempotencyRecord {
+            scope: &scope,
+            key,
+            request_hash: &hash,
+            response: StoredResponse {
+                status: 200,
+                body: String::new(),
+            },
+        };
+        let kind = RefundKind::Return {
+            id,
+            warehouse: warehouse.as_deref(),
+        };
+        match self
+            .store
+            .start_refund(ret.order_id, refund_id, kind, &record)
+            .await?
+        {
+            RefundStart::Started => {}
+            RefundStart::KeyTaken => {
+                return match idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
+                    Some(stored) => self.replay(caller, subject, &scope, key, stored).await,
+                    None => Err(key_reused()),
+                }
+            }
+            RefundStart::WrongStatus => {
+                return Err(ApiError::conflict(
+                    "order_not_delivered",
+                    "the order is no longer delivered",
+                ))
+            }
+            RefundStart::ReturnNotRequested | RefundStart::TooMuch { .. } => {
+                return Err(not_requested())
+            }
+        }
+        metrics::counter!("mercato_orders_returns_total", "event" => "received").increment(1);
+        self.unwind_now(refund_id).await;
+        self.answer(caller, subject, &scope, key).await
+    }
+
+    /// Refuses a requested return.
+    pub async fn reject_return(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<Return, ApiError> {
+        let ret = self.return_for_shop(caller, id).await?;
+        if !self.store.reject_return(id, reason).await? {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                format!("the return is {}", status_name(ret.status)),
+            ));
+        }
+        metrics::counter!("mercato_orders_returns_total", "event" => "rejected").increment(1);
+        self.get_return(caller, id).await
+    }
+
+    /// A key seen again: its stored answer, once the request that holds
+    /// the key has filled it in.
+    async fn replay(
+        &self,
+        caller: Caller,
+        subject: Subject,
         scope: &str,
         key: &str,
         stored: StoredResponse,
@@ -587,24 +868,25 @@ impl OrdersService {
                 body: answer.body,
             }),
             // The first request died before answering: this one answers for it.
-            None => self.refund_answer(caller, id, scope, key).await,
+            None => self.answer(caller, subject, scope, key).await,
         }
     }
 
-    /// Stores the refund's answer (the order as it is now) unless another
+    /// Stores the answer (the order or return as it is now) unless another
     /// request with the key stored one first, and answers with what is stored.
-    async fn refund_answer(
+    async fn answer(
         &self,
         caller: Caller,
-        id: Uuid,
+        subject: Subject,
         scope: &str,
         key: &str,
     ) -> Result<Answer, ApiError> {
-        let now = self.current(caller, id).await?;
-        let answer = StoredResponse {
-            status: now.status,
-            body: now.body,
-        };
+        let body = match subject {
+            Subject::Order(id) => serde_json::to_string(&self.get(caller, id).await?),
+            Subject::Return(id) => serde_json::to_string(&self.get_return(caller, id).await?),
+        }
+        .map_err(ApiError::internal)?;
+        let answer = StoredResponse { status: 200, body };
         let stored = idempotency::complete(self.store.db(), scope, key, &answer).await?;
         let answer = stored.filter(|s| !s.body.is_empty()).unwrap_or(answer);
         Ok(Answer {
@@ -612,4 +894,25 @@ impl OrdersService {
             body: answer.body,
         })
     }
+}
+
+/// An amount of an order to refund.
+#[derive(Debug, Clone)]
+pub struct PartialRefund {
+    pub amount: Money,
+    pub reason: Option<String>,
+}
+
+fn key_reused() -> ApiError {
+    ApiError::conflict(
+        "idempotency_key_reused",
+        "this Idempotency-Key was used for another request",
+    )
+}
+
+fn status_name(status: ReturnStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -25,6 +25,9 @@ pub enum SagaKind {
     Checkout,
     /// Money and stock back after a cancellation or refund.
     Unwind,
+    /// Part of an order's money back (an amount, or a received return's
+    /// share with its items restocked). Keyed by the refund's id.
+    Refund,
 }
 
 impl SagaKind {
@@ -32,6 +35,15 @@ impl SagaKind {
         match self {
             SagaKind::Checkout => "checkout",
             SagaKind::Unwind => "unwind",
+            SagaKind::Refund => "refund",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "unwind" => SagaKind::Unwind,
+            "refund" => SagaKind::Refund,
+            _ => SagaKind::Checkout,
         }
     }
 }
@@ -63,6 +75,7 @@ impl SagaState {
 /// A saga as stored.
 #[derive(Debug, Clone)]
 pub struct Saga {
+    /// The order's id; for a [`SagaKind::Refund`], the refund's.
     pub order_id: Uuid,
     pub kind: SagaKind,
     pub state: SagaState,
@@ -149,6 +162,10 @@ impl OrdersStore {
         &self.db
     }
 
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
     /// Requests waiting for an order to change; woken by [`Self::transition`].
     pub fn watch(&self) -> &StatusWatch {
         &self.watch
@@ -172,7 +189,7 @@ impl OrdersStore {
         Ok(())
     }
 
-    async fn insert_saga(
+    pub(crate) async fn insert_saga(
         tx: &mut Tx,
         order_id: Uuid,
         kind: SagaKind,
@@ -183,7 +200,7 @@ impl OrdersStore {
         let at = time::now();
         let now = time::to_db(&at);
         let state = match kind {
-            SagaKind::Checkout => SagaState::Running,
+            SagaKind::Checkout | SagaKind::Refund => SagaState::Running,
             SagaKind::Unwind => SagaState::Compensating,
         };
         // The request that starts an unwind runs it at once and answers with
@@ -192,7 +209,9 @@ impl OrdersStore {
         // leave the request answering before the money and stock are back.
         let next_run_at = match kind {
             SagaKind::Checkout => now.clone(),
-            SagaKind::Unwind => time::to_db(&(at + chrono::Duration::seconds(10))),
+            SagaKind::Unwind | SagaKind::Refund => {
+                time::to_db(&(at + chrono::Duration::seconds(10)))
+            }
         };
         sqlx::query(
             "INSERT INTO sagas (order_id, kind, state, step, cancel_reason, attempts, deadline, next_run_at, correlation_id, created_at, updated_at)
@@ -317,22 +336,15 @@ impl OrdersStore {
     ) -> anyhow::Result<bool> {
         let mut tx = self.db.begin().await?;
         let now = time::now();
-        let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
-        let sql = format!(
-            "UPDATE orders SET status = $1, cancel_reason = COALESCE($2, cancel_reason), updated_at = $3
-             WHERE id = $4 AND status IN ({})",
-            placeholders.join(", ")
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(to.as_str())
-            .bind(cancel_reason)
-            .bind(time::to_db(&now))
-            .bind(order_id.to_string());
-        for f in from {
-            q = q.bind(f.as_str());
-        }
-        if q.execute(tx.conn()).await?.rows_affected() == 0 {
+        if !Self::set_status_in(&mut tx, order_id, from, to, &now).await? {
             return Ok(false);
+        }
+        if let Some(reason) = cancel_reason {
+            sqlx::query("UPDATE orders SET cancel_reason = $1 WHERE id = $2")
+                .bind(reason)
+                .bind(order_id.to_string())
+                .execute(tx.conn())
+                .await?;
         }
         if let Some(idem) = idem {
             if !idempotency::record(
@@ -347,10 +359,10 @@ impl OrdersStore {
                 return Ok(false);
             }
         }
-        Self::insert_history(&mut tx, order_id, to, &now).await?;
         match saga {
             SagaUpdate::None => {}
             SagaUpdate::StartUnwind => {
+                Self::claim_rest(&mut tx, order_id, to, &now).await?;
                 Self::insert_saga(
                     &mut tx,
                     order_id,
@@ -368,6 +380,34 @@ impl OrdersStore {
         self.outbox.add(&mut tx, events).await?;
         tx.commit().await?;
         self.watch.changed(order_id);
+        Ok(true)
+    }
+
+    /// Moves the order from one of `from` to `to` with its history entry;
+    /// `false` (nothing written) when it was in none of them.
+    pub(crate) async fn set_status_in(
+        tx: &mut Tx,
+        order_id: Uuid,
+        from: &[OrderStatus],
+        to: OrderStatus,
+        now: &DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(time::to_db(now))
+            .bind(order_id.to_string());
+        for f in from {
+            q = q.bind(f.as_str());
+        }
+        if q.execute(tx.conn()).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::insert_history(tx, order_id, to, now).await?;
         Ok(true)
     }
 
@@ -583,11 +623,7 @@ impl OrdersStore {
             |(kind, state, step, cancel_reason, attempts, deadline, correlation_id)| {
                 Ok(Saga {
                     order_id,
-                    kind: if kind == "unwind" {
-                        SagaKind::Unwind
-                    } else {
-                        SagaKind::Checkout
-                    },
+                    kind: SagaKind::parse(&kind),
                     state: SagaState::parse(&state),
                     step,
                     cancel_reason,
@@ -622,6 +658,16 @@ impl OrdersStore {
         .execute(tx.conn())
         .await?;
         Ok(())
+    }
+
+    /// [`Self::advance_from`] to `next` (state and step), in `tx`.
+    pub(crate) async fn advance_saga_in(
+        tx: &mut Tx,
+        saga_id: Uuid,
+        from: (SagaState, &str),
+        next: (SagaState, &str),
+    ) -> Result<bool, sqlx::Error> {
+        Self::advance_from(tx, saga_id, from, next.0, next.1, None).await
     }
 
     /// Moves the saga from `from` (state and step) to its next step; `false`

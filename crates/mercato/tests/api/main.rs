@@ -16,4 +16,5 @@ mod orders;
 mod platform;
 mod pricing;
 mod redis;
+mod returns;
 mod search;

@@ -57,7 +57,7 @@ pub async fn settled(app: &TestApp, user: &User, order_id: &str) -> Value {
     .await
 }
 
-async fn stock(app: &TestApp, sku: &str) -> (i64, i64) {
+pub async fn stock(app: &TestApp, sku: &str) -> (i64, i64) {
     let r = app.get(&format!("/inventory/{sku}"), None).await;
     (
         r.body["available"].as_i64().unwrap_or(-1),
@@ -66,7 +66,7 @@ async fn stock(app: &TestApp, sku: &str) -> (i64, i64) {
 }
 
 /// Places an order for `quantity` of a fresh SKU and waits for it to settle.
-async fn buy(
+pub async fn buy(
     app: &TestApp,
     token: &str,
     stock_units: i64,
