@@ -62,6 +62,11 @@ STATE_DEPENDENT = {
     "POST /api/v1/categories": {"unknown_parent"},
     # A new password needs the current one (a rule between fields).
     "PATCH /api/v1/me": {"current_password_required"},
+    # An amount in another currency than the order's, or more than is left
+    # of its total to refund.
+    "POST /api/v1/orders/{id}/refund": {"currency_mismatch", "refund_exceeds_total"},
+    # A SKU the order did not buy, or more units than are left to return.
+    "POST /api/v1/orders/{id}/returns": {"return_exceeds_purchase"},
     # A user keeps at most 20 addresses.
     "POST /api/v1/me/addresses": {"too_many_addresses"},
     # Every variant of a product is priced in one currency, and has at most

@@ -41,8 +41,8 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// A JSON body that may be left out: an empty body is `None`; any other
-/// is taken as [`Json`] takes it, with the same errors.
+/// A JSON body that may be left out: an empty body and `null` are `None`;
+/// any other is taken as [`Json`] takes it, with the same errors.
 #[derive(Debug, Clone, Default)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -65,8 +65,8 @@ where
             return Ok(Self(None));
         }
         let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(Some(value)))
+        let Json(value) = Json::<Option<T>>::from_request(req, state).await?;
+        Ok(Self(value))
     }
 }
 
