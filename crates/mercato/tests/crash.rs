@@ -419,3 +419,163 @@ async fn a_failed_commit_refunds_the_payment_and_cancels() {
         "captured, then refunded: {payment}"
     );
 }
+
+/// What is refunded in [`a_refund_resumes_after_a_crash_at_each_of_its_steps`].
+#[derive(Debug, Clone, Copy)]
+enum Refunding {
+    /// A return of one of the two units, received.
+    Return,
+    /// 300 of the order's 1400, by amount.
+    Amount,
+    /// The rest of the order (a refund without a body).
+    Rest,
+}
+
+/// The process dies right after a refund's step had its effect (stock put
+/// back, money refunded at the provider) and before the step was recorded;
+/// the restarted process resumes the refund, and the payments ledger holds
+/// that refund exactly once, the stock came back exactly once.
+#[tokio::test]
+async fn a_refund_resumes_after_a_crash_at_each_of_its_steps() {
+    let cases = [
+        ("restock_items", Refunding::Return, vec![1400, -700], 9),
+        ("refund_amount", Refunding::Return, vec![1400, -700], 9),
+        ("refund_amount", Refunding::Amount, vec![1400, -300], 8),
+        ("refund_payment", Refunding::Rest, vec![1400, -1400], 10),
+    ];
+    // The provider outlives the restarts, as a real one would.
+    let provider = mercato_payments::testprovider::TestProvider::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (bound, _task) = provider
+        .serve("127.0.0.1:0".parse().expect("addr"), stop.clone())
+        .await
+        .expect("test provider");
+    let provider_url = format!("http://{bound}");
+    let env = [("MERCATO_PAYMENTS__PROVIDER_URL", provider_url.as_str())];
+    let env = &env;
+    let runs = cases
+        .into_iter()
+        .map(|(step, what, ledger, available)| async move {
+            let dir = tempfile::tempdir().expect("temp dir");
+            create_admin(dir.path());
+            let claim = claim_port();
+            let port = claim.port;
+            let mut server = start_with(dir.path(), port, None, env).await;
+            let api = Api::new(&server.base);
+            let admin = api.login("admin@crash.test", "admin-password").await;
+            let (seller, sku) = shop(&api, 10).await;
+            let customer = api.sign_up("customer").await.token;
+            api.ok(
+                reqwest::Method::POST,
+                "/cart/items",
+                Some(&customer),
+                Some(json!({"sku": sku, "quantity": 2})),
+            )
+            .await;
+            let id = api
+                .place_order(&customer, "tok_visa", "once")
+                .await
+                .expect("acknowledged");
+            assert_eq!(api.settled(&customer, &id).await["status"], "confirmed");
+            for step in ["ship", "deliver"] {
+                api.ok(
+                    reqwest::Method::POST,
+                    &format!("/orders/{id}/{step}"),
+                    Some(&seller),
+                    None,
+                )
+                .await;
+            }
+            let return_id = api
+                .ok(
+                    reqwest::Method::POST,
+                    &format!("/orders/{id}/returns"),
+                    Some(&customer),
+                    Some(json!({"items": [{"sku": sku, "quantity": 1}], "reason": "Chipped"})),
+                )
+                .await["id"]
+                .as_str()
+                .expect("return id")
+                .to_owned();
+            server.kill();
+
+            let failpoint = format!("saga_crash_after:{step}");
+            let mut server = start_with(dir.path(), port, Some(&failpoint), env).await;
+            let api = Api::new(&server.base);
+            let (path, body) = match what {
+                Refunding::Return => (format!("/returns/{return_id}/receive"), None),
+                Refunding::Amount => (
+                    format!("/orders/{id}/refund"),
+                    Some(json!({"amount": {"amount": 300, "currency": "EUR"}})),
+                ),
+                Refunding::Rest => (format!("/orders/{id}/refund"), None),
+            };
+            // The process dies in the middle of the request.
+            let _ = api
+                .call(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(&admin),
+                    body,
+                    Some("refund"),
+                )
+                .await;
+            server.died().await;
+
+            let server = start_with(dir.path(), port, None, env).await;
+            let api = Api::new(&server.base);
+            let started = Instant::now();
+            let payment = loop {
+                let payment = api
+                    .ok(
+                        reqwest::Method::GET,
+                        &format!("/payments/orders/{id}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                let amounts: Vec<i64> = payment["ledger"]
+                    .as_array()
+                    .expect("ledger")
+                    .iter()
+                    .filter_map(|e| e["amount"]["amount"].as_i64())
+                    .collect();
+                let order = api
+                    .ok(
+                        reqwest::Method::GET,
+                        &format!("/orders/{id}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                let refunded = order["refunded_total"]["amount"].as_i64();
+                if amounts.len() == ledger.len() && refunded == Some(-ledger[1]) {
+                    break amounts;
+                }
+                assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "crash after {step} ({what:?}): the refund never finished: {amounts:?}, {order}"
+            );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(payment, ledger, "crash after {step} ({what:?})");
+            assert_eq!(
+                api.available(&sku).await,
+                available,
+                "crash after {step} ({what:?})"
+            );
+            if let Refunding::Return = what {
+                let ret = api
+                    .ok(
+                        reqwest::Method::GET,
+                        &format!("/returns/{return_id}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                assert_eq!(ret["status"], "refunded", "crash after {step}: {ret}");
+            }
+        });
+    futures::future::join_all(runs).await;
+    stop.cancel();
+}
