@@ -101,6 +101,24 @@ impl Drop for Server {
     }
 }
 
+/// The signed amounts of an order's payment ledger, oldest first.
+async fn ledger(api: &Api, admin: &str, order_id: &str) -> Vec<i64> {
+    let payment = api
+        .ok(
+            reqwest::Method::GET,
+            &format!("/payments/orders/{order_id}"),
+            Some(admin),
+            None,
+        )
+        .await;
+    payment["ledger"]
+        .as_array()
+        .expect("ledger")
+        .iter()
+        .filter_map(|e| e["amount"]["amount"].as_i64())
+        .collect()
+}
+
 fn create_admin(data_dir: &Path) {
     let status = mercato(data_dir)
         .args([
@@ -399,24 +417,10 @@ async fn a_failed_commit_refunds_the_payment_and_cancels() {
     assert_eq!(order["status"], "cancelled", "{order}");
     assert_eq!(order["cancel_reason"], "out_of_stock");
     assert_eq!(order["payment"]["status"], "refunded");
-    let payment = api
-        .ok(
-            reqwest::Method::GET,
-            &format!("/payments/orders/{id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    let amounts: Vec<i64> = payment["ledger"]
-        .as_array()
-        .expect("ledger")
-        .iter()
-        .filter_map(|e| e["amount"]["amount"].as_i64())
-        .collect();
     assert_eq!(
-        amounts,
+        ledger(&api, &admin, &id).await,
         vec![2100, -2100],
-        "captured, then refunded: {payment}"
+        "captured, then refunded"
     );
 }
 
@@ -455,7 +459,7 @@ async fn a_refund_resumes_after_a_crash_at_each_of_its_steps() {
     let env = &env;
     let runs = cases
         .into_iter()
-        .map(|(step, what, ledger, available)| async move {
+        .map(|(step, what, expected, available)| async move {
             let dir = tempfile::tempdir().expect("temp dir");
             create_admin(dir.path());
             let claim = claim_port();
@@ -526,20 +530,7 @@ async fn a_refund_resumes_after_a_crash_at_each_of_its_steps() {
             let api = Api::new(&server.base);
             let started = Instant::now();
             let payment = loop {
-                let payment = api
-                    .ok(
-                        reqwest::Method::GET,
-                        &format!("/payments/orders/{id}"),
-                        Some(&admin),
-                        None,
-                    )
-                    .await;
-                let amounts: Vec<i64> = payment["ledger"]
-                    .as_array()
-                    .expect("ledger")
-                    .iter()
-                    .filter_map(|e| e["amount"]["amount"].as_i64())
-                    .collect();
+                let amounts = ledger(&api, &admin, &id).await;
                 let order = api
                     .ok(
                         reqwest::Method::GET,
@@ -549,7 +540,7 @@ async fn a_refund_resumes_after_a_crash_at_each_of_its_steps() {
                     )
                     .await;
                 let refunded = order["refunded_total"]["amount"].as_i64();
-                if amounts.len() == ledger.len() && refunded == Some(-ledger[1]) {
+                if amounts.len() == expected.len() && refunded == Some(-expected[1]) {
                     break amounts;
                 }
                 assert!(
@@ -558,7 +549,7 @@ async fn a_refund_resumes_after_a_crash_at_each_of_its_steps() {
             );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            assert_eq!(payment, ledger, "crash after {step} ({what:?})");
+            assert_eq!(payment, expected, "crash after {step} ({what:?})");
             assert_eq!(
                 api.available(&sku).await,
                 available,

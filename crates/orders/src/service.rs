@@ -625,48 +625,82 @@ impl OrdersService {
             ));
         }
         order.status.check(OrderStatus::Refunded)?;
-        let refund_id = id::new_id();
-        let record = IdempotencyRecord {
+        let kind = RefundKind::Amount {
+            amount: &part.amount,
+            reason: part.reason.as_deref(),
+        };
+        let keyed = Keyed {
+            caller,
+            subject,
             scope: &scope,
             key,
-            request_hash: &hash,
+            hash: &hash,
+        };
+        match self.keyed_refund(keyed, id, kind).await? {
+            Ok(answer) => {
+                metrics::counter!("mercato_orders_refunds_total", "kind" => "amount").increment(1);
+                Ok(answer)
+            }
+            Err(RefundStart::TooMuch { left }) => Err(ApiError::unprocessable(
+                "refund_exceeds_total",
+                format!("at most {left} of the order is left to refund"),
+            )),
+            Err(_) => Err(ApiError::conflict(
+                "invalid_transition",
+                "the order changed meanwhile; reload it",
+            )),
+        }
+    }
+
+    /// Starts a refund under an idempotency key, runs its saga in the
+    /// request and answers with the subject as it is then; a request that
+    /// took the key first gets its answer. A refusal comes back as it is.
+    async fn keyed_refund(
+        &self,
+        keyed: Keyed<'_>,
+        order_id: Uuid,
+        kind: RefundKind<'_>,
+    ) -> Result<Result<Answer, RefundStart>, ApiError> {
+        let Keyed {
+            caller,
+            subject,
+            scope,
+            key,
+            hash,
+        } = keyed;
+        let refund_id = id::new_id();
+        let record = IdempotencyRecord {
+            scope,
+            key,
+            request_hash: hash,
             response: StoredResponse {
                 status: 200,
                 body: String::new(),
             },
         };
-        let kind = RefundKind::Amount {
-            amount: &part.amount,
-            reason: part.reason.as_deref(),
-        };
         match self
             .store
-            .start_refund(id, refund_id, kind, &record)
+            .start_refund(order_id, refund_id, kind, &record)
             .await?
         {
             RefundStart::Started => {}
             RefundStart::KeyTaken => {
-                return match idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
-                    Some(stored) => self.replay(caller, subject, &scope, key, stored).await,
-                    None => Err(key_reused()),
-                }
+                // `lookup` refuses a key taken by another request (409).
+                let stored = idempotency::lookup(self.store.db(), scope, key, hash)
+                    .await?
+                    .unwrap_or(StoredResponse {
+                        status: 200,
+                        body: String::new(),
+                    });
+                return self
+                    .replay(caller, subject, scope, key, stored)
+                    .await
+                    .map(Ok);
             }
-            RefundStart::TooMuch { left } => {
-                return Err(ApiError::unprocessable(
-                    "refund_exceeds_total",
-                    format!("at most {left} of the order is left to refund"),
-                ))
-            }
-            RefundStart::WrongStatus | RefundStart::ReturnNotRequested => {
-                return Err(ApiError::conflict(
-                    "invalid_transition",
-                    "the order changed meanwhile; reload it",
-                ))
-            }
+            refused => return Ok(Err(refused)),
         }
-        metrics::counter!("mercato_orders_refunds_total", "kind" => "amount").increment(1);
         self.unwind_now(refund_id).await;
-        self.answer(caller, subject, &scope, key).await
+        self.answer(caller, subject, scope, key).await.map(Ok)
     }
 
     /// Asks to send items of a delivered order back (its customer), within
@@ -786,45 +820,29 @@ impl OrdersService {
         if ret.status != ReturnStatus::Requested {
             return Err(not_requested());
         }
-        let refund_id = id::new_id();
-        let record = IdempotencyRecord {
-            scope: &scope,
-            key,
-            request_hash: &hash,
-            response: StoredResponse {
-                status: 200,
-                body: String::new(),
-            },
-        };
         let kind = RefundKind::Return {
             id,
             warehouse: warehouse.as_deref(),
         };
-        match self
-            .store
-            .start_refund(ret.order_id, refund_id, kind, &record)
-            .await?
-        {
-            RefundStart::Started => {}
-            RefundStart::KeyTaken => {
-                return match idempotency::lookup(self.store.db(), &scope, key, &hash).await? {
-                    Some(stored) => self.replay(caller, subject, &scope, key, stored).await,
-                    None => Err(key_reused()),
-                }
+        let keyed = Keyed {
+            caller,
+            subject,
+            scope: &scope,
+            key,
+            hash: &hash,
+        };
+        match self.keyed_refund(keyed, ret.order_id, kind).await? {
+            Ok(answer) => {
+                metrics::counter!("mercato_orders_returns_total", "event" => "received")
+                    .increment(1);
+                Ok(answer)
             }
-            RefundStart::WrongStatus => {
-                return Err(ApiError::conflict(
-                    "order_not_delivered",
-                    "the order is no longer delivered",
-                ))
-            }
-            RefundStart::ReturnNotRequested | RefundStart::TooMuch { .. } => {
-                return Err(not_requested())
-            }
+            Err(RefundStart::WrongStatus) => Err(ApiError::conflict(
+                "order_not_delivered",
+                "the order is no longer delivered",
+            )),
+            Err(_) => Err(not_requested()),
         }
-        metrics::counter!("mercato_orders_returns_total", "event" => "received").increment(1);
-        self.unwind_now(refund_id).await;
-        self.answer(caller, subject, &scope, key).await
     }
 
     /// Refuses a requested return.
@@ -903,11 +921,13 @@ pub struct PartialRefund {
     pub reason: Option<String>,
 }
 
-fn key_reused() -> ApiError {
-    ApiError::conflict(
-        "idempotency_key_reused",
-        "this Idempotency-Key was used for another request",
-    )
+/// A request under an idempotency key: who asks, about what, and the key.
+struct Keyed<'a> {
+    caller: Caller,
+    subject: Subject,
+    scope: &'a str,
+    key: &'a str,
+    hash: &'a str,
 }
 
 fn status_name(status: ReturnStatus) -> String {
