@@ -33,8 +33,11 @@ STATE_DEPENDENT = {
     # "Checkout with an empty cart is 422" (contract); a line no longer sold,
     # or priced in another currency than the rest of the cart; the cart's
     # promotion code no longer applies; nobody ships to the address (or not
-    # the method asked for).
+    # the method asked for); no saved address with the id given, or no
+    # default one when no address is given.
     "POST /api/v1/checkout": {
+        "unknown_address",
+        "address_required",
         "cart_empty",
         "sku_unavailable",
         "line_unavailable",
@@ -43,6 +46,8 @@ STATE_DEPENDENT = {
     },
     # The same refusals as the checkout it prices.
     "POST /api/v1/checkout/quote": {
+        "unknown_address",
+        "address_required",
         "cart_empty",
         "sku_unavailable",
         "line_unavailable",

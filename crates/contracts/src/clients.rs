@@ -1,7 +1,7 @@
 //! How one context calls another. Each trait is implemented in process by the
 //! owning context (embedded mode) and over HTTP (distributed mode).
 
-use crate::types::{Line, Quote, QuoteRequest, SkuInfo, SkuQuantity};
+use crate::types::{Line, Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity};
 use async_trait::async_trait;
 use mercato_kernel::Money;
 use std::time::Duration;
@@ -27,6 +27,18 @@ pub enum ClientError {
 }
 
 pub type ClientResult<T> = Result<T, ClientError>;
+
+/// Identity, as the checkout sees it.
+#[async_trait]
+pub trait IdentityClient: Send + Sync + 'static {
+    /// One of the user's saved addresses: the one with `id`, or the
+    /// default for `None`; `None` when the user has no such address.
+    async fn address(
+        &self,
+        user_id: Uuid,
+        id: Option<Uuid>,
+    ) -> ClientResult<Option<ShippingAddress>>;
+}
 
 /// Catalog, as cart and orders see it.
 #[async_trait]

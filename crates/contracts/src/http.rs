@@ -19,13 +19,14 @@
 
 use crate::clients::{
     CartClient, CartContents, CatalogClient, ChargeOutcome, ClientError, ClientResult,
-    InventoryClient, PaymentsClient, PricingClient, RedeemOutcome, RefundOutcome, ReserveOutcome,
+    IdentityClient, InventoryClient, PaymentsClient, PricingClient, RedeemOutcome, RefundOutcome,
+    ReserveOutcome,
 };
 use crate::internal::{
     ChargeRequest, ChargeResponse, CheckedOutRequest, RedeemRequest, RedeemResponse,
     RefundPartRequest, RefundResponse, ReserveRequest, ReserveResponse, RestockPartRequest,
 };
-use crate::types::{Quote, QuoteRequest, SkuInfo, SkuQuantity};
+use crate::types::{Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity};
 use async_trait::async_trait;
 use mercato_kernel::internal::REQUEST_ID_HEADER;
 use mercato_kernel::resilience::{backoff, CircuitBreaker};
@@ -360,6 +361,30 @@ pub struct HttpCatalogClient(pub ServiceClient);
 impl CatalogClient for HttpCatalogClient {
     async fn sku(&self, sku: &str) -> ClientResult<Option<SkuInfo>> {
         let answer = self.0.call(Method::GET, &["skus", sku], None).await?;
+        if answer.status == StatusCode::NOT_FOUND && answer.error().0 == "not_found" {
+            return Ok(None);
+        }
+        self.0.decode(&answer).map(Some)
+    }
+}
+
+/// [`IdentityClient`] over HTTP.
+#[derive(Debug)]
+pub struct HttpIdentityClient(pub ServiceClient);
+
+#[async_trait]
+impl IdentityClient for HttpIdentityClient {
+    async fn address(
+        &self,
+        user_id: Uuid,
+        id: Option<Uuid>,
+    ) -> ClientResult<Option<ShippingAddress>> {
+        let user = user_id.to_string();
+        let which = id.map_or_else(|| "default".to_owned(), |i| i.to_string());
+        let answer = self
+            .0
+            .call(Method::GET, &["users", &user, "addresses", &which], None)
+            .await?;
         if answer.status == StatusCode::NOT_FOUND && answer.error().0 == "not_found" {
             return Ok(None);
         }

@@ -396,3 +396,57 @@ mod tests {
         assert!(schema.contains(&pattern), "{schema}");
     }
 }
+
+/// Identity's endpoints for other Mercato services (distributed mode).
+pub fn internal_router(service: Arc<IdentityService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use super::AppState;
+    use mercato_contracts::clients::IdentityClient;
+    use mercato_contracts::internal::api_error;
+    use mercato_contracts::types::ShippingAddress;
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::{ApiError, ApiResult};
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    use uuid::Uuid;
+
+    pub(super) fn router(service: AppState) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(saved_address))
+            .with_state(service)
+    }
+
+    /// One of a user's saved addresses, or (`default`) the default one.
+    #[utoipa::path(get, path = "/users/{user_id}/addresses/{id}", tag = "internal", security(("service_token" = [])),
+        params(
+            ("user_id" = String, Path, description = "User id"),
+            ("id" = String, Path, description = "Address id, or `default`"),
+        ),
+        responses(
+            (status = 200, description = "The address", body = ShippingAddress),
+            (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn saved_address(
+        axum::extract::State(service): axum::extract::State<AppState>,
+        Path((user_id, id)): Path<(Uuid, String)>,
+    ) -> ApiResult<Json<ShippingAddress>> {
+        let id = match id.as_str() {
+            "default" => None,
+            other => Some(
+                mercato_kernel::id::parse_id(other)
+                    .ok_or_else(|| ApiError::not_found("address"))?,
+            ),
+        };
+        service
+            .address(user_id, id)
+            .await
+            .map_err(api_error)?
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found("address"))
+    }
+}

@@ -293,3 +293,17 @@ impl IdentityService {
         })
     }
 }
+
+#[async_trait::async_trait]
+impl mercato_contracts::clients::IdentityClient for IdentityService {
+    async fn address(
+        &self,
+        user_id: Uuid,
+        id: Option<Uuid>,
+    ) -> mercato_contracts::clients::ClientResult<Option<mercato_contracts::types::ShippingAddress>>
+    {
+        self.store.address(user_id, id).await.map_err(|e| {
+            mercato_contracts::clients::ClientError::Unavailable("identity", format!("{e:#}"))
+        })
+    }
+}

@@ -261,6 +261,33 @@ impl IdentityStore {
         Ok(Some(saved))
     }
 
+    /// One of the user's addresses: the one with `id`, or the default.
+    pub async fn address(
+        &self,
+        user_id: Uuid,
+        id: Option<Uuid>,
+    ) -> anyhow::Result<Option<ShippingAddress>> {
+        let row: Option<(String,)> = match id {
+            Some(id) => {
+                sqlx::query_as("SELECT address FROM addresses WHERE id = $1 AND user_id = $2")
+                    .bind(id.to_string())
+                    .bind(user_id.to_string())
+                    .fetch_optional(self.db.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query_as(
+                    "SELECT address FROM addresses WHERE user_id = $1 AND is_default = 1",
+                )
+                .bind(user_id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?
+            }
+        };
+        row.map(|(json,)| Ok(serde_json::from_str(&json)?))
+            .transpose()
+    }
+
     /// `false` when the user has no such address.
     pub async fn delete_address(&self, user_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
         let query = sqlx::query("DELETE FROM addresses WHERE id = $1 AND user_id = $2")

@@ -4,7 +4,7 @@
 use crate::config::Settings;
 use anyhow::Context as _;
 use mercato_contracts::clients::{
-    CartClient, CatalogClient, InventoryClient, PaymentsClient, PricingClient,
+    CartClient, CatalogClient, IdentityClient, InventoryClient, PaymentsClient, PricingClient,
 };
 use mercato_gateway::{ConnectionLimits, GatewayConfig, Probe, Probes};
 use mercato_kernel::auth::TokenKeys;
@@ -306,7 +306,7 @@ pub(crate) async fn build_identity(
     )?);
     Ok(Parts {
         api: mercato_identity::routes::router(identity.clone()),
-        internal: None,
+        internal: Some(mercato_identity::routes::internal_router(identity.clone())),
         service: identity,
         db,
         tasks,
@@ -530,6 +530,7 @@ pub(crate) struct OrdersDeps {
     pub inventory: Arc<dyn InventoryClient>,
     pub payments: Arc<dyn PaymentsClient>,
     pub pricing: Arc<dyn PricingClient>,
+    pub identity: Arc<dyn IdentityClient>,
 }
 
 /// Orders and the checkout saga. `sole_runner`: this process is the only one
@@ -579,8 +580,15 @@ pub(crate) async fn build_orders(
     }
     tasks.push(saga.spawn_recovery(shared.shutdown.clone()));
     let orders = Arc::new(
-        mercato_orders::OrdersService::new(store, deps.cart, deps.catalog, deps.pricing, saga)
-            .with_return_window_days(settings.orders.return_window_days),
+        mercato_orders::OrdersService::new(
+            store,
+            deps.cart,
+            deps.catalog,
+            deps.pricing,
+            deps.identity,
+            saga,
+        )
+        .with_return_window_days(settings.orders.return_window_days),
     );
     Ok(Parts {
         api: mercato_orders::routes::router(orders.clone()),
@@ -847,6 +855,7 @@ impl Application {
                 inventory: inventory.clone(),
                 payments: payments.clone(),
                 pricing: pricing.clone(),
+                identity: identity.clone(),
             },
             // Embedded mode runs the only saga runner of this store.
             true,

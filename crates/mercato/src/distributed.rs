@@ -7,8 +7,8 @@ use crate::app::{self, Assembly, OrdersDeps, Shared};
 use crate::config::{Settings, CONTEXTS};
 use anyhow::Context as _;
 use mercato_contracts::http::{
-    HttpCartClient, HttpCatalogClient, HttpInventoryClient, HttpPaymentsClient, HttpPricingClient,
-    ServiceClient, ServiceConfig,
+    HttpCartClient, HttpCatalogClient, HttpIdentityClient, HttpInventoryClient, HttpPaymentsClient,
+    HttpPricingClient, ServiceClient, ServiceConfig,
 };
 use mercato_gateway::ConnectionLimits;
 use mercato_kernel::auth::TokenKeys;
@@ -235,6 +235,12 @@ async fn build_context(
                     settings,
                     name,
                     "pricing",
+                    calls.clone(),
+                )?)),
+                identity: Arc::new(HttpIdentityClient(client(
+                    settings,
+                    name,
+                    "identity",
                     calls.clone(),
                 )?)),
             };

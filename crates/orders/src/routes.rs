@@ -2,7 +2,9 @@
 
 use crate::domain::{CheckoutQuote, Order, OrderStatus, ShippingAddress};
 use crate::returns::{Return, ReturnItem};
-use crate::service::{Answer, CheckoutRequest, Destination, OrdersService, PartialRefund};
+use crate::service::{
+    AddressChoice, Answer, CheckoutRequest, Destination, OrdersService, PartialRefund,
+};
 use crate::watch::MAX_WAIT_SECS;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,7 +27,7 @@ use uuid::Uuid;
 type AppState = Arc<OrdersService>;
 
 pub fn router(service: Arc<OrdersService>) -> OpenApiRouter {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(checkout))
         .routes(routes!(quote_checkout))
         .routes(routes!(list_orders))
@@ -38,7 +40,45 @@ pub fn router(service: Arc<OrdersService>) -> OpenApiRouter {
         .routes(routes!(get_return))
         .routes(routes!(receive_return))
         .routes(routes!(reject_return))
-        .with_state(service)
+        .with_state(service);
+    one_address_at_most(router.get_openapi_mut());
+    router
+}
+
+/// The derive cannot say that a body takes at most one of two fields: the
+/// bodies that take an address or a saved address's id get `not: {required:
+/// [both]}` in the document.
+fn one_address_at_most(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for name in ["CheckoutBody", "QuoteBody"] {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+            object
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(
+                    "not".into(),
+                    serde_json::json!({"required": ["shipping_address", "shipping_address_id"]}),
+                );
+        }
+    }
+}
+
+/// Where an order goes: an address, or one the customer saved (by id, or
+/// the default when neither is given).
+fn address_choice(
+    address: Option<ShippingAddress>,
+    saved: Option<Uuid>,
+) -> Result<AddressChoice, ApiError> {
+    match (address, saved) {
+        (Some(a), None) => Ok(AddressChoice::Given(a)),
+        (None, id) => Ok(AddressChoice::Saved(id)),
+        (Some(_), Some(_)) => Err(ApiError::validation(
+            "give shipping_address or shipping_address_id, not both",
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,10 +95,17 @@ pub struct PaymentInput {
     pub token: String,
 }
 
+/// `shipping_address`, or `shipping_address_id` (one of the customer's
+/// saved addresses), or neither for the customer's default address; not both.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CheckoutBody {
     pub payment: PaymentInput,
-    pub shipping_address: ShippingAddress,
+    #[serde(default)]
+    pub shipping_address: Option<ShippingAddress>,
+    /// One of the customer's saved addresses (`GET /me/addresses`).
+    #[serde(default, deserialize_with = "mercato_kernel::id::optional_id")]
+    #[schema(value_type = Option<String>, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    pub shipping_address_id: Option<Uuid>,
     /// A shipping method (`GET /shipping-methods`) that ships to the
     /// address; the cheapest that does when absent.
     #[serde(default, deserialize_with = "mercato_kernel::id::optional_id")]
@@ -69,7 +116,12 @@ pub struct CheckoutBody {
 /// Checkout's body without the payment.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct QuoteBody {
-    pub shipping_address: ShippingAddress,
+    #[serde(default)]
+    pub shipping_address: Option<ShippingAddress>,
+    /// As in checkout.
+    #[serde(default, deserialize_with = "mercato_kernel::id::optional_id")]
+    #[schema(value_type = Option<String>, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    pub shipping_address_id: Option<Uuid>,
     /// As in checkout.
     #[serde(default, deserialize_with = "mercato_kernel::id::optional_id")]
     #[schema(value_type = Option<String>, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
@@ -141,8 +193,8 @@ fn json_answer(a: Answer) -> Response {
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers check out", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `checkout_in_progress`: an order from this cart is still pending (the same key replays its answer instead); `idempotency_key_in_use`: a request with the key is still running", body = ErrorBody),
-        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`: a line can no longer be bought; `line_unavailable`: a line is priced in another currency than the cart (the message names it); `promotion_not_applicable`: the cart's code does not apply (used up, expired, disabled, under its minimum); `shipping_unavailable`: no shipping method (or not the one asked for) ships to the address; `validation_failed`: an address or token out of its rules, or a total out of range", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the cart, the catalog, pricing or a store is unavailable", body = ErrorBody),
+        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`: a line can no longer be bought; `line_unavailable`: a line is priced in another currency than the cart (the message names it); `promotion_not_applicable`: the cart's code does not apply (used up, expired, disabled, under its minimum); `shipping_unavailable`: no shipping method (or not the one asked for) ships to the address; `unknown_address`: no saved address of the customer's has `shipping_address_id`; `address_required`: neither address given and no default saved; `validation_failed`: an address or token out of its rules, both addresses given, or a total out of range", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the cart, the catalog, pricing, identity or a store is unavailable", body = ErrorBody),
     ))]
 async fn checkout(
     State(service): State<AppState>,
@@ -165,7 +217,7 @@ async fn checkout(
                 request_body: canonical,
                 payment_token: parsed.payment.token,
                 destination: Destination {
-                    shipping_address: parsed.shipping_address,
+                    address: address_choice(parsed.shipping_address, parsed.shipping_address_id)?,
                     shipping_method: parsed.shipping_method,
                 },
             },
@@ -182,7 +234,7 @@ async fn checkout(
         (status = 200, description = "The totals the checkout would charge", body = CheckoutQuote),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers check out", body = ErrorBody),
-        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`, `line_unavailable`: a line cannot be bought; `promotion_not_applicable`: the cart's code does not apply; `shipping_unavailable`: no shipping method (or not the one asked for) ships to the address; `validation_failed`: an address out of its rules", body = ErrorBody),
+        (status = 422, description = "`cart_empty`: nothing to order; `sku_unavailable`, `line_unavailable`: a line cannot be bought; `promotion_not_applicable`: the cart's code does not apply; `shipping_unavailable`: no shipping method (or not the one asked for) ships to the address; `unknown_address`, `address_required`: as in checkout; `validation_failed`: an address out of its rules, or both addresses given", body = ErrorBody),
         (status = 503, description = "`unavailable`: the cart, the catalog or pricing is unavailable", body = ErrorBody),
     ))]
 async fn quote_checkout(
@@ -191,7 +243,7 @@ async fn quote_checkout(
     Json(body): Json<QuoteBody>,
 ) -> ApiResult<Json<CheckoutQuote>> {
     let to = Destination {
-        shipping_address: body.shipping_address,
+        address: address_choice(body.shipping_address, body.shipping_address_id)?,
         shipping_method: body.shipping_method,
     };
     Ok(Json(service.quote(caller, to).await?))

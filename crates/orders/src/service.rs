@@ -6,7 +6,9 @@ use crate::domain::{
 use crate::returns::{NewReturn, RefundKind, RefundStart, Return, ReturnItem, ReturnStatus};
 use crate::saga::SagaRunner;
 use crate::store::{CreateOutcome, IdempotencyRecord, OrdersStore, SagaUpdate, Viewer};
-use mercato_contracts::clients::{CartClient, CatalogClient, ClientError, PricingClient};
+use mercato_contracts::clients::{
+    CartClient, CatalogClient, ClientError, IdentityClient, PricingClient,
+};
 use mercato_contracts::events::{
     OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
 };
@@ -30,6 +32,7 @@ pub struct OrdersService {
     catalog: Arc<dyn CatalogClient>,
     pricing: Arc<dyn PricingClient>,
     saga: Arc<SagaRunner>,
+    identity: Arc<dyn IdentityClient>,
     /// How long after delivery items may be returned.
     return_window: chrono::Duration,
 }
@@ -56,9 +59,16 @@ pub struct CheckoutRequest {
 
 /// Where an order goes, and how.
 pub struct Destination {
-    pub shipping_address: ShippingAddress,
+    pub address: AddressChoice,
     /// The shipping method chosen; the cheapest for the address when none.
     pub shipping_method: Option<Uuid>,
+}
+
+/// The address an order goes to.
+pub enum AddressChoice {
+    Given(ShippingAddress),
+    /// One the customer saved: by id, or the default for `None`.
+    Saved(Option<Uuid>),
 }
 
 /// A cart priced for an address: what a checkout would charge.
@@ -96,6 +106,7 @@ impl OrdersService {
         cart: Arc<dyn CartClient>,
         catalog: Arc<dyn CatalogClient>,
         pricing: Arc<dyn PricingClient>,
+        identity: Arc<dyn IdentityClient>,
         saga: Arc<SagaRunner>,
     ) -> Self {
         Self {
@@ -104,6 +115,7 @@ impl OrdersService {
             catalog,
             pricing,
             saga,
+            identity,
             return_window: chrono::Duration::days(RETURN_WINDOW_DAYS.into()),
         }
     }
@@ -114,13 +126,42 @@ impl OrdersService {
         self
     }
 
+    /// The address an order of the customer's goes to.
+    async fn resolve(
+        &self,
+        customer_id: Uuid,
+        choice: AddressChoice,
+    ) -> Result<ShippingAddress, ApiError> {
+        let id = match choice {
+            AddressChoice::Given(address) => {
+                address.validate()?;
+                return Ok(address);
+            }
+            AddressChoice::Saved(id) => id,
+        };
+        self.identity
+            .address(customer_id, id)
+            .await
+            .map_err(dependency)?
+            .ok_or_else(|| match id {
+                Some(_) => ApiError::unprocessable(
+                    "unknown_address",
+                    "the customer has no saved address with this id",
+                ),
+                None => ApiError::unprocessable(
+                    "address_required",
+                    "give shipping_address or shipping_address_id: the customer has no default address",
+                ),
+            })
+    }
+
     /// The customer's cart priced for `to`, as a checkout would charge it.
     async fn price_cart(
         &self,
         customer_id: Uuid,
-        to: &Destination,
+        to: &ShippingAddress,
+        shipping_method: Option<Uuid>,
     ) -> Result<PricedCart, ApiError> {
-        to.shipping_address.validate()?;
         let contents = self
             .cart
             .contents(customer_id)
@@ -160,8 +201,8 @@ impl OrdersService {
                 currency,
                 lines,
                 code: contents.promotion_code,
-                country: Some(to.shipping_address.country.clone()),
-                shipping_method: to.shipping_method,
+                country: Some(to.country.clone()),
+                shipping_method,
             })
             .await
             .map_err(verdict_or_dependency)?;
@@ -175,7 +216,10 @@ impl OrdersService {
     /// What checking out the caller's cart to `to` would charge, exactly.
     pub async fn quote(&self, caller: Caller, to: Destination) -> Result<CheckoutQuote, ApiError> {
         caller.require(&[Role::Customer])?;
-        let priced = self.price_cart(caller.user_id, &to).await?;
+        let address = self.resolve(caller.user_id, to.address).await?;
+        let priced = self
+            .price_cart(caller.user_id, &address, to.shipping_method)
+            .await?;
         Ok(CheckoutQuote::new(priced.items, priced.quote))
     }
 
@@ -207,11 +251,16 @@ impl OrdersService {
                 "payment.token must be 1 to 200 characters",
             ));
         }
+        let address = self
+            .resolve(caller.user_id, req.destination.address)
+            .await?;
         let PricedCart {
             items,
             sellers,
             quote,
-        } = self.price_cart(caller.user_id, &req.destination).await?;
+        } = self
+            .price_cart(caller.user_id, &address, req.destination.shipping_method)
+            .await?;
         let now = time::now();
         let total = quote.total.clone();
         let order = Order {
@@ -235,7 +284,7 @@ impl OrdersService {
             tax_lines: quote.tax_lines,
             promotion: quote.promotion,
             total,
-            shipping_address: req.destination.shipping_address,
+            shipping_address: address,
             history: vec![crate::domain::HistoryEntry {
                 status: OrderStatus::Pending,
                 at: now,

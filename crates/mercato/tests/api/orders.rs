@@ -876,3 +876,106 @@ async fn concurrent_refunds_with_one_key_answer_alike() {
         .await;
     assert_eq!(later.body, answers[0].body);
 }
+
+#[tokio::test]
+async fn a_checkout_ships_to_a_saved_address_by_id_or_the_default() {
+    let app = TestApp::spawn().await;
+    let (_, sku) = stocked_sku(&app, 10).await;
+    let customer = app.register("customer").await;
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let send = |body: Value, key: &str| {
+        let (app, token, key) = (&app, customer.token.clone(), key.to_owned());
+        async move {
+            app.request(
+                Method::POST,
+                "/checkout",
+                Some(&token),
+                Some(body),
+                &[("idempotency-key", key.as_str())],
+            )
+            .await
+        }
+    };
+    let token = json!({"token": "tok_visa"});
+
+    let none = send(json!({"payment": token}), &unique("k")).await;
+    assert_eq!(
+        (none.status, none.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "address_required"),
+        "no address given and none saved"
+    );
+    let home = json!({"name": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"});
+    let mut work = home.clone();
+    work["line1"] = json!("2 Office Rd");
+    let saved_home = app
+        .post("/me/addresses", Some(&customer.token), home.clone())
+        .await;
+    assert_eq!(
+        saved_home.status,
+        StatusCode::CREATED,
+        "{:?}",
+        saved_home.body
+    );
+    let saved_work = app
+        .post("/me/addresses", Some(&customer.token), work.clone())
+        .await;
+    let work_id = saved_work.body["id"].as_str().expect("id").to_owned();
+
+    let unknown = send(
+        json!({"payment": token, "shipping_address_id": uuid::Uuid::now_v7().to_string()}),
+        &unique("k"),
+    )
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_address")
+    );
+    let both = send(
+        json!({"payment": token, "shipping_address": home, "shipping_address_id": work_id}),
+        &unique("k"),
+    )
+    .await;
+    assert_eq!(
+        (both.status, both.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
+    // Another customer's address is not this one's.
+    let other = app.register("customer").await;
+    let theirs = app
+        .post("/me/addresses", Some(&other.token), work.clone())
+        .await;
+    let theirs_id = theirs.body["id"].as_str().expect("id");
+    let r = send(
+        json!({"payment": token, "shipping_address_id": theirs_id}),
+        &unique("k"),
+    )
+    .await;
+    assert_eq!(r.code(), "unknown_address");
+
+    // The quote takes the default (home) when neither is given.
+    let quote = app
+        .post("/checkout/quote", Some(&customer.token), json!({}))
+        .await;
+    assert_eq!(quote.status, StatusCode::OK, "{:?}", quote.body);
+
+    let placed = send(
+        json!({"payment": token, "shipping_address_id": work_id}),
+        &unique("k"),
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    assert_eq!(placed.body["shipping_address"], work);
+    let order = settled(&app, &customer, placed.body["id"].as_str().expect("id")).await;
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(order["shipping_address"], work);
+
+    add_to_cart(&app, &customer, &sku, 1).await;
+    let by_default = send(json!({"payment": token}), &unique("k")).await;
+    assert_eq!(
+        by_default.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        by_default.body
+    );
+    assert_eq!(by_default.body["shipping_address"], home);
+}
