@@ -28,7 +28,8 @@ pub enum ClientError {
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
-/// Identity, as the checkout sees it.
+/// Identity, as the checkout (saved addresses) and every context's token
+/// check (a user's standing) see it.
 #[async_trait]
 pub trait IdentityClient: Send + Sync + 'static {
     /// One of the user's saved addresses: the one with `id`, or the
@@ -38,6 +39,16 @@ pub trait IdentityClient: Send + Sync + 'static {
         user_id: Uuid,
         id: Option<Uuid>,
     ) -> ClientResult<Option<ShippingAddress>>;
+    /// A user's role and whether the account is disabled; `None` when
+    /// there is no such user.
+    async fn access(&self, user_id: Uuid) -> ClientResult<Option<Access>>;
+}
+
+/// What a user may do now, whatever their tokens say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Access {
+    pub role: mercato_kernel::auth::Role,
+    pub disabled: bool,
 }
 
 /// Catalog, as cart and orders see it.

@@ -18,7 +18,7 @@
 //! is [`ClientError::Failed`], as the in-process call would have failed.
 
 use crate::clients::{
-    CartClient, CartContents, CatalogClient, ChargeOutcome, ClientError, ClientResult,
+    Access, CartClient, CartContents, CatalogClient, ChargeOutcome, ClientError, ClientResult,
     IdentityClient, InventoryClient, PaymentsClient, PricingClient, RedeemOutcome, RefundOutcome,
     ReserveOutcome,
 };
@@ -384,6 +384,18 @@ impl IdentityClient for HttpIdentityClient {
         let answer = self
             .0
             .call(Method::GET, &["users", &user, "addresses", &which], None)
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND && answer.error().0 == "not_found" {
+            return Ok(None);
+        }
+        self.0.decode(&answer).map(Some)
+    }
+
+    async fn access(&self, user_id: Uuid) -> ClientResult<Option<Access>> {
+        let user = user_id.to_string();
+        let answer = self
+            .0
+            .call(Method::GET, &["users", &user, "access"], None)
             .await?;
         if answer.status == StatusCode::NOT_FOUND && answer.error().0 == "not_found" {
             return Ok(None);

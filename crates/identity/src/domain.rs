@@ -229,6 +229,8 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub role: Role,
+    /// A disabled account cannot sign in, and its tokens are refused.
+    pub disabled: bool,
     pub created_at: DateTime<Utc>,
 }
 

@@ -59,6 +59,13 @@ const ADDRESSES: Migration = Migration {
     CREATE INDEX addresses_user ON addresses (user_id, id)",
 };
 
+/// Accounts an admin has disabled. Plain SQL both backends take.
+const DISABLED: Migration = Migration {
+    version: 5,
+    name: "disabled_users",
+    sql: "ALTER TABLE users ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -69,6 +76,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         LOGIN_FAILURES,
         PREFERENCES,
         ADDRESSES,
+        DISABLED,
     ],
     postgres: &[
         Migration {
@@ -79,5 +87,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         LOGIN_FAILURES,
         PREFERENCES,
         ADDRESSES,
+        DISABLED,
     ],
 };

@@ -8,12 +8,12 @@ use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::Path;
-use mercato_kernel::http::{Created, Json};
-use mercato_kernel::page::Page;
+use mercato_kernel::http::{Created, Json, Query};
+use mercato_kernel::page::{Page, PageQuery};
 use mercato_kernel::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -27,6 +27,8 @@ pub fn router(service: Arc<IdentityService>) -> OpenApiRouter {
         .routes(routes!(get_preferences, put_preferences))
         .routes(routes!(list_addresses, add_address))
         .routes(routes!(delete_address))
+        .routes(routes!(list_users))
+        .routes(routes!(set_standing))
         .with_state(service)
 }
 
@@ -326,6 +328,98 @@ async fn delete_address(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListQuery {
+    /// Only users of this role; empty or absent for every role.
+    #[param(pattern = "^(|customer|seller|admin)$")]
+    pub role: Option<String>,
+    /// A part of the e-mail or name, any case: at most 200 characters.
+    #[param(max_length = 200)]
+    pub q: Option<String>,
+    /// Page size, at least 1 (default 20); values above 100 are served as 100.
+    #[param(minimum = 1, default = 20)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page; empty or absent for the first.
+    #[param(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$")]
+    pub cursor: Option<String>,
+}
+
+/// Users, newest first (admins).
+#[utoipa::path(get, path = "/admin/users", tag = "identity",
+    security(("bearer" = [])),
+    params(UserListQuery),
+    responses(
+        (status = 200, description = "A page of users", body = Page<User>),
+        (status = 400, description = "`invalid_cursor`: the cursor is not base64url", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1, an unknown role, or `q` over 200 characters", body = ErrorBody),
+    ))]
+async fn list_users(
+    State(service): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UserListQuery>,
+) -> ApiResult<Json<Page<User>>> {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .validate()?;
+    let role = match q.role.as_deref() {
+        None | Some("") => None,
+        Some(r) => Some(
+            Role::parse(r).ok_or_else(|| ApiError::validation(format!("unknown role {r:?}")))?,
+        ),
+    };
+    let text = q.q.as_deref().filter(|t| !t.is_empty());
+    if text.is_some_and(|t| t.chars().count() > 200) {
+        return Err(ApiError::validation("q must be at most 200 characters"));
+    }
+    Ok(Json(service.list_users(caller, role, text, &page).await?))
+}
+
+/// What an admin changes of a user.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StandingRequest {
+    pub role: Option<Role>,
+    /// A disabled user cannot sign in (403 `account_disabled`), and every
+    /// token of theirs is refused (401).
+    pub disabled: Option<bool>,
+}
+
+/// Change a user's role or disable the account (admins). Tokens issued
+/// before carry the old standing and stop working within
+/// `auth.access_cache_ms`.
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "identity",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    request_body = StandingRequest,
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+        (status = 409, description = "`cannot_lock_self_out`: an admin disabling or demoting themself", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+    ))]
+async fn set_standing(
+    State(service): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<StandingRequest>,
+) -> ApiResult<Json<User>> {
+    caller.require(&[Role::Admin])?;
+    let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(
+        service
+            .set_standing(caller, id, body.role, body.disabled)
+            .await?,
+    ))
+}
+
 /// The signed-in user.
 #[utoipa::path(get, path = "/me", tag = "identity",
     security(("bearer" = [])),
@@ -417,7 +511,28 @@ mod internal {
     pub(super) fn router(service: AppState) -> OpenApiRouter {
         OpenApiRouter::new()
             .routes(routes!(saved_address))
+            .routes(routes!(standing))
             .with_state(service)
+    }
+
+    /// A user's role and whether the account is disabled.
+    #[utoipa::path(get, path = "/users/{user_id}/access", tag = "internal", security(("service_token" = [])),
+        params(("user_id" = String, Path, description = "User id")),
+        responses(
+            (status = 200, description = "`{role, disabled}`"),
+            (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn standing(
+        axum::extract::State(service): axum::extract::State<AppState>,
+        Path(user_id): Path<Uuid>,
+    ) -> ApiResult<Json<mercato_contracts::clients::Access>> {
+        service
+            .access(user_id)
+            .await
+            .map_err(api_error)?
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found("user"))
     }
 
     /// One of a user's saved addresses, or (`default`) the default one.

@@ -3,6 +3,7 @@
 use crate::domain::{validate_name, validate_password, Email, PasswordHasherConfig, User};
 use crate::store::{IdentityStore, InsertUserError};
 use mercato_kernel::auth::{Caller, Role, TokenKeys};
+use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, ApiError};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -127,6 +128,7 @@ impl IdentityService {
             email: email.as_str().to_owned(),
             name,
             role: r.role,
+            disabled: false,
             created_at: time::now(),
         };
         match self.store.insert_user(&user, &hash).await {
@@ -164,6 +166,13 @@ impl IdentityService {
                 if self.verify(password.to_owned(), hash).await? {
                     if self.throttle.max_failures > 0 {
                         self.store.clear_login_failures(&subject).await?;
+                    }
+                    if user.disabled {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::FORBIDDEN,
+                            "account_disabled",
+                            "this account has been disabled",
+                        ));
                     }
                     self.session(user)
                 } else {
@@ -284,6 +293,44 @@ impl IdentityService {
             .ok_or_else(|| ApiError::not_found("user"))
     }
 
+    /// Users for an admin, newest first.
+    pub async fn list_users(
+        &self,
+        caller: Caller,
+        role: Option<Role>,
+        q: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<User>, ApiError> {
+        caller.require(&[Role::Admin])?;
+        Ok(self.store.list_users(role, q, page).await?)
+    }
+
+    /// Changes a user's role or disables the account (admins); tokens the
+    /// user holds stop working. An admin cannot disable or demote themself.
+    pub async fn set_standing(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> Result<User, ApiError> {
+        caller.require(&[Role::Admin])?;
+        if id == caller.user_id
+            && (disabled == Some(true) || role.is_some_and(|r| r != Role::Admin))
+        {
+            return Err(ApiError::conflict(
+                "cannot_lock_self_out",
+                "an admin cannot disable or demote their own account",
+            ));
+        }
+        let mut user = self.user(id).await?;
+        user.role = role.unwrap_or(user.role);
+        user.disabled = disabled.unwrap_or(user.disabled);
+        self.store.set_standing(&user).await?;
+        tracing::info!(user_id = %id, role = user.role.as_str(), disabled = user.disabled, "user standing changed");
+        Ok(user)
+    }
+
     fn session(&self, user: User) -> Result<Session, ApiError> {
         let access_token = self.keys.issue(user.id, user.role)?;
         Ok(Session {
@@ -302,8 +349,21 @@ impl mercato_contracts::clients::IdentityClient for IdentityService {
         id: Option<Uuid>,
     ) -> mercato_contracts::clients::ClientResult<Option<mercato_contracts::types::ShippingAddress>>
     {
-        self.store.address(user_id, id).await.map_err(|e| {
-            mercato_contracts::clients::ClientError::Unavailable("identity", format!("{e:#}"))
-        })
+        self.store.address(user_id, id).await.map_err(unavailable)
     }
+
+    async fn access(
+        &self,
+        user_id: Uuid,
+    ) -> mercato_contracts::clients::ClientResult<Option<mercato_contracts::clients::Access>> {
+        let user = self.store.by_id(user_id).await.map_err(unavailable)?;
+        Ok(user.map(|u| mercato_contracts::clients::Access {
+            role: u.role,
+            disabled: u.disabled,
+        }))
+    }
+}
+
+fn unavailable(e: anyhow::Error) -> mercato_contracts::clients::ClientError {
+    mercato_contracts::clients::ClientError::Unavailable("identity", format!("{e:#}"))
 }

@@ -7,6 +7,7 @@ use mercato_kernel::auth::Role;
 use mercato_kernel::db::Db;
 use mercato_kernel::error::is_unique_violation;
 use mercato_kernel::outbox::Outbox;
+use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, Envelope};
 use uuid::Uuid;
 
@@ -22,23 +23,24 @@ pub enum InsertUserError {
     Store(sqlx::Error),
 }
 
-type UserRow = (String, String, String, String, String, String);
+type UserRow = (String, String, String, String, String, String, i64);
 
 fn user_from_row(row: UserRow) -> anyhow::Result<(User, String)> {
-    let (id, email, name, role, hash, created_at) = row;
+    let (id, email, name, role, hash, created_at, disabled) = row;
     Ok((
         User {
             id: Uuid::parse_str(&id)?,
             email,
             name,
             role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?,
+            disabled: disabled != 0,
             created_at: time::from_db(&created_at)?,
         },
         hash,
     ))
 }
 
-const USER_COLUMNS: &str = "id, email, name, role, password_hash, created_at";
+const USER_COLUMNS: &str = "id, email, name, role, password_hash, created_at, disabled";
 
 impl IdentityStore {
     pub fn new(db: Db, outbox: Outbox) -> Self {
@@ -109,6 +111,80 @@ impl IdentityStore {
                 .fetch_optional(self.db.pool())
                 .await?;
         row.map(user_from_row).transpose()
+    }
+
+    /// Users newest first, by role and by a part of the e-mail or name.
+    pub async fn list_users(
+        &self,
+        role: Option<Role>,
+        q: Option<&str>,
+        page: &PageRequest,
+    ) -> anyhow::Result<Page<User>> {
+        let mut sql = format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(role) = role {
+            args.push(role.as_str().to_owned());
+            sql.push_str(&format!(" AND role = ${}", args.len()));
+        }
+        if let Some(q) = q {
+            // LIKE's own characters are matched as themselves.
+            let escaped: String = q
+                .to_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            args.push(format!("%{escaped}%"));
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND (LOWER(email) LIKE ${n} ESCAPE '\\' OR LOWER(name) LIKE ${n} ESCAPE '\\')"
+            ));
+        }
+        if let Some(after) = &page.after {
+            args.push(after.clone());
+            sql.push_str(&format!(" AND id < ${}", args.len()));
+        }
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            i64::from(page.limit) + 1
+        ));
+        let mut query = sqlx::query_as::<_, UserRow>(&sql);
+        for a in args {
+            query = query.bind(a);
+        }
+        let users = query
+            .fetch_all(self.db.pool())
+            .await?
+            .into_iter()
+            .map(|row| user_from_row(row).map(|(user, _)| user))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Page::from_rows(users, page.limit, |u| u.id.to_string()))
+    }
+
+    /// Sets a user's role and whether the account is disabled, with
+    /// `user.updated`, in one transaction.
+    pub async fn set_standing(&self, user: &User) -> anyhow::Result<()> {
+        let event = Envelope::new(
+            crate::NAME,
+            user.id.to_string(),
+            &UserUpdated {
+                user_id: user.id,
+                email: user.email.clone(),
+                name: user.name.clone(),
+            },
+        )?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE users SET role = $2, disabled = $3 WHERE id = $1")
+            .bind(user.id.to_string())
+            .bind(user.role.as_str())
+            .bind(i64::from(user.disabled))
+            .execute(tx.conn())
+            .await?;
+        self.outbox.add(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Changes a user's name and, when given, password hash, with

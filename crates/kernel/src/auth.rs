@@ -55,12 +55,24 @@ pub struct Claims {
 
 const ISSUER: &str = "mercato";
 
+/// Whether a user's valid tokens are still honoured: the account may have
+/// been disabled, erased or given another role since a token was issued.
+#[async_trait::async_trait]
+pub trait AccessCheck: Send + Sync + 'static {
+    /// Why a token of `user_id` with `role` is refused now; `None` to
+    /// honour it.
+    async fn refused(&self, user_id: Uuid, role: Role) -> Option<&'static str>;
+}
+
 /// Keys to sign and verify access tokens.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     pub ttl_secs: i64,
+    /// Consulted for every verified token once set (the identity context
+    /// exists only after the keys it signs with).
+    access: std::sync::OnceLock<Arc<dyn AccessCheck>>,
 }
 
 impl TokenKeys {
@@ -73,7 +85,14 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_secs,
+            access: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes [`authenticate`] ask `check` about every verified token; the
+    /// first call wins.
+    pub fn check_access_with(&self, check: Arc<dyn AccessCheck>) {
+        let _ = self.access.set(check);
     }
 
     pub fn issue(&self, user_id: Uuid, role: Role) -> Result<String, ApiError> {
@@ -137,10 +156,19 @@ pub async fn authenticate(
         Some(value) => match value.to_str().ok().and_then(bearer_token) {
             None => Authentication::Invalid("expected an Authorization: Bearer <token> header"),
             Some(token) => match keys.verify(token) {
-                Ok(claims) => Authentication::User(Caller {
-                    user_id: claims.sub,
-                    role: claims.role,
-                }),
+                Ok(claims) => match keys.access.get() {
+                    Some(check) => match check.refused(claims.sub, claims.role).await {
+                        Some(why) => Authentication::Invalid(why),
+                        None => Authentication::User(Caller {
+                            user_id: claims.sub,
+                            role: claims.role,
+                        }),
+                    },
+                    None => Authentication::User(Caller {
+                        user_id: claims.sub,
+                        role: claims.role,
+                    }),
+                },
                 Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                     Authentication::Invalid("the access token has expired")
                 }

@@ -836,6 +836,10 @@ impl Application {
         all.stores.push(bus_db);
 
         let identity = all.add("identity", build_identity(&settings, &shared).await?);
+        keys.check_access_with(Arc::new(crate::access::CachedAccess::new(
+            identity.clone(),
+            Duration::from_millis(settings.auth.access_cache_ms),
+        )));
         let catalog = all.add("catalog", build_catalog(&settings, &shared).await?);
         let pricing = all.add("pricing", build_pricing(&settings, &shared).await?);
         let cart =

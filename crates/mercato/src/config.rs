@@ -423,6 +423,9 @@ pub struct AuthSettings {
     /// answered 429 until the window has passed; 0 turns this off.
     pub login_max_failures: u32,
     pub login_failure_window_secs: u64,
+    /// How long a process keeps identity's verdict on a user's tokens: a
+    /// disabled account or a changed role takes effect within this.
+    pub access_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -494,6 +497,7 @@ impl Default for AuthSettings {
             password_iterations: 2,
             login_max_failures: 10,
             login_failure_window_secs: 15 * 60,
+            access_cache_ms: 5000,
         }
     }
 }

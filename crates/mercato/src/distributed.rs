@@ -3,6 +3,7 @@
 //! gateway` runs the public entry point that routes to them (see
 //! [`crate::proxy`]).
 
+use crate::access::CachedAccess;
 use crate::app::{self, Assembly, OrdersDeps, Shared};
 use crate::config::{Settings, CONTEXTS};
 use anyhow::Context as _;
@@ -173,9 +174,16 @@ async fn build_context(
     };
     let mut all = Assembly::new(&bus);
     let calls = ServiceConfig::default();
+    // Every context refuses the tokens of disabled accounts (see crate::access).
+    let access_ttl = Duration::from_millis(settings.auth.access_cache_ms);
+    if name != "identity" {
+        let identity = HttpIdentityClient(client(settings, name, "identity", calls.clone())?);
+        keys.check_access_with(Arc::new(CachedAccess::new(Arc::new(identity), access_ttl)));
+    }
     match name {
         "identity" => {
-            all.add(name, app::build_identity(settings, &shared).await?);
+            let identity = all.add(name, app::build_identity(settings, &shared).await?);
+            keys.check_access_with(Arc::new(CachedAccess::new(identity, access_ttl)));
         }
         "catalog" => {
             if shared.redis.is_none() {

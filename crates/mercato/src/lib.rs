@@ -1,6 +1,7 @@
 //! The Mercato binary's library: settings, the composition root and the
 //! demo data, shared by `main.rs` and the black-box tests.
 
+mod access;
 pub mod admin;
 pub mod app;
 pub mod config;

@@ -53,18 +53,19 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] =
 
 /// The context that owns a public path (relative to `/api/v1`).
 pub fn owner(path: &str) -> Option<&'static str> {
-    let first = path.trim_start_matches('/').split('/').next()?;
-    Some(match first {
-        "auth" | "me" => "identity",
-        "products" | "categories" => "catalog",
-        "search" => "search",
-        "cart" => "cart",
-        "inventory" => "inventory",
+    let mut segments = path.trim_start_matches('/').split('/');
+    let first = segments.next()?;
+    Some(match (first, segments.next()) {
+        ("auth" | "me", _) | ("admin", Some("users")) => "identity",
+        ("products" | "categories", _) => "catalog",
+        ("search", _) => "search",
+        ("cart", _) => "cart",
+        ("inventory", _) => "inventory",
         // Every service reads the same dead-letter stream; orders answers.
-        "checkout" | "orders" | "returns" | "admin" => "orders",
-        "payments" => "payments",
-        "notifications" => "notifications",
-        "promotions" | "shipping-methods" | "tax-rates" => "pricing",
+        ("checkout" | "orders" | "returns" | "admin", _) => "orders",
+        ("payments", _) => "payments",
+        ("notifications", _) => "notifications",
+        ("promotions" | "shipping-methods" | "tax-rates", _) => "pricing",
         _ => return None,
     })
 }
@@ -671,6 +672,8 @@ mod tests {
         assert_eq!(owner("/checkout"), Some("orders"));
         assert_eq!(owner("/orders/1/cancel"), Some("orders"));
         assert_eq!(owner("/returns/1/receive"), Some("orders"));
+        assert_eq!(owner("/admin/users/1"), Some("identity"));
+        assert_eq!(owner("/admin/dead-letters"), Some("orders"));
         assert_eq!(owner("/payments/orders/1"), Some("payments"));
         assert_eq!(owner("/notifications"), Some("notifications"));
         assert_eq!(owner("/promotions/1"), Some("pricing"));

@@ -1,6 +1,5 @@
 use crate::orders::checkout;
 use crate::support::{unique, Response, TestApp, User};
-use mercato_kernel::auth::{Role, TokenKeys};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -39,15 +38,6 @@ async fn add(app: &TestApp, who: &User, sku: &str, quantity: i64) -> Response {
 fn ok(r: &Response) -> &Value {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     &r.body
-}
-
-/// A token of an admin, signed with the test server's own secret. `None`
-/// against an external server, whose secret the tests do not know.
-fn admin_token(app: &TestApp) -> Option<String> {
-    let dir = app.data_dir.as_ref()?;
-    let secret = std::fs::read_to_string(dir.path().join("jwt_secret")).ok()?;
-    let keys = TokenKeys::from_secret(&hex::decode(secret.trim()).ok()?, 600);
-    keys.issue(uuid::Uuid::now_v7(), Role::Admin).ok()
 }
 
 /// A cart in EUR with no code: no discount, and no shipping or tax before
@@ -251,7 +241,7 @@ async fn only_customers_have_a_cart() {
     }
 
     let mut others = vec![seller.token.clone()];
-    others.extend(admin_token(&app));
+    others.push(app.admin().await.token);
     for token in &others {
         let answers = [
             app.get("/cart", Some(token)).await,

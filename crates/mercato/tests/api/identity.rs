@@ -1,6 +1,10 @@
 use crate::support::{unique, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
+use std::time::Duration;
+
+/// What `TestApp::register` signs users up with.
+const PASSWORD: &str = "correct horse battery";
 
 #[tokio::test]
 async fn register_returns_the_user_and_a_bearer_token() {
@@ -493,4 +497,129 @@ async fn users_keep_addresses_and_one_is_the_default() {
         app.get("/me/addresses", None).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn admins_find_users_and_a_disabled_account_is_shut_out() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let user = app.register("customer").await;
+    let seller = app.register("seller").await;
+
+    let q = user
+        .email
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_uppercase();
+    let found = app
+        .get(
+            &format!("/admin/users?role=customer&q={q}"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(found.status, StatusCode::OK, "{:?}", found.body);
+    let items = found.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["id"], user.id.as_str());
+    assert_eq!(items[0]["disabled"], false);
+    let sellers = app
+        .get(
+            &format!("/admin/users?role=seller&q={q}"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(sellers.body["items"].as_array().map(Vec::len), Some(0));
+    let by_user = app.get("/admin/users", Some(&user.token)).await;
+    assert_eq!(by_user.status, StatusCode::FORBIDDEN);
+    let bad_role = app.get("/admin/users?role=owner", Some(&admin.token)).await;
+    assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let path = format!("/admin/users/{}", user.id);
+    let by_seller = app
+        .patch(&path, Some(&seller.token), json!({"disabled": true}))
+        .await;
+    assert_eq!(by_seller.status, StatusCode::FORBIDDEN);
+    let disabled = app
+        .patch(&path, Some(&admin.token), json!({"disabled": true}))
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{:?}", disabled.body);
+    assert_eq!(disabled.body["disabled"], true);
+    // Every token of the account is refused, in every context, within the
+    // access cache's time.
+    app.eventually(
+        "the token to be refused",
+        Duration::from_secs(10),
+        || async {
+            let me = app.get("/me", Some(&user.token)).await;
+            let cart = app.get("/cart", Some(&user.token)).await;
+            (me.status == StatusCode::UNAUTHORIZED && cart.status == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        },
+    )
+    .await;
+    let login = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        (login.status, login.code()),
+        (StatusCode::FORBIDDEN, "account_disabled")
+    );
+    let wrong = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": "not the password"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "reveals nothing");
+
+    // Enabled again with another role: tokens of the old role stay refused.
+    let changed = app
+        .patch(
+            &path,
+            Some(&admin.token),
+            json!({"disabled": false, "role": "seller"}),
+        )
+        .await;
+    assert_eq!(changed.body["role"], "seller");
+    let fresh = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK, "{:?}", fresh.body);
+    let fresh_token = fresh.body["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    app.eventually("the new token to work", Duration::from_secs(10), || async {
+        let me = app.get("/me", Some(&fresh_token)).await;
+        let old = app.get("/me", Some(&user.token)).await;
+        (me.status == StatusCode::OK && old.status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+
+    let me_admin = format!("/admin/users/{}", admin.id);
+    let locked = app
+        .patch(&me_admin, Some(&admin.token), json!({"disabled": true}))
+        .await;
+    assert_eq!(
+        (locked.status, locked.code()),
+        (StatusCode::CONFLICT, "cannot_lock_self_out")
+    );
+    let nobody = app
+        .patch(
+            &format!("/admin/users/{}", uuid::Uuid::now_v7()),
+            Some(&admin.token),
+            json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
 }

@@ -10,6 +10,7 @@ fn user(email: &str) -> User {
         email: email.into(),
         name: "Ada".into(),
         role: Role::Seller,
+        disabled: false,
         created_at: mercato_kernel::time::now(),
     }
 }

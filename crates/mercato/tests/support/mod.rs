@@ -37,6 +37,8 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     s.auth.password_iterations = 1;
     // Hundreds of requests a second from one address are what tests do.
     s.http.rate_limit_per_second = 0;
+    // A disabled account's tokens are refused within this.
+    s.auth.access_cache_ms = 300;
     s
 }
 
