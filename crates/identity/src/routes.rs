@@ -8,7 +8,7 @@ use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::Path;
-use mercato_kernel::http::{Created, Json, Query};
+use mercato_kernel::http::{Created, Json, JsonObject, Query};
 use mercato_kernel::page::{Page, PageQuery};
 use mercato_kernel::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
@@ -196,7 +196,7 @@ pub struct UpdateMeRequest {
 async fn update_me(
     State(service): State<AppState>,
     caller: Caller,
-    Json(body): Json<UpdateMeRequest>,
+    JsonObject(body): JsonObject<UpdateMeRequest>,
 ) -> ApiResult<Json<User>> {
     let change = ProfileChange {
         name: body.name,
@@ -409,7 +409,7 @@ async fn set_standing(
     State(service): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<StandingRequest>,
+    JsonObject(body): JsonObject<StandingRequest>,
 ) -> ApiResult<Json<User>> {
     caller.require(&[Role::Admin])?;
     let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("user"))?;

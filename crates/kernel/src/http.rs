@@ -41,6 +41,30 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// A JSON body that must be an object: serde also fills a struct from an
+/// array of its fields in order, which a body of optional fields only
+/// would take (`[null, null]`) though the document says "object".
+#[derive(Debug, Clone, Default)]
+pub struct JsonObject<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonObject<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::validation("the body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| ApiError::validation(e.to_string()))
+    }
+}
+
 /// A JSON body that may be left out: an empty body and `null` are `None`;
 /// any other is taken as [`Json`] takes it, with the same errors.
 #[derive(Debug, Clone, Default)]

@@ -536,6 +536,14 @@ async fn admins_find_users_and_a_disabled_account_is_shut_out() {
     assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let path = format!("/admin/users/{}", user.id);
+    let array = app
+        .patch(&path, Some(&admin.token), json!([null, true]))
+        .await;
+    assert_eq!(
+        (array.status, array.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        "the body is an object, not its fields in order"
+    );
     let by_seller = app
         .patch(&path, Some(&seller.token), json!({"disabled": true}))
         .await;
