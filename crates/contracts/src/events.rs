@@ -37,6 +37,14 @@ pub struct UserUpdated {
 }
 event!(UserUpdated, "user.updated");
 
+/// A user erased their account: every context drops or anonymises what it
+/// holds of the person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserErased {
+    pub user_id: Uuid,
+}
+event!(UserErased, "user.erased");
+
 /// A user changed what they want to be told, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserPreferencesChanged {

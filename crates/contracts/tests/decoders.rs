@@ -163,6 +163,7 @@ fn decode_everything(value: &Value) {
         UserRegistered,
         UserUpdated,
         UserPreferencesChanged,
+        UserErased,
         ProductCreated,
         ProductUpdated,
         PriceChanged,

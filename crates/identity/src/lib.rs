@@ -66,6 +66,13 @@ const DISABLED: Migration = Migration {
     sql: "ALTER TABLE users ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0",
 };
 
+/// When a user erased their account (`DELETE /me`).
+const ERASED: Migration = Migration {
+    version: 6,
+    name: "erased_users",
+    sql: "ALTER TABLE users ADD COLUMN erased_at TEXT",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -77,6 +84,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         PREFERENCES,
         ADDRESSES,
         DISABLED,
+        ERASED,
     ],
     postgres: &[
         Migration {
@@ -88,5 +96,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         PREFERENCES,
         ADDRESSES,
         DISABLED,
+        ERASED,
     ],
 };

@@ -23,7 +23,7 @@ pub fn router(service: Arc<IdentityService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(login))
-        .routes(routes!(me, update_me))
+        .routes(routes!(me, update_me, erase_me))
         .routes(routes!(get_preferences, put_preferences))
         .routes(routes!(list_addresses, add_address))
         .routes(routes!(delete_address))
@@ -418,6 +418,20 @@ async fn set_standing(
             .set_standing(caller, id, body.role, body.disabled)
             .await?,
     ))
+}
+
+/// Erase the signed-in user: e-mail, name, password and saved addresses are
+/// removed at once and every token stops working; orders are kept with the
+/// address anonymised, notifications lose the address and name.
+#[utoipa::path(delete, path = "/me", tag = "identity",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Erased"),
+        (status = 401, description = "`unauthorized`: not signed in, or the account no longer exists", body = ErrorBody),
+    ))]
+async fn erase_me(State(service): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+    service.erase(caller).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The signed-in user.

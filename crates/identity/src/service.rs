@@ -293,6 +293,19 @@ impl IdentityService {
             .ok_or_else(|| ApiError::not_found("user"))
     }
 
+    /// Erases the caller's account (`DELETE /me`): what identity holds of
+    /// the person goes at once, the other contexts follow `user.erased`.
+    pub async fn erase(&self, caller: Caller) -> Result<(), ApiError> {
+        if !self.store.erase(caller.user_id).await? {
+            return Err(ApiError::unauthorized(
+                "the account of this token no longer exists",
+            ));
+        }
+        metrics::counter!("mercato_users_erased_total").increment(1);
+        tracing::info!(user_id = %caller.user_id, "user erased");
+        Ok(())
+    }
+
     /// Users for an admin, newest first.
     pub async fn list_users(
         &self,
@@ -356,11 +369,8 @@ impl mercato_contracts::clients::IdentityClient for IdentityService {
         &self,
         user_id: Uuid,
     ) -> mercato_contracts::clients::ClientResult<Option<mercato_contracts::clients::Access>> {
-        let user = self.store.by_id(user_id).await.map_err(unavailable)?;
-        Ok(user.map(|u| mercato_contracts::clients::Access {
-            role: u.role,
-            disabled: u.disabled,
-        }))
+        let standing = self.store.standing(user_id).await.map_err(unavailable)?;
+        Ok(standing.map(|(role, disabled)| mercato_contracts::clients::Access { role, disabled }))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Users, on SQLite or PostgreSQL.
 
 use crate::domain::{ChannelPreferences, Email, Preferences, SavedAddress, User, MAX_ADDRESSES};
-use mercato_contracts::events::{UserPreferencesChanged, UserRegistered, UserUpdated};
+use mercato_contracts::events::{UserErased, UserPreferencesChanged, UserRegistered, UserUpdated};
 use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::auth::Role;
 use mercato_kernel::db::Db;
@@ -111,6 +111,50 @@ impl IdentityStore {
                 .fetch_optional(self.db.pool())
                 .await?;
         row.map(user_from_row).transpose()
+    }
+
+    /// Erases a user: e-mail, name, password and addresses go, the account
+    /// is disabled for good, with `user.erased`, in one transaction. `false`
+    /// when it was erased before.
+    pub async fn erase(&self, user_id: Uuid) -> anyhow::Result<bool> {
+        let event = Envelope::new(crate::NAME, user_id.to_string(), &UserErased { user_id })?;
+        let mut tx = self.db.begin().await?;
+        // The e-mail is unique and may be used again by a new account.
+        let done = sqlx::query(
+            "UPDATE users SET email = $2, name = '', password_hash = '!', disabled = 1, erased_at = $3
+             WHERE id = $1 AND erased_at IS NULL",
+        )
+        .bind(user_id.to_string())
+        .bind(format!("erased-{}@erased.invalid", user_id.simple()))
+        .bind(time::to_db(&time::now()))
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM addresses WHERE user_id = $1")
+            .bind(user_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        self.outbox.add(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A user's role and whether the account is disabled; `None` when
+    /// there is no such user, or it was erased.
+    pub async fn standing(&self, user_id: Uuid) -> anyhow::Result<Option<(Role, bool)>> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1 AND erased_at IS NULL")
+                .bind(user_id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        row.map(|(role, disabled)| {
+            let role =
+                Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
+            Ok((role, disabled != 0))
+        })
+        .transpose()
     }
 
     /// Users newest first, by role and by a part of the e-mail or name.

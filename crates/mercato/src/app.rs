@@ -590,6 +590,9 @@ pub(crate) async fn build_orders(
         )
         .with_return_window_days(settings.orders.return_window_days),
     );
+    for sub in orders.subscriptions() {
+        tasks.push(shared.bus.subscribe(sub, shared.shutdown.clone()));
+    }
     Ok(Parts {
         api: mercato_orders::routes::router(orders.clone()),
         internal: None,

@@ -5,8 +5,8 @@ use crate::store::NotificationsStore;
 use crate::templates::{MessageContext, Templates};
 use anyhow::Context as _;
 use mercato_contracts::events::{
-    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserPreferencesChanged,
-    UserRegistered, UserUpdated,
+    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserErased,
+    UserPreferencesChanged, UserRegistered, UserUpdated,
 };
 use mercato_kernel::auth::Caller;
 use mercato_kernel::bus::{EventHandler, Subscription};
@@ -113,6 +113,13 @@ impl NotificationsService {
     /// Adds a registered user to the directory, or refreshes a user who
     /// changed their profile.
     pub async fn on_user_event(&self, env: &Envelope) -> anyhow::Result<()> {
+        if env.is::<UserErased>() {
+            let e: UserErased = env.decode()?;
+            self.store
+                .forget(DIRECTORY_CONSUMER, env.id, e.user_id)
+                .await?;
+            return Ok(());
+        }
         if env.is::<UserPreferencesChanged>() {
             let e: UserPreferencesChanged = env.decode()?;
             self.store
@@ -206,6 +213,7 @@ impl NotificationsService {
                     UserRegistered::TYPE.to_owned(),
                     UserUpdated::TYPE.to_owned(),
                     UserPreferencesChanged::TYPE.to_owned(),
+                    UserErased::TYPE.to_owned(),
                 ],
                 handler: Arc::new(DirectoryHandler(self.clone())),
             },

@@ -147,6 +147,39 @@ impl NotificationsStore {
     /// Records whether a recipient takes e-mail, once per event. An error
     /// while the user is not in the directory yet, so that the bus tries
     /// again; `false` for a repeated event.
+    /// Forgets a person (`user.erased`): the directory keeps the user id
+    /// only, with every channel off, so later notifications of theirs are
+    /// `skipped`; past notifications lose the address, the name and the
+    /// body. `false` when the event was handled before.
+    pub async fn forget(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        user_id: Uuid,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        if !inbox::claim(&mut tx, consumer, event_id).await? {
+            return Ok(false);
+        }
+        let now = time::to_db(&time::now());
+        sqlx::query(
+            "INSERT INTO recipients (user_id, email, name, updated_at, email_enabled) VALUES ($1, '', '', $2, 0)
+             ON CONFLICT (user_id) DO UPDATE SET email = '', name = '', email_enabled = 0, updated_at = excluded.updated_at",
+        )
+        .bind(user_id.to_string())
+        .bind(&now)
+        .execute(tx.conn())
+        .await?;
+        sqlx::query(
+            "UPDATE notifications SET recipient_email = '', recipient_name = '', body = '' WHERE user_id = $1",
+        )
+        .bind(user_id.to_string())
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn set_email_enabled(
         &self,
         consumer: &str,

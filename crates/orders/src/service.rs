@@ -10,10 +10,12 @@ use mercato_contracts::clients::{
     CartClient, CatalogClient, ClientError, IdentityClient, PricingClient,
 };
 use mercato_contracts::events::{
-    OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
+    OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped, UserErased,
 };
 use mercato_contracts::types::{Line, PricedLine, Quote, QuoteRequest};
 use mercato_kernel::auth::{Caller, Role};
+use mercato_kernel::bus::{EventHandler, Subscription};
+use mercato_kernel::event::DomainEvent;
 use mercato_kernel::idempotency::{self, StoredResponse};
 use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, ApiError, Envelope, Money};
@@ -225,6 +227,17 @@ impl OrdersService {
 
     pub fn store(&self) -> &OrdersStore {
         &self.store
+    }
+
+    /// The consumer orders keep on the bus: a customer who erased their
+    /// account has the addresses of their orders anonymised.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        vec![Subscription {
+            consumer: "orders-erasure".to_owned(),
+            per_instance: false,
+            event_types: vec![UserErased::TYPE.to_owned()],
+            handler: Arc::new(ErasureHandler(self.store.clone())),
+        }]
     }
 
     pub fn saga(&self) -> &Arc<SagaRunner> {
@@ -984,4 +997,17 @@ fn status_name(status: ReturnStatus) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+struct ErasureHandler(OrdersStore);
+
+#[async_trait::async_trait]
+impl EventHandler for ErasureHandler {
+    /// An overwrite: handling the event again changes nothing.
+    async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
+        let e: UserErased = event.decode()?;
+        let n = self.0.anonymise_customer(e.user_id).await?;
+        tracing::info!(customer_id = %e.user_id, orders = n, "orders of an erased customer anonymised");
+        Ok(())
+    }
 }

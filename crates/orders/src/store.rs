@@ -11,6 +11,9 @@ use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{time, Currency, Envelope, Money};
 use uuid::Uuid;
 
+/// What an erased customer's address fields read.
+const ERASED: &str = "erased";
+
 #[derive(Clone)]
 pub struct OrdersStore {
     db: Db,
@@ -409,6 +412,36 @@ impl OrdersStore {
         }
         Self::insert_history(tx, order_id, to, now).await?;
         Ok(true)
+    }
+
+    /// Anonymises the shipping address of every order of a customer who
+    /// erased their account; the country stays (tax), the rest goes. Doing
+    /// it again changes nothing.
+    pub async fn anonymise_customer(&self, customer_id: Uuid) -> anyhow::Result<u64> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, shipping_address FROM orders WHERE customer_id = $1")
+                .bind(customer_id.to_string())
+                .fetch_all(self.db.pool())
+                .await?;
+        let mut changed = 0;
+        for (id, json) in rows {
+            let address: ShippingAddress = serde_json::from_str(&json)?;
+            let erased = ShippingAddress {
+                name: ERASED.into(),
+                line1: ERASED.into(),
+                line2: None,
+                city: ERASED.into(),
+                postal_code: ERASED.into(),
+                country: address.country,
+            };
+            let query = sqlx::query(
+                "UPDATE orders SET shipping_address = $1, payment_token = '' WHERE id = $2",
+            )
+            .bind(serde_json::to_string(&erased)?)
+            .bind(id);
+            changed += self.db.execute(query).await?.rows_affected();
+        }
+        Ok(changed)
     }
 
     pub async fn payment_token(&self, order_id: Uuid) -> anyhow::Result<String> {

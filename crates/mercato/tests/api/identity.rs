@@ -631,3 +631,74 @@ async fn admins_find_users_and_a_disabled_account_is_shut_out() {
         .await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_erased_account_leaves_nothing_personal_and_its_tokens_stop() {
+    use crate::orders::{add_to_cart, checkout, settled, stocked_sku};
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let (_, sku) = stocked_sku(&app, 5).await;
+    let user = app.register("customer").await;
+    let home = json!({"name": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"});
+    let saved = app.post("/me/addresses", Some(&user.token), home).await;
+    assert_eq!(saved.status, StatusCode::CREATED);
+    add_to_cart(&app, &user, &sku, 1).await;
+    let placed = checkout(&app, &user, "tok_visa", &unique("k")).await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let id = placed.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(settled(&app, &user, &id).await["status"], "confirmed");
+
+    let erased = app.delete("/me", Some(&user.token)).await;
+    assert_eq!(erased.status, StatusCode::NO_CONTENT, "{:?}", erased.body);
+    app.eventually(
+        "the token to be refused",
+        Duration::from_secs(10),
+        || async {
+            (app.get("/me", Some(&user.token)).await.status == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        },
+    )
+    .await;
+    let login = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": user.email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        (login.status, login.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    let q = user.email.split('@').next().unwrap_or_default().to_owned();
+    let listed = app
+        .get(&format!("/admin/users?q={q}"), Some(&admin.token))
+        .await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0));
+
+    // The order stays, its address anonymised but for the country.
+    let order = app
+        .eventually(
+            "the order to be anonymised",
+            Duration::from_secs(10),
+            || async {
+                let o = app.get(&format!("/orders/{id}"), Some(&admin.token)).await;
+                (o.body["shipping_address"]["name"] == "erased").then_some(o.body)
+            },
+        )
+        .await;
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(order["shipping_address"]["line1"], "erased");
+    assert_eq!(order["shipping_address"]["country"], "GB");
+
+    // The address may sign up again, as a new person.
+    let again = app
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": user.email, "password": PASSWORD, "name": "Someone"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert_ne!(again.body["user"]["id"], user.id.as_str());
+}
