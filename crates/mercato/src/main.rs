@@ -27,6 +27,15 @@ enum Command {
     /// Run every context in one process (embedded mode), or one context or
     /// the gateway with --service (distributed mode).
     Serve(ServeArgs),
+    /// The built-in test card network on its own, for the payments
+    /// replicas of a cluster without a real provider to share
+    /// (`payments.provider_url`); a payments service without one starts
+    /// its own, which only that replica knows.
+    TestProvider {
+        /// Address to listen on.
+        #[arg(long, env = "MERCATO_ADDR", default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+    },
     /// Administrative tasks on the data dir.
     Admin {
         #[command(subcommand)]
@@ -154,6 +163,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{credentials}");
             }
             app.run(mercato::app::shutdown_signal()).await
+        }
+        Command::TestProvider { addr } => {
+            init_logs(format, "info");
+            let stop = tokio_util::sync::CancellationToken::new();
+            let provider = mercato_payments::testprovider::TestProvider::default();
+            let (bound, task) = provider.serve(addr, stop.clone()).await?;
+            tracing::info!(addr = %bound, "test payment provider listening");
+            mercato::app::shutdown_signal().await;
+            stop.cancel();
+            let _ = task.await;
+            Ok(())
         }
         Command::Admin { command } => {
             init_logs(format, "warn");

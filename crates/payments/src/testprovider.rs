@@ -94,6 +94,7 @@ impl TestProvider {
             .route("/v1/charges/{id}", get(one))
             .route("/v1/refunds", post(refund))
             .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
             .with_state(self.clone())
     }
 

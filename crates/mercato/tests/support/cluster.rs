@@ -103,6 +103,8 @@ pub struct Cluster {
     /// The cluster's PostgreSQL database, when it has one.
     pub database: Option<String>,
     redis_prefix: Option<String>,
+    /// Stops the cluster's test card network with the cluster.
+    _provider: tokio_util::sync::DropGuard,
 }
 
 impl Cluster {
@@ -136,6 +138,18 @@ impl Cluster {
             env.push(("MERCATO_STORE__URL".into(), database_url(&admin_url, &name)));
             database = Some(name);
         }
+        // One test card network for every payments replica, as
+        // scripts/cluster runs it: a charge made through one replica is
+        // refunded through the other.
+        let provider_stop = tokio_util::sync::CancellationToken::new();
+        let (provider, _) = mercato_payments::testprovider::TestProvider::default()
+            .serve(([127, 0, 0, 1], 0).into(), provider_stop.clone())
+            .await
+            .expect("test provider");
+        env.push((
+            "MERCATO_PAYMENTS__PROVIDER_URL".into(),
+            format!("http://{provider}"),
+        ));
         let redis_prefix = options.redis.then(|| prefix.clone());
         if let Some(p) = &redis_prefix {
             env.push(("MERCATO_CACHE__REDIS_URL".into(), redis_url()));
@@ -190,6 +204,7 @@ impl Cluster {
             prefix,
             database,
             redis_prefix,
+            _provider: provider_stop.drop_guard(),
         };
         for i in 0..cluster.procs.len() {
             cluster.spawn(i);
