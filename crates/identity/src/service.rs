@@ -336,10 +336,11 @@ impl IdentityService {
                 "an admin cannot disable or demote their own account",
             ));
         }
-        let mut user = self.user(id).await?;
-        user.role = role.unwrap_or(user.role);
-        user.disabled = disabled.unwrap_or(user.disabled);
-        self.store.set_standing(&user).await?;
+        let user = self
+            .store
+            .set_standing(id, role, disabled)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
         tracing::info!(user_id = %id, role = user.role.as_str(), disabled = user.disabled, "user standing changed");
         Ok(user)
     }

@@ -103,13 +103,14 @@ impl IdentityStore {
         row.map(user_from_row).transpose()
     }
 
-    /// The user and its password hash, by id.
+    /// The user and its password hash, by id; `None` once erased.
     pub async fn with_hash(&self, id: Uuid) -> anyhow::Result<Option<(User, String)>> {
-        let row: Option<UserRow> =
-            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND erased_at IS NULL"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
         row.map(user_from_row).transpose()
     }
 
@@ -207,9 +208,35 @@ impl IdentityStore {
         Ok(Page::from_rows(users, page.limit, |u| u.id.to_string()))
     }
 
-    /// Sets a user's role and whether the account is disabled, with
-    /// `user.updated`, in one transaction.
-    pub async fn set_standing(&self, user: &User) -> anyhow::Result<()> {
+    /// Sets a user's role or whether the account is disabled (only what is
+    /// given, so that two admins changing one each both count), with
+    /// `user.updated`, in one transaction. `None` when there is no such
+    /// user, or it was erased.
+    pub async fn set_standing(
+        &self,
+        id: Uuid,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> anyhow::Result<Option<User>> {
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET role = COALESCE($2, role), disabled = COALESCE($3, disabled)
+             WHERE id = $1 AND erased_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(role.map(|r| r.as_str()))
+        .bind(disabled.map(i64::from))
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row: UserRow =
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_one(tx.conn())
+                .await?;
+        let (user, _) = user_from_row(row)?;
         let event = Envelope::new(
             crate::NAME,
             user.id.to_string(),
@@ -219,16 +246,9 @@ impl IdentityStore {
                 name: user.name.clone(),
             },
         )?;
-        let mut tx = self.db.begin().await?;
-        sqlx::query("UPDATE users SET role = $2, disabled = $3 WHERE id = $1")
-            .bind(user.id.to_string())
-            .bind(user.role.as_str())
-            .bind(i64::from(user.disabled))
-            .execute(tx.conn())
-            .await?;
         self.outbox.add(&mut tx, &[event]).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Some(user))
     }
 
     /// Changes a user's name and, when given, password hash, with
@@ -249,7 +269,8 @@ impl IdentityStore {
         )?;
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "UPDATE users SET name = $2, password_hash = COALESCE($3, password_hash) WHERE id = $1",
+            "UPDATE users SET name = $2, password_hash = COALESCE($3, password_hash)
+             WHERE id = $1 AND erased_at IS NULL",
         )
         .bind(user.id.to_string())
         .bind(&user.name)
@@ -417,11 +438,12 @@ impl IdentityStore {
     }
 
     pub async fn by_id(&self, id: Uuid) -> anyhow::Result<Option<User>> {
-        let row: Option<UserRow> =
-            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND erased_at IS NULL"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
         Ok(row.map(user_from_row).transpose()?.map(|(u, _)| u))
     }
 

@@ -472,6 +472,10 @@ impl InventoryStore {
         }
         if held.rows_affected() == 0 {
             let status = self.status(id).await?;
+            // A full restock came first and put back all that was sold.
+            if status == Some(ReservationStatus::Restocked) {
+                return Ok(PartResult::AlreadyDone);
+            }
             return Ok(PartResult::Refused(format!(
                 "reservation {id} is {}",
                 status.map_or("unknown", |s| s.as_str())

@@ -144,13 +144,11 @@ impl NotificationsStore {
         }))
     }
 
-    /// Records whether a recipient takes e-mail, once per event. An error
-    /// while the user is not in the directory yet, so that the bus tries
-    /// again; `false` for a repeated event.
     /// Forgets a person (`user.erased`): the directory keeps the user id
     /// only, with every channel off, so later notifications of theirs are
     /// `skipped`; past notifications lose the address, the name and the
-    /// body. `false` when the event was handled before.
+    /// body, and those not sent yet are `skipped`. `false` when the event
+    /// was handled before.
     pub async fn forget(
         &self,
         consumer: &str,
@@ -171,7 +169,9 @@ impl NotificationsStore {
         .execute(tx.conn())
         .await?;
         sqlx::query(
-            "UPDATE notifications SET recipient_email = '', recipient_name = '', body = '' WHERE user_id = $1",
+            "UPDATE notifications SET recipient_email = '', recipient_name = '', body = '',
+                status = CASE WHEN status = 'pending' THEN 'skipped' ELSE status END
+             WHERE user_id = $1",
         )
         .bind(user_id.to_string())
         .execute(tx.conn())
@@ -180,6 +180,9 @@ impl NotificationsStore {
         Ok(true)
     }
 
+    /// Records whether a recipient takes e-mail, once per event. An error
+    /// while the user is not in the directory yet, so that the bus tries
+    /// again; `false` for a repeated event.
     pub async fn set_email_enabled(
         &self,
         consumer: &str,

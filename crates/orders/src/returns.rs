@@ -432,9 +432,11 @@ impl OrdersStore {
                     return Ok(RefundStart::ReturnNotRequested);
                 };
                 let amount = share.min(left);
-                sqlx::query(
+                // Conditional: a rejection committed since the read above
+                // (PostgreSQL) wins.
+                let moved = sqlx::query(
                     "UPDATE returns SET status = 'receiving', refund_amount = $1, warehouse = $2, updated_at = $3
-                     WHERE id = $4",
+                     WHERE id = $4 AND status = 'requested'",
                 )
                 .bind(amount)
                 .bind(warehouse)
@@ -442,6 +444,9 @@ impl OrdersStore {
                 .bind(id.to_string())
                 .execute(tx.conn())
                 .await?;
+                if moved.rows_affected() == 0 {
+                    return Ok(RefundStart::ReturnNotRequested);
+                }
                 (amount, Some("return".to_owned()), Some(id), "restock_items")
             }
         };

@@ -434,8 +434,11 @@ impl OrdersStore {
                 postal_code: ERASED.into(),
                 country: address.country,
             };
+            // A pending order's saga may still need its token to charge.
             let query = sqlx::query(
-                "UPDATE orders SET shipping_address = $1, payment_token = '' WHERE id = $2",
+                "UPDATE orders SET shipping_address = $1,
+                    payment_token = CASE WHEN status = 'pending' THEN payment_token ELSE '' END
+                 WHERE id = $2",
             )
             .bind(serde_json::to_string(&erased)?)
             .bind(id);

@@ -320,3 +320,50 @@ async fn returns_close_with_the_window() {
         (StatusCode::CONFLICT, "return_window_closed")
     );
 }
+
+#[tokio::test]
+async fn a_return_received_after_a_full_refund_refunds_nothing_more() {
+    let app = TestApp::spawn().await;
+    let (seller, customer, sku, order) = buy(&app, "tok_visa", 5, 2).await;
+    let id = order["id"].as_str().expect("id");
+    let admin = app.admin().await;
+    deliver(&app, &seller, id).await;
+    let created = app
+        .post(
+            &format!("/orders/{id}/returns"),
+            Some(&customer.token),
+            json!({"items": [{"sku": sku, "quantity": 1}], "reason": "Dented"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let return_id = created.body["id"].as_str().expect("id");
+    // The whole order is refunded (and its stock put back) first.
+    let refunded = keyed(
+        &app,
+        &format!("/orders/{id}/refund"),
+        &admin,
+        None,
+        &unique("all"),
+    )
+    .await;
+    assert_eq!(refunded.body["status"], "refunded", "{:?}", refunded.body);
+    assert_eq!(stock(&app, &sku).await, (5, 0));
+
+    let received = keyed(
+        &app,
+        &format!("/returns/{return_id}/receive"),
+        &seller,
+        None,
+        &unique("rc"),
+    )
+    .await;
+    assert_eq!(received.status, StatusCode::OK, "{:?}", received.body);
+    assert_eq!(received.body["status"], "refunded");
+    assert_eq!(
+        received.body["refund_amount"],
+        eur(0),
+        "nothing left to refund"
+    );
+    assert_eq!(stock(&app, &sku).await, (5, 0), "nothing put back twice");
+    assert_eq!(ledger(&app, &admin, id).await, vec![3000, -3000]);
+}
