@@ -263,3 +263,13 @@ impl ShippingAddress {
         Ok(())
     }
 }
+
+/// A warehouse name: 1 to 64 of `a-z`, `0-9`, `_`, `-` (inventory's stock,
+/// and where a received return goes back on hand).
+pub fn is_warehouse_name(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}

@@ -21,12 +21,7 @@ pub struct Warehouse(String);
 
 impl Warehouse {
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 64
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok {
+        if mercato_contracts::types::is_warehouse_name(raw) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(ApiError::validation(format!(

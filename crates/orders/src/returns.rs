@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use mercato_contracts::events::{OrderPartiallyRefunded, OrderRefunded, ReturnRequested};
 use mercato_contracts::types::SkuQuantity;
 use mercato_kernel::db::Tx;
-use mercato_kernel::{idempotency, time, Currency, Envelope, Money};
+use mercato_kernel::{time, Currency, Envelope, Money};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -380,15 +380,7 @@ impl OrdersStore {
         idem: &IdempotencyRecord<'_>,
     ) -> anyhow::Result<RefundStart> {
         let mut tx = self.db().begin().await?;
-        if !idempotency::record(
-            &mut tx,
-            idem.scope,
-            idem.key,
-            idem.request_hash,
-            &idem.response,
-        )
-        .await?
-        {
+        if !idem.record_in(&mut tx).await? {
             return Ok(RefundStart::KeyTaken);
         }
         let statuses: &[OrderStatus] = match kind {

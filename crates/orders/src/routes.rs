@@ -619,16 +619,13 @@ async fn receive_return(
 ) -> ApiResult<Response> {
     let key = require_key(&headers)?;
     let warehouse = body.and_then(|b| b.warehouse);
-    if let Some(w) = &warehouse {
-        let ok = !w.is_empty()
-            && w.len() <= 64
-            && w.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
-            return Err(ApiError::validation(
-                "warehouse must be 1 to 64 characters of a-z, 0-9, '_' or '-'",
-            ));
-        }
+    if warehouse
+        .as_deref()
+        .is_some_and(|w| !mercato_contracts::types::is_warehouse_name(w))
+    {
+        return Err(ApiError::validation(
+            "warehouse must be 1 to 64 characters of a-z, 0-9, '_' or '-'",
+        ));
     }
     Ok(json_answer(
         service

@@ -618,15 +618,7 @@ impl OrdersService {
         .map_err(ApiError::internal)?;
         // The answer shows the money back, known only once the unwind has
         // run: the key is taken with the change and its answer filled in after.
-        let record = IdempotencyRecord {
-            scope: &scope,
-            key,
-            request_hash: &hash,
-            response: StoredResponse {
-                status: 200,
-                body: String::new(),
-            },
-        };
+        let record = IdempotencyRecord::pending(&scope, key, &hash);
         let moved = self
             .store
             .transition(
@@ -731,15 +723,7 @@ impl OrdersService {
             hash,
         } = keyed;
         let refund_id = id::new_id();
-        let record = IdempotencyRecord {
-            scope,
-            key,
-            request_hash: hash,
-            response: StoredResponse {
-                status: 200,
-                body: String::new(),
-            },
-        };
+        let record = IdempotencyRecord::pending(scope, key, hash);
         match self
             .store
             .start_refund(order_id, refund_id, kind, &record)

@@ -115,6 +115,30 @@ pub struct IdempotencyRecord<'a> {
     pub response: StoredResponse,
 }
 
+impl<'a> IdempotencyRecord<'a> {
+    /// A key taken before its answer is known: the answer (200) is filled
+    /// in once the work has run ([`idempotency::complete`]).
+    pub fn pending(scope: &'a str, key: &'a str, request_hash: &'a str) -> Self {
+        Self {
+            scope,
+            key,
+            request_hash,
+            response: StoredResponse {
+                status: 200,
+                body: String::new(),
+            },
+        }
+    }
+
+    /// Takes the key in `tx`; `false` when another request took it first.
+    pub(crate) async fn record_in(&self, tx: &mut Tx) -> anyhow::Result<bool> {
+        Ok(
+            idempotency::record(tx, self.scope, self.key, self.request_hash, &self.response)
+                .await?,
+        )
+    }
+}
+
 #[derive(Debug)]
 pub enum CreateOutcome {
     Created,
@@ -249,15 +273,7 @@ impl OrdersStore {
         events: &[Envelope],
     ) -> anyhow::Result<CreateOutcome> {
         let mut tx = self.db.begin().await?;
-        if !idempotency::record(
-            &mut tx,
-            idem.scope,
-            idem.key,
-            idem.request_hash,
-            &idem.response,
-        )
-        .await?
-        {
+        if !idem.record_in(&mut tx).await? {
             return Ok(CreateOutcome::KeyTaken);
         }
         // The quote the order was placed with, kept whole.
@@ -350,15 +366,7 @@ impl OrdersStore {
                 .await?;
         }
         if let Some(idem) = idem {
-            if !idempotency::record(
-                &mut tx,
-                idem.scope,
-                idem.key,
-                idem.request_hash,
-                &idem.response,
-            )
-            .await?
-            {
+            if !idem.record_in(&mut tx).await? {
                 return Ok(false);
             }
         }
