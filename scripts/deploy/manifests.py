@@ -156,9 +156,13 @@ def find_one(directory: Path, objects: list[dict], kind: str, name: str) -> dict
 
 
 def apply_patch(directory: Path, objects: list[dict], patch: dict) -> None:
+    if set(patch) == {"patch"}:
+        delete_object(directory, objects, patch["patch"])
+        return
     if set(patch) != {"target", "patch"} or set(patch["target"]) - {"kind", "name"}:
         raise RenderError(f"{directory}: only inline JSON 6902 patches with a kind/name "
-                          "target are supported by the fallback renderer")
+                          "target, and inline `$patch: delete` patches, are supported by "
+                          "the fallback renderer")
     operations = yaml.safe_load(patch["patch"])
     if not isinstance(operations, list):
         raise RenderError(f"{directory}: strategic merge patches are not supported by the "
@@ -172,6 +176,31 @@ def apply_patch(directory: Path, objects: list[dict], patch: dict) -> None:
     for obj in matched:
         for operation in operations:
             json_patch(obj, operation)
+
+
+def delete_object(directory: Path, objects: list[dict], text: str) -> None:
+    """An inline strategic merge patch that is only `$patch: delete` of one
+    object named by apiVersion, kind and name (and namespace, when given):
+    removes that object. Any other strategic merge patch is refused."""
+    patch = yaml.safe_load(text)
+    if (not isinstance(patch, dict) or patch.get("$patch") != "delete"
+            or set(patch) != {"$patch", "apiVersion", "kind", "metadata"}
+            or not isinstance(patch["metadata"], dict)
+            or "name" not in patch["metadata"]
+            or set(patch["metadata"]) - {"name", "namespace"}):
+        raise RenderError(f"{directory}: of the strategic merge patches, the fallback "
+                          "renderer supports only `$patch: delete` of one object named by "
+                          "apiVersion, kind and metadata.name")
+    metadata = patch["metadata"]
+    found = [o for o in objects
+             if o["apiVersion"] == patch["apiVersion"] and o["kind"] == patch["kind"]
+             and o["metadata"]["name"] == metadata["name"]
+             and ("namespace" not in metadata
+                  or o["metadata"].get("namespace") == metadata["namespace"])]
+    if len(found) != 1:
+        raise RenderError(f"{directory}: `$patch: delete` of {patch['kind']} "
+                          f"{metadata['name']} matches {len(found)} objects, not one")
+    objects[:] = [o for o in objects if o is not found[0]]
 
 
 def json_patch(obj: dict, operation: dict) -> None:

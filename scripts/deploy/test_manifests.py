@@ -15,13 +15,26 @@ from pathlib import Path
 import manifests
 
 CONTEXTS = {"gateway", "identity", "catalog", "search", "cart", "inventory",
-            "orders", "payments", "notifications", "pricing"}
-TWO_REPLICAS_FROM_THE_START = {"orders", "inventory", "payments"}
+            "orders", "payments", "notifications", "pricing", "subscriptions"}
+TWO_REPLICAS_FROM_THE_START = {"orders", "inventory", "payments", "subscriptions"}
 DATA_DIR = "/var/lib/mercato"
+# The TEST card network (`mercato test-provider`) that the payments replicas
+# of the base share: a Deployment and Service of the base that is not a
+# context, and that production deletes.
+TEST_PROVIDER = "test-provider"
+TEST_PROVIDER_URL = f"http://{TEST_PROVIDER}:8080"
+PRODUCTION = "deploy/overlays/production"
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def context_deployments(objects: list[dict]) -> dict[str, dict]:
+    """The Deployments of the contexts and the gateway: all but the test
+    card network."""
+    return {name: deployment for name, deployment in by_kind(objects, "Deployment").items()
+            if name != TEST_PROVIDER}
 
 
 def selects(selector: dict, labels: dict) -> bool:
@@ -53,12 +66,13 @@ class Rendered(unittest.TestCase):
                 yield name, objects
 
     def test_one_deployment_per_context(self):
-        for _, objects in self.each_tree():
-            self.assertEqual(set(by_kind(objects, "Deployment")), CONTEXTS)
+        for tree, objects in self.each_tree():
+            expected = CONTEXTS if tree == PRODUCTION else CONTEXTS | {TEST_PROVIDER}
+            self.assertEqual(set(by_kind(objects, "Deployment")), expected)
 
     def test_each_deployment_runs_its_context(self):
         for _, objects in self.each_tree():
-            for name, deployment in by_kind(objects, "Deployment").items():
+            for name, deployment in context_deployments(objects).items():
                 (container,) = deployment["spec"]["template"]["spec"]["containers"]
                 self.assertEqual(container["args"], ["serve", "--service", name])
                 labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -112,7 +126,9 @@ class Rendered(unittest.TestCase):
                     volumes = {v["name"]: v for v in pod["volumes"]}
                     (container,) = pod["containers"]
                     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-                    for path in ("/tmp", DATA_DIR):
+                    # The test card network keeps its state in memory: no data dir.
+                    paths = ("/tmp",) if name == TEST_PROVIDER else ("/tmp", DATA_DIR)
+                    for path in paths:
                         self.assertIn(path, mounts)
                         self.assertIn("emptyDir", volumes[mounts[path]])
 
@@ -121,7 +137,7 @@ class Rendered(unittest.TestCase):
             services = by_kind(objects, "Service")
             hpas = by_kind(objects, "HorizontalPodAutoscaler")
             pdbs = by_kind(objects, "PodDisruptionBudget")
-            for name, deployment in by_kind(objects, "Deployment").items():
+            for name, deployment in context_deployments(objects).items():
                 with self.subTest(deployment=name):
                     labels = deployment["spec"]["template"]["metadata"]["labels"]
                     self.assertTrue(selects(deployment["spec"]["selector"]["matchLabels"],
@@ -150,13 +166,13 @@ class Rendered(unittest.TestCase):
                     self.assertEqual(hpa["spec"]["minReplicas"], deployment["spec"]["replicas"])
                     self.assertGreater(hpa["spec"]["maxReplicas"], hpa["spec"]["minReplicas"])
 
-            self.assertEqual(set(services), CONTEXTS)
+            self.assertEqual(set(services) - {TEST_PROVIDER}, CONTEXTS)
             self.assertEqual(set(hpas), CONTEXTS)
             self.assertEqual(set(pdbs), CONTEXTS)
 
     def test_rolled_one_pod_at_a_time_without_losing_capacity(self):
         for _, objects in self.each_tree():
-            for name, deployment in by_kind(objects, "Deployment").items():
+            for name, deployment in context_deployments(objects).items():
                 with self.subTest(deployment=name):
                     strategy = deployment["spec"]["strategy"]
                     self.assertEqual(strategy["type"], "RollingUpdate")
@@ -238,14 +254,61 @@ class Rendered(unittest.TestCase):
                 self.assertLessEqual(base, keys)
 
     def test_base_replicas(self):
-        deployments = by_kind(self.trees["deploy/base"], "Deployment")
+        deployments = context_deployments(self.trees["deploy/base"])
         for name, deployment in deployments.items():
             expected = 2 if name in TWO_REPLICAS_FROM_THE_START else 1
             self.assertEqual(deployment["spec"]["replicas"], expected, name)
 
+    def test_one_test_card_network_for_every_payments_replica(self):
+        # Without a provider URL each payments replica starts a test card
+        # network of its own, in memory: a refund handled by a replica that
+        # did not take the charge is refused. The base runs one, shared.
+        objects = self.trees["deploy/base"]
+        deployment = by_kind(objects, "Deployment")[TEST_PROVIDER]
+        spec = deployment["spec"]
+        (container,) = spec["template"]["spec"]["containers"]
+        self.assertEqual(container["args"], ["test-provider", "--addr", "0.0.0.0:8080"])
+        labels = spec["template"]["metadata"]["labels"]
+        self.assertEqual(labels["app.kubernetes.io/part-of"], "mercato")
+        self.assertEqual(labels["app.kubernetes.io/component"], TEST_PROVIDER)
+        self.assertTrue(selects(spec["selector"]["matchLabels"], labels))
+        # Its state is in memory: exactly one pod, never two side by side
+        # (no HPA, no surge while rolling).
+        self.assertEqual(spec["replicas"], 1)
+        self.assertEqual(spec["strategy"], {"type": "Recreate"})
+        self.assertNotIn(TEST_PROVIDER, set(by_kind(objects, "HorizontalPodAutoscaler")))
+        service = by_kind(objects, "Service")[TEST_PROVIDER]
+        self.assertTrue(selects(service["spec"]["selector"], labels))
+        (port,) = service["spec"]["ports"]
+        self.assertEqual(port["port"], 8080)
+        self.assertEqual(container_port(container, port["targetPort"]), 8080)
+        data = by_kind(objects, "ConfigMap")["mercato-config"]["data"]
+        self.assertEqual(data.get("MERCATO_PAYMENTS__PROVIDER_URL"), TEST_PROVIDER_URL)
+
+    def test_no_test_card_network_in_production(self):
+        objects = self.trees[PRODUCTION]
+        for kind in ("Deployment", "Service", "HorizontalPodAutoscaler",
+                     "PodDisruptionBudget"):
+            self.assertNotIn(TEST_PROVIDER, set(by_kind(objects, kind)), kind)
+        # The operator must name the real provider: the base's URL would
+        # point at the deleted Service, and none would start a test network
+        # per replica.
+        data = by_kind(objects, "ConfigMap")["mercato-config"]["data"]
+        url = data.get("MERCATO_PAYMENTS__PROVIDER_URL", "")
+        self.assertRegex(url, r"^https://")
+        self.assertNotIn(TEST_PROVIDER, url)
+
+    def test_the_provider_url_points_at_a_test_provider_of_the_same_tree(self):
+        for _, objects in self.each_tree():
+            data = by_kind(objects, "ConfigMap")["mercato-config"]["data"]
+            self.assertIn("MERCATO_PAYMENTS__PROVIDER_URL", data)
+            if TEST_PROVIDER in data["MERCATO_PAYMENTS__PROVIDER_URL"]:
+                self.assertEqual(data["MERCATO_PAYMENTS__PROVIDER_URL"], TEST_PROVIDER_URL)
+                self.assertIn(TEST_PROVIDER, set(by_kind(objects, "Deployment")))
+                self.assertIn(TEST_PROVIDER, set(by_kind(objects, "Service")))
+
     def test_production_pins_the_image(self):
-        for deployment in by_kind(self.trees["deploy/overlays/production"],
-                                  "Deployment").values():
+        for deployment in by_kind(self.trees[PRODUCTION], "Deployment").values():
             (container,) = deployment["spec"]["template"]["spec"]["containers"]
             self.assertNotRegex(container["image"], r":(dev|latest)$|^[^:@]+$")
 
@@ -342,6 +405,37 @@ class FallbackRenderer(unittest.TestCase):
                 "resources: []\ncommonLabels: {a: b}\n")
             with self.assertRaisesRegex(manifests.RenderError, "commonLabels"):
                 manifests.build(Path(tmp))
+
+    def test_a_delete_patch_removes_the_object_it_names(self):
+        objects = [{"apiVersion": "v1", "kind": kind, "metadata": {"name": n}}
+                   for kind in ("Service", "ConfigMap") for n in ("x", "xy")]
+        manifests.apply_patch(Path("."), objects, {"patch": textwrap.dedent("""\
+            $patch: delete
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: x
+            """)})
+        self.assertEqual([(o["kind"], o["metadata"]["name"]) for o in objects],
+                         [("Service", "xy"), ("ConfigMap", "x"), ("ConfigMap", "xy")])
+        with self.assertRaisesRegex(manifests.RenderError, "matches 0 objects"):
+            manifests.apply_patch(Path("."), objects, {"patch": textwrap.dedent("""\
+                $patch: delete
+                apiVersion: apps/v1
+                kind: Service
+                metadata: {name: xy}
+                """)})
+
+    def test_refuses_other_strategic_merge_patches(self):
+        objects = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+                    "spec": {}}]
+        with self.assertRaisesRegex(manifests.RenderError, r"\$patch: delete"):
+            manifests.apply_patch(Path("."), objects, {"patch": textwrap.dedent("""\
+                apiVersion: v1
+                kind: Service
+                metadata: {name: x}
+                spec: {type: NodePort}
+                """)})
 
     def test_patch_target_names_are_anchored(self):
         objects = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {}}

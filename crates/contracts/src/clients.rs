@@ -1,7 +1,9 @@
 //! How one context calls another. Each trait is implemented in process by the
 //! owning context (embedded mode) and over HTTP (distributed mode).
 
-use crate::types::{Line, Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity};
+use crate::types::{
+    Line, PlaceOrder, PlacedOrder, Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity,
+};
 use async_trait::async_trait;
 use mercato_kernel::Money;
 use std::time::Duration;
@@ -195,4 +197,17 @@ pub trait PricingClient: Send + Sync + 'static {
     /// Gives an order's use back; a no-op when it holds none or gave it back
     /// already. A redemption of the order arriving later is refused.
     async fn release(&self, order_id: Uuid) -> ClientResult<()>;
+}
+
+/// Orders, as the contexts that place orders for customers (subscriptions)
+/// see them.
+#[async_trait]
+pub trait OrdersClient: Send + Sync + 'static {
+    /// Places the order and starts its checkout saga; a repeat with the
+    /// same `order_id` answers with that order as it stands now. Refused
+    /// ([`ClientError::Rejected`]) when it cannot be placed: a SKU that
+    /// cannot be bought (`sku_unavailable`), an address nobody ships to
+    /// (`shipping_unavailable`), lines out of their rules
+    /// (`validation_failed`).
+    async fn place(&self, request: &PlaceOrder) -> ClientResult<PlacedOrder>;
 }

@@ -286,6 +286,73 @@ pub struct PromotionReleased {
 }
 event!(PromotionReleased, "promotion.released");
 
+// subscriptions
+
+/// A customer subscribed: the first order is placed with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionCreated {
+    pub subscription_id: Uuid,
+    pub customer_id: Uuid,
+    pub items: Vec<SkuQuantity>,
+    /// `week` or `month`.
+    pub interval: String,
+    pub next_renewal_at: DateTime<Utc>,
+}
+event!(SubscriptionCreated, "subscription.created");
+
+/// An order of a subscription's period was placed (the first, a renewal,
+/// or another attempt after a declined one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRenewalPlaced {
+    pub subscription_id: Uuid,
+    pub customer_id: Uuid,
+    pub order_id: Uuid,
+    /// 0 for the first order, then one more per interval.
+    pub period: i64,
+    /// 1 for the first try of the period.
+    pub attempt: i64,
+}
+event!(SubscriptionRenewalPlaced, "subscription.renewal_placed");
+
+/// An order of a subscription's period was cancelled or refused: it is
+/// tried again after a pause, or the subscription is past due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRenewalFailed {
+    pub subscription_id: Uuid,
+    pub customer_id: Uuid,
+    pub order_id: Uuid,
+    pub period: i64,
+    pub attempt: i64,
+    /// The order's cancel reason (`payment_failed`, ...) or the refusal's code.
+    pub reason: String,
+    /// Failed attempts in a row, this one included.
+    pub failed_attempts: i64,
+}
+event!(SubscriptionRenewalFailed, "subscription.renewal_failed");
+
+/// Every attempt of a period failed: the subscription places nothing more
+/// until it is renewed or resumed, and the customer is told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionPastDue {
+    pub subscription_id: Uuid,
+    pub customer_id: Uuid,
+    /// The order of the last failed attempt.
+    pub order_id: Uuid,
+    pub failed_attempts: i64,
+    pub reason: String,
+}
+event!(SubscriptionPastDue, "subscription.past_due");
+
+/// A subscription was paused, resumed or cancelled (`status` is the new one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionStatusChanged {
+    pub subscription_id: Uuid,
+    pub customer_id: Uuid,
+    /// `active`, `paused` or `cancelled`.
+    pub status: String,
+}
+event!(SubscriptionStatusChanged, "subscription.status_changed");
+
 // notifications
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

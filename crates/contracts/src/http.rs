@@ -19,14 +19,16 @@
 
 use crate::clients::{
     Access, CartClient, CartContents, CatalogClient, ChargeOutcome, ClientError, ClientResult,
-    IdentityClient, InventoryClient, PaymentsClient, PricingClient, RedeemOutcome, RefundOutcome,
-    ReserveOutcome,
+    IdentityClient, InventoryClient, OrdersClient, PaymentsClient, PricingClient, RedeemOutcome,
+    RefundOutcome, ReserveOutcome,
 };
 use crate::internal::{
     ChargeRequest, ChargeResponse, CheckedOutRequest, RedeemRequest, RedeemResponse,
     RefundPartRequest, RefundResponse, ReserveRequest, ReserveResponse, RestockPartRequest,
 };
-use crate::types::{Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity};
+use crate::types::{
+    PlaceOrder, PlacedOrder, Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity,
+};
 use async_trait::async_trait;
 use mercato_kernel::internal::REQUEST_ID_HEADER;
 use mercato_kernel::resilience::{backoff, CircuitBreaker};
@@ -633,6 +635,26 @@ impl PricingClient for HttpPricingClient {
             )
             .await?;
         self.0.done(&answer)
+    }
+}
+
+/// [`OrdersClient`] over HTTP.
+#[derive(Debug)]
+pub struct HttpOrdersClient(pub ServiceClient);
+
+#[async_trait]
+impl OrdersClient for HttpOrdersClient {
+    async fn place(&self, request: &PlaceOrder) -> ClientResult<PlacedOrder> {
+        let id = request.order_id.to_string();
+        let answer = self
+            .0
+            .call(
+                Method::PUT,
+                &["orders", &id],
+                json_body(self.0.name, request)?,
+            )
+            .await?;
+        self.0.decode(&answer)
     }
 }
 

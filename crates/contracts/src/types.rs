@@ -273,3 +273,28 @@ pub fn is_warehouse_name(raw: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
+
+/// An order another context places for a customer (a subscription's
+/// renewal): these lines, to this address, paid with this token, through
+/// the checkout saga, without a cart. The caller picks the order's id: a
+/// repeat with the same id is the same order, never a second one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    /// The subscription the order renews.
+    pub subscription_id: Uuid,
+    pub items: Vec<SkuQuantity>,
+    pub payment_token: String,
+    pub shipping_address: ShippingAddress,
+}
+
+/// The order a [`PlaceOrder`] placed, as it stands: `pending`, or already
+/// `confirmed` or `cancelled` (with its reason) on a repeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub order_id: Uuid,
+    pub status: String,
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
+}

@@ -4,7 +4,8 @@
 use crate::config::Settings;
 use anyhow::Context as _;
 use mercato_contracts::clients::{
-    CartClient, CatalogClient, IdentityClient, InventoryClient, PaymentsClient, PricingClient,
+    CartClient, CatalogClient, IdentityClient, InventoryClient, OrdersClient, PaymentsClient,
+    PricingClient,
 };
 use mercato_gateway::{ConnectionLimits, GatewayConfig, Probe, Probes};
 use mercato_kernel::auth::TokenKeys;
@@ -37,6 +38,7 @@ pub struct Contexts {
     pub payments: Arc<mercato_payments::PaymentsService>,
     pub orders: Arc<mercato_orders::OrdersService>,
     pub pricing: Arc<mercato_pricing::PricingService>,
+    pub subscriptions: Arc<mercato_subscriptions::SubscriptionsService>,
     /// The built-in test payment provider (idle when a real one is configured).
     pub test_provider: mercato_payments::testprovider::TestProvider,
 }
@@ -138,6 +140,7 @@ pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<
         StreamSpec::new("payments", &["payment"]),
         StreamSpec::new("notifications", &["notification"]),
         StreamSpec::new("pricing", &["promotion"]),
+        StreamSpec::new("subscriptions", &["subscription"]),
     ];
     JetStreamBus::connect(config)
         .await
@@ -595,8 +598,45 @@ pub(crate) async fn build_orders(
     }
     Ok(Parts {
         api: mercato_orders::routes::router(orders.clone()),
-        internal: None,
+        internal: Some(mercato_orders::routes::internal_router(orders.clone())),
         service: orders,
+        db,
+        tasks,
+    })
+}
+
+/// Subscriptions, with the scheduler that renews them on every replica.
+pub(crate) async fn build_subscriptions(
+    settings: &Settings,
+    shared: &Shared,
+    orders: Arc<dyn OrdersClient>,
+) -> anyhow::Result<Parts<mercato_subscriptions::SubscriptionsService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_subscriptions::NAME,
+        &mercato_subscriptions::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let subscriptions = Arc::new(mercato_subscriptions::SubscriptionsService::new(
+        mercato_subscriptions::store::SubscriptionsStore::new(db.clone(), outbox),
+        orders,
+        mercato_subscriptions::service::SchedulerConfig {
+            poll: Duration::from_millis(settings.subscriptions.poll_ms.max(10)),
+            retry_backoff: Duration::from_millis(settings.subscriptions.retry_backoff_ms),
+            ..Default::default()
+        },
+    ));
+    for sub in subscriptions.subscriptions() {
+        tasks.push(shared.bus.subscribe(sub, shared.shutdown.clone()));
+    }
+    tasks.push(subscriptions.spawn_scheduler(shared.shutdown.clone()));
+    Ok(Parts {
+        api: mercato_subscriptions::routes::router(subscriptions.clone()),
+        internal: None,
+        service: subscriptions,
         db,
         tasks,
     })
@@ -869,6 +909,10 @@ impl Application {
         )
         .await?;
         let orders = all.add("orders", orders);
+        let subscriptions = all.add(
+            "subscriptions",
+            build_subscriptions(&settings, &shared, orders.clone()).await?,
+        );
         let search = all.add("search", build_search(&settings, &shared, None).await?);
         let notifications = all.add(
             "notifications",
@@ -899,6 +943,7 @@ impl Application {
                 payments,
                 orders,
                 pricing,
+                subscriptions,
                 test_provider,
             },
         })

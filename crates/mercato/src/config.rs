@@ -25,6 +25,7 @@ pub struct Settings {
     pub inventory: InventorySettings,
     pub payments: PaymentsSettings,
     pub orders: OrdersSettings,
+    pub subscriptions: SubscriptionsSettings,
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
     pub cart: CartSettings,
@@ -179,6 +180,25 @@ impl Default for OrdersSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct SubscriptionsSettings {
+    /// How often the scheduler looks for due renewals and retries.
+    pub poll_ms: u64,
+    /// The pause after a subscription's first failed order; four times as
+    /// long after each next one (3 attempts in all).
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> Self {
+        Self {
+            poll_ms: 1000,
+            retry_backoff_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NotificationsSettings {
     /// `smtp://user:pass@host:port` or `smtps://...`. Unset: messages go to
     /// the local sink, `<data_dir>/notifications/sent.jsonl`.
@@ -227,10 +247,11 @@ pub struct ServicesSettings {
     pub payments: Option<String>,
     pub notifications: Option<String>,
     pub pricing: Option<String>,
+    pub subscriptions: Option<String>,
 }
 
 /// The contexts `serve --service` runs, in the order they are listed.
-pub const CONTEXTS: [&str; 9] = [
+pub const CONTEXTS: [&str; 10] = [
     "identity",
     "catalog",
     "search",
@@ -240,6 +261,7 @@ pub const CONTEXTS: [&str; 9] = [
     "payments",
     "notifications",
     "pricing",
+    "subscriptions",
 ];
 
 impl ServicesSettings {
@@ -255,6 +277,7 @@ impl ServicesSettings {
             "payments" => &self.payments,
             "notifications" => &self.notifications,
             "pricing" => &self.pricing,
+            "subscriptions" => &self.subscriptions,
             _ => &None,
         };
         list.as_deref()
@@ -478,6 +501,7 @@ impl Default for Settings {
             inventory: InventorySettings::default(),
             payments: PaymentsSettings::default(),
             orders: OrdersSettings::default(),
+            subscriptions: SubscriptionsSettings::default(),
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
             cart: CartSettings::default(),

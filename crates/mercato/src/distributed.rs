@@ -8,8 +8,8 @@ use crate::app::{self, Assembly, OrdersDeps, Shared};
 use crate::config::{Settings, CONTEXTS};
 use anyhow::Context as _;
 use mercato_contracts::http::{
-    HttpCartClient, HttpCatalogClient, HttpIdentityClient, HttpInventoryClient, HttpPaymentsClient,
-    HttpPricingClient, ServiceClient, ServiceConfig,
+    HttpCartClient, HttpCatalogClient, HttpIdentityClient, HttpInventoryClient, HttpOrdersClient,
+    HttpPaymentsClient, HttpPricingClient, ServiceClient, ServiceConfig,
 };
 use mercato_gateway::ConnectionLimits;
 use mercato_kernel::auth::TokenKeys;
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What `--service` accepts.
-pub const SERVICES: [&str; 10] = [
+pub const SERVICES: [&str; 11] = [
     "identity",
     "catalog",
     "search",
@@ -34,6 +34,7 @@ pub const SERVICES: [&str; 10] = [
     "payments",
     "notifications",
     "pricing",
+    "subscriptions",
     "gateway",
 ];
 
@@ -150,6 +151,7 @@ async fn build_context(
         "cart" => &["catalog", "pricing"],
         "inventory" => &["catalog"],
         "orders" => &["cart", "catalog", "inventory", "payments", "pricing"],
+        "subscriptions" => &["orders"],
         _ => &[],
     };
     for target in needs {
@@ -268,6 +270,18 @@ async fn build_context(
         }
         "notifications" => {
             all.add(name, app::build_notifications(settings, &shared).await?);
+        }
+        "subscriptions" => {
+            // Placing an order prices it first: catalog and pricing calls.
+            let place = ServiceConfig {
+                timeout: Duration::from_secs(5),
+                ..calls
+            };
+            let orders = HttpOrdersClient(client(settings, name, "orders", place)?);
+            all.add(
+                name,
+                app::build_subscriptions(settings, &shared, Arc::new(orders)).await?,
+            );
         }
         other => anyhow::bail!("unknown service {other:?}"),
     }

@@ -66,6 +66,7 @@ pub fn owner(path: &str) -> Option<&'static str> {
         ("payments", _) => "payments",
         ("notifications", _) => "notifications",
         ("promotions" | "shipping-methods" | "tax-rates", _) => "pricing",
+        ("subscriptions", _) => "subscriptions",
         _ => return None,
     })
 }
@@ -679,6 +680,7 @@ mod tests {
         assert_eq!(owner("/promotions/1"), Some("pricing"));
         assert_eq!(owner("/shipping-methods"), Some("pricing"));
         assert_eq!(owner("/tax-rates/DE"), Some("pricing"));
+        assert_eq!(owner("/subscriptions/1/renew"), Some("subscriptions"));
         assert_eq!(owner("/cart/promotions"), Some("cart"));
         assert_eq!(owner("/checkout/quote"), Some("orders"));
         assert_eq!(owner("/nothing"), None);

@@ -17,14 +17,17 @@ pub enum Template {
     OrderCancelled,
     OrderShipped,
     OrderRefunded,
+    /// Every attempt at a subscription's order failed.
+    SubscriptionPastDue,
 }
 
 impl Template {
-    pub const ALL: [Template; 4] = [
+    pub const ALL: [Template; 5] = [
         Template::OrderConfirmed,
         Template::OrderCancelled,
         Template::OrderShipped,
         Template::OrderRefunded,
+        Template::SubscriptionPastDue,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -33,6 +36,7 @@ impl Template {
             Template::OrderCancelled => "order_cancelled",
             Template::OrderShipped => "order_shipped",
             Template::OrderRefunded => "order_refunded",
+            Template::SubscriptionPastDue => "subscription_past_due",
         }
     }
 
@@ -118,7 +122,8 @@ pub struct NotificationView {
     /// How it is delivered: `email`.
     #[schema(example = "email")]
     pub channel: String,
-    /// `order_confirmed`, `order_cancelled`, `order_shipped` or `order_refunded`.
+    /// `order_confirmed`, `order_cancelled`, `order_shipped`, `order_refunded`
+    /// or `subscription_past_due`.
     #[schema(example = "order_confirmed")]
     pub template: String,
     pub subject: String,

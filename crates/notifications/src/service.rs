@@ -5,7 +5,7 @@ use crate::store::NotificationsStore;
 use crate::templates::{MessageContext, Templates};
 use anyhow::Context as _;
 use mercato_contracts::events::{
-    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, UserErased,
+    OrderCancelled, OrderConfirmed, OrderRefunded, OrderShipped, SubscriptionPastDue, UserErased,
     UserPreferencesChanged, UserRegistered, UserUpdated,
 };
 use mercato_kernel::auth::Caller;
@@ -39,6 +39,8 @@ struct OrderNotice {
     order_id: Uuid,
     total: Option<String>,
     reason: Option<String>,
+    subscription_id: Option<Uuid>,
+    attempts: Option<i64>,
 }
 
 fn order_notice(env: &Envelope) -> anyhow::Result<Option<OrderNotice>> {
@@ -51,6 +53,8 @@ fn order_notice(env: &Envelope) -> anyhow::Result<Option<OrderNotice>> {
                 order_id: e.order_id,
                 total: Some(format_money(&e.total)),
                 reason: None,
+                subscription_id: None,
+                attempts: None,
             }
         }
         OrderCancelled::TYPE => {
@@ -61,6 +65,8 @@ fn order_notice(env: &Envelope) -> anyhow::Result<Option<OrderNotice>> {
                 order_id: e.order_id,
                 total: Some(format_money(&e.total)),
                 reason: Some(e.reason),
+                subscription_id: None,
+                attempts: None,
             }
         }
         OrderShipped::TYPE => {
@@ -71,6 +77,8 @@ fn order_notice(env: &Envelope) -> anyhow::Result<Option<OrderNotice>> {
                 order_id: e.order_id,
                 total: None,
                 reason: None,
+                subscription_id: None,
+                attempts: None,
             }
         }
         OrderRefunded::TYPE => {
@@ -81,6 +89,20 @@ fn order_notice(env: &Envelope) -> anyhow::Result<Option<OrderNotice>> {
                 order_id: e.order_id,
                 total: Some(format_money(&e.amount)),
                 reason: None,
+                subscription_id: None,
+                attempts: None,
+            }
+        }
+        SubscriptionPastDue::TYPE => {
+            let e: SubscriptionPastDue = env.decode()?;
+            OrderNotice {
+                template: Template::SubscriptionPastDue,
+                customer_id: e.customer_id,
+                order_id: e.order_id,
+                total: None,
+                reason: Some(e.reason),
+                subscription_id: Some(e.subscription_id),
+                attempts: Some(e.failed_attempts),
             }
         }
         _ => return Ok(None),
@@ -178,6 +200,8 @@ impl NotificationsService {
                 order_id: notice.order_id.to_string(),
                 total: notice.total,
                 reason: notice.reason,
+                subscription_id: notice.subscription_id.map(|id| id.to_string()),
+                attempts: notice.attempts,
             },
         )?;
         let n = NewNotification {
@@ -225,6 +249,7 @@ impl NotificationsService {
                     OrderCancelled::TYPE.to_owned(),
                     OrderShipped::TYPE.to_owned(),
                     OrderRefunded::TYPE.to_owned(),
+                    SubscriptionPastDue::TYPE.to_owned(),
                 ],
                 handler: Arc::new(OrderEventsHandler(self.clone())),
             },

@@ -15,6 +15,10 @@ pub struct MessageContext {
     pub total: Option<String>,
     /// The cancel reason code (`out_of_stock`, `payment_failed`, ...).
     pub reason: Option<String>,
+    /// The subscription the message is about, if any.
+    pub subscription_id: Option<String>,
+    /// How many times something was tried (a subscription's order).
+    pub attempts: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +32,7 @@ pub struct Templates {
     env: Environment<'static>,
 }
 
-const SOURCES: [(Template, &str, &str); 4] = [
+const SOURCES: [(Template, &str, &str); 5] = [
     (
         Template::OrderConfirmed,
         include_str!("../templates/order_confirmed.subject.txt"),
@@ -48,6 +52,11 @@ const SOURCES: [(Template, &str, &str); 4] = [
         Template::OrderRefunded,
         include_str!("../templates/order_refunded.subject.txt"),
         include_str!("../templates/order_refunded.body.txt"),
+    ),
+    (
+        Template::SubscriptionPastDue,
+        include_str!("../templates/subscription_past_due.subject.txt"),
+        include_str!("../templates/subscription_past_due.body.txt"),
     ),
 ];
 
@@ -98,6 +107,8 @@ mod tests {
             order_id: "0196f3a0-0000-7000-8000-000000000001".into(),
             total: total.map(Into::into),
             reason: reason.map(Into::into),
+            subscription_id: Some("0196f3a0-0000-7000-8000-0000000000aa".into()),
+            attempts: Some(3),
         }
     }
 
@@ -176,6 +187,23 @@ mod tests {
             r.subject,
             "Your order 0196f3a0-0000-7000-8000-000000000001 was refunded"
         );
+    }
+
+    #[test]
+    fn a_past_due_subscription_names_itself_and_the_last_order() {
+        let r = templates()
+            .render(
+                Template::SubscriptionPastDue,
+                &ctx(None, Some("payment_failed")),
+            )
+            .expect("renders");
+        assert_eq!(
+            r.subject,
+            "Your subscription could not be renewed (order 0196f3a0-0000-7000-8000-000000000001)"
+        );
+        assert!(r.body.contains("we tried 3 times"), "{}", r.body);
+        assert!(r.body.contains("0196f3a0-0000-7000-8000-0000000000aa"));
+        assert!(r.body.contains("payment_failed"));
     }
 
     #[test]

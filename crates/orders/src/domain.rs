@@ -130,6 +130,8 @@ pub struct Order {
     pub promotion: Option<AppliedPromotion>,
     pub payment: PaymentSummary,
     pub shipping_address: ShippingAddress,
+    /// The subscription that placed the order; null for a cart's checkout.
+    pub subscription_id: Option<Uuid>,
     pub history: Vec<HistoryEntry>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -88,6 +88,18 @@ const RETURNS: Migration = Migration {
           CREATE INDEX returns_order ON returns (order_id, id)",
 };
 
+/// Orders placed for a subscription: they come from no cart, so the one
+/// pending order per customer (a cart's) does not count them. Plain SQL
+/// both backends take.
+const SUBSCRIPTION_ORDERS: Migration = Migration {
+    version: 5,
+    name: "subscription_orders",
+    sql: "ALTER TABLE orders ADD COLUMN subscription_id TEXT;
+          DROP INDEX orders_one_pending;
+          CREATE UNIQUE INDEX orders_one_pending ON orders (customer_id)
+              WHERE status = 'pending' AND subscription_id IS NULL",
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -98,6 +110,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         ONE_PENDING_ORDER,
         PRICING,
         RETURNS,
+        SUBSCRIPTION_ORDERS,
     ],
     postgres: &[
         Migration {
@@ -108,5 +121,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         ONE_PENDING_ORDER,
         PRICING,
         RETURNS,
+        SUBSCRIPTION_ORDERS,
     ],
 };

@@ -677,3 +677,49 @@ mod tests {
         }
     }
 }
+
+/// The endpoint behind [`mercato_contracts::clients::OrdersClient`].
+pub fn internal_router(service: Arc<OrdersService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::OrdersService;
+    use axum::extract::State;
+    use mercato_contracts::types::{PlaceOrder, PlacedOrder};
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::{ApiError, ApiResult};
+    use std::sync::Arc;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    use uuid::Uuid;
+
+    type AppState = Arc<OrdersService>;
+
+    pub(super) fn router(service: AppState) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(place))
+            .with_state(service)
+    }
+
+    /// Places an order for a subscription, once per order id.
+    #[utoipa::path(put, path = "/orders/{order_id}", tag = "internal", security(("service_token" = [])),
+        params(("order_id" = String, Path, description = "The order's id, chosen by the caller")),
+        responses(
+            (status = 200, description = "`{order_id, status, cancel_reason}`"),
+            (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+            (status = 422, description = "`sku_unavailable`, `shipping_unavailable`, `validation_failed`", body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn place(
+        State(service): State<AppState>,
+        Path(order_id): Path<Uuid>,
+        Json(body): Json<PlaceOrder>,
+    ) -> ApiResult<Json<PlacedOrder>> {
+        if body.order_id != order_id {
+            return Err(ApiError::validation("the body's order_id is not the path's"));
+        }
+        Ok(Json(service.place(&body).await?))
+    }
+}

@@ -1,7 +1,8 @@
 //! The checkout saga, orchestrated.
 //!
 //! Forward steps: `reserve` → `redeem` → `pay` → `commit` → `empty_cart`
-//! → `confirm_emptied`; when the cart could not be emptied at once,
+//! → `confirm_emptied` (an order placed for a subscription has no cart and
+//! goes from `commit` to `confirm_emptied`); when the cart could not be emptied at once,
 //! `confirm` → `clear_cart` instead. Compensation: `refund_payment` → `release_stock` →
 //! `release_promotion` → `cancel_order`. An unwind (cancellation or refund
 //! of a confirmed order): `refund_payment` → `restock`, then for a
@@ -689,10 +690,15 @@ impl SagaRunner {
             }
             (SagaState::Running, "commit") => {
                 match within(cfg.step_timeout, "inventory", self.inventory.commit(id)).await {
-                    Ok(()) => Step::Advanced(
-                        self.advance(saga, SagaState::Running, "empty_cart", None)
-                            .await?,
-                    ),
+                    Ok(()) => {
+                        // A subscription's order comes from no cart.
+                        let next = if order.subscription_id.is_some() {
+                            "confirm_emptied"
+                        } else {
+                            "empty_cart"
+                        };
+                        Step::Advanced(self.advance(saga, SagaState::Running, next, None).await?)
+                    }
                     Err(ClientError::Failed(_, why)) => {
                         tracing::warn!(order_id = %id, error = %why, "reservation could not be committed; compensating");
                         self.compensate(saga, cancel_reason::OUT_OF_STOCK).await?

@@ -7,12 +7,15 @@ use crate::returns::{NewReturn, RefundKind, RefundStart, Return, ReturnItem, Ret
 use crate::saga::SagaRunner;
 use crate::store::{CreateOutcome, IdempotencyRecord, OrdersStore, SagaUpdate, Viewer};
 use mercato_contracts::clients::{
-    CartClient, CatalogClient, ClientError, IdentityClient, PricingClient,
+    CartClient, CatalogClient, ClientError, ClientResult, IdentityClient, OrdersClient,
+    PricingClient,
 };
 use mercato_contracts::events::{
     OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped, UserErased,
 };
-use mercato_contracts::types::{Line, PricedLine, Quote, QuoteRequest};
+use mercato_contracts::types::{
+    Line, PlaceOrder, PlacedOrder, PricedLine, ProductStatus, Quote, QuoteRequest, SkuInfo,
+};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::bus::{EventHandler, Subscription};
 use mercato_kernel::event::DomainEvent;
@@ -78,6 +81,76 @@ struct PricedCart {
     items: Vec<Line>,
     sellers: Vec<Uuid>,
     quote: Quote,
+}
+
+/// Where orders placed for other contexts keep their ids as keys.
+const PLACED_SCOPE: &str = "placed-order";
+
+/// At most this many units of one SKU on one order line (as in a cart).
+const MAX_LINE_QUANTITY: i64 = 999;
+
+/// What a placed order has come to, for the context that placed it.
+fn placed(order: &Order) -> PlacedOrder {
+    PlacedOrder {
+        order_id: order.id,
+        status: order.status.as_str().to_owned(),
+        cancel_reason: order.cancel_reason.clone(),
+    }
+}
+
+#[async_trait::async_trait]
+impl OrdersClient for OrdersService {
+    async fn place(&self, request: &PlaceOrder) -> ClientResult<PlacedOrder> {
+        OrdersService::place(self, request)
+            .await
+            .map_err(|e| match e.status.as_u16() {
+                422 => ClientError::Rejected(crate::NAME, e.code.into_owned(), e.message),
+                503 => ClientError::Unavailable(crate::NAME, e.message),
+                _ => ClientError::Failed(crate::NAME, format!("{} {}", e.code, e.message)),
+            })
+    }
+}
+
+/// A new `pending` order of `items`, priced by `quote`.
+fn new_order(
+    id: Uuid,
+    customer_id: Uuid,
+    items: Vec<Line>,
+    quote: Quote,
+    address: ShippingAddress,
+    subscription_id: Option<Uuid>,
+) -> Order {
+    let now = time::now();
+    Order {
+        id,
+        customer_id,
+        status: OrderStatus::Pending,
+        cancel_reason: None,
+        items,
+        payment: PaymentSummary {
+            status: "pending".into(),
+            amount: quote.total.clone(),
+        },
+        subtotal: quote.subtotal,
+        discount_total: quote.discount_total,
+        shipping_total: quote.shipping_total,
+        tax_total: quote.tax_total,
+        refunded_total: Money::zero(quote.currency.clone()),
+        currency: quote.currency,
+        discounts: quote.discounts,
+        shipping_method: quote.shipping_method,
+        tax_lines: quote.tax_lines,
+        promotion: quote.promotion,
+        total: quote.total,
+        shipping_address: address,
+        subscription_id,
+        history: vec![crate::domain::HistoryEntry {
+            status: OrderStatus::Pending,
+            at: now,
+        }],
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 /// A refusal of another context for the person who asked, passed on; any
@@ -169,7 +242,29 @@ impl OrdersService {
             .contents(customer_id)
             .await
             .map_err(verdict_or_dependency)?;
-        let items = contents.lines;
+        if contents.lines.is_empty() {
+            return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
+        }
+        self.price_lines(
+            customer_id,
+            contents.lines,
+            contents.promotion_code,
+            to,
+            shipping_method,
+        )
+        .await
+    }
+
+    /// Lines priced for `to` with a code, shipping and tax: what an order
+    /// of them would charge. `items` is not empty.
+    async fn price_lines(
+        &self,
+        customer_id: Uuid,
+        items: Vec<Line>,
+        code: Option<String>,
+        to: &ShippingAddress,
+        shipping_method: Option<Uuid>,
+    ) -> Result<PricedCart, ApiError> {
         let Some(first) = items.first() else {
             return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
         };
@@ -177,17 +272,7 @@ impl OrdersService {
         let mut sellers = BTreeSet::new();
         let mut lines = Vec::with_capacity(items.len());
         for line in &items {
-            let info = self
-                .catalog
-                .sku(&line.sku)
-                .await
-                .map_err(dependency)?
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        "sku_unavailable",
-                        format!("{} can no longer be bought", line.sku),
-                    )
-                })?;
+            let info = self.sellable(&line.sku).await?;
             sellers.insert(info.seller_id);
             lines.push(PricedLine {
                 sku: line.sku.clone(),
@@ -202,7 +287,7 @@ impl OrdersService {
                 customer_id: Some(customer_id),
                 currency,
                 lines,
-                code: contents.promotion_code,
+                code,
                 country: Some(to.country.clone()),
                 shipping_method,
             })
@@ -213,6 +298,18 @@ impl OrdersService {
             sellers: sellers.into_iter().collect(),
             quote,
         })
+    }
+
+    /// What the catalog knows of a SKU; 422 `sku_unavailable` for one no
+    /// product has.
+    async fn sellable(&self, sku: &str) -> Result<SkuInfo, ApiError> {
+        self.catalog
+            .sku(sku)
+            .await
+            .map_err(dependency)?
+            .ok_or_else(|| {
+                ApiError::unprocessable("sku_unavailable", format!("{sku} can no longer be bought"))
+            })
     }
 
     /// What checking out the caller's cart to `to` would charge, exactly.
@@ -274,37 +371,8 @@ impl OrdersService {
         } = self
             .price_cart(caller.user_id, &address, req.destination.shipping_method)
             .await?;
-        let now = time::now();
-        let total = quote.total.clone();
-        let order = Order {
-            id: id::new_id(),
-            customer_id: caller.user_id,
-            status: OrderStatus::Pending,
-            cancel_reason: None,
-            items,
-            payment: PaymentSummary {
-                status: "pending".into(),
-                amount: total.clone(),
-            },
-            subtotal: quote.subtotal,
-            discount_total: quote.discount_total,
-            shipping_total: quote.shipping_total,
-            tax_total: quote.tax_total,
-            refunded_total: mercato_kernel::Money::zero(quote.currency.clone()),
-            currency: quote.currency,
-            discounts: quote.discounts,
-            shipping_method: quote.shipping_method,
-            tax_lines: quote.tax_lines,
-            promotion: quote.promotion,
-            total,
-            shipping_address: address,
-            history: vec![crate::domain::HistoryEntry {
-                status: OrderStatus::Pending,
-                at: now,
-            }],
-            created_at: now,
-            updated_at: now,
-        };
+        let order = new_order(id::new_id(), caller.user_id, items, quote, address, None);
+        let now = order.created_at;
         let body = serde_json::to_string(&order).map_err(ApiError::internal)?;
         let placed = Envelope::new(
             crate::NAME,
@@ -365,6 +433,121 @@ impl OrdersService {
         tracing::info!(order_id = %order.id, total = %order.total, "order placed");
         self.saga.start(order.id);
         Ok(Answer { status: 202, body })
+    }
+
+    /// Places an order another context asks for (a subscription's) and
+    /// starts its saga: no cart, no code; the cheapest shipping to the
+    /// address, and its tax. The order's id is the caller's: a repeat
+    /// answers with the order as it stands.
+    pub async fn place(&self, req: &PlaceOrder) -> Result<PlacedOrder, ApiError> {
+        if let Some(order) = self.store.get(req.order_id).await? {
+            return Ok(placed(&order));
+        }
+        let token = req.payment_token.trim();
+        if token.is_empty() || req.payment_token.chars().count() > 200 {
+            return Err(ApiError::validation(
+                "payment.token must be 1 to 200 characters",
+            ));
+        }
+        req.shipping_address.validate()?;
+        if req.items.is_empty() {
+            return Err(ApiError::validation("an order needs at least one line"));
+        }
+        let mut items = Vec::with_capacity(req.items.len());
+        for wanted in &req.items {
+            if !(1..=MAX_LINE_QUANTITY).contains(&wanted.quantity) {
+                return Err(ApiError::validation(format!(
+                    "quantity of {} must be 1 to {MAX_LINE_QUANTITY}",
+                    wanted.sku
+                )));
+            }
+            let info = self.sellable(&wanted.sku).await?;
+            if info.status != ProductStatus::Active {
+                return Err(ApiError::unprocessable(
+                    "sku_unavailable",
+                    format!("{} can no longer be bought", wanted.sku),
+                ));
+            }
+            let line_total = info
+                .price
+                .checked_mul(wanted.quantity)
+                .map_err(|_| ApiError::validation("the line's total is too large"))?;
+            items.push(Line {
+                sku: info.sku,
+                product_id: info.product_id,
+                title: info.title,
+                quantity: wanted.quantity,
+                unit_price: info.price,
+                line_total,
+            });
+        }
+        let PricedCart {
+            items,
+            sellers,
+            quote,
+        } = self
+            .price_lines(
+                req.customer_id,
+                items,
+                None,
+                &req.shipping_address,
+                None,
+            )
+            .await?;
+        let order = new_order(
+            req.order_id,
+            req.customer_id,
+            items,
+            quote,
+            req.shipping_address.clone(),
+            Some(req.subscription_id),
+        );
+        let placed_event = Envelope::new(
+            crate::NAME,
+            order.id.to_string(),
+            &OrderPlaced {
+                order_id: order.id,
+                customer_id: order.customer_id,
+                items: order.items.clone(),
+                total: order.total.clone(),
+            },
+        )
+        .map_err(ApiError::internal)?;
+        let deadline = order.created_at
+            + chrono::Duration::from_std(self.saga.config().deadline).unwrap_or_default();
+        // The order id is the key: two requests for one order make one.
+        let key = order.id.to_string();
+        let record = IdempotencyRecord {
+            scope: PLACED_SCOPE,
+            key: &key,
+            request_hash: &key,
+            response: StoredResponse {
+                status: 201,
+                body: String::new(),
+            },
+        };
+        match self
+            .store
+            .create_checkout(&order, token, &sellers, &deadline, &record, &[placed_event])
+            .await?
+        {
+            CreateOutcome::Created => {
+                metrics::counter!("mercato_orders_total", "event" => "placed", "reason" => "")
+                    .increment(1);
+                tracing::info!(order_id = %order.id, subscription_id = %req.subscription_id, total = %order.total, "order placed for a subscription");
+                self.saga.start(order.id);
+                Ok(placed(&order))
+            }
+            CreateOutcome::KeyTaken | CreateOutcome::InProgress => {
+                let order = self.store.get(req.order_id).await?.ok_or_else(|| {
+                    ApiError::conflict(
+                        "idempotency_key_in_use",
+                        "the order is being placed by another request",
+                    )
+                })?;
+                Ok(placed(&order))
+            }
+        }
     }
 
     /// The order if the caller may see it; 404 otherwise, so that another

@@ -172,9 +172,10 @@ type OrderRow = (
     String,
     Option<String>,
     i64,
+    Option<String>,
 );
 const ORDER_COLUMNS: &str =
-    "id, customer_id, status, cancel_reason, items, total_amount, currency, payment_status, shipping_address, created_at, updated_at, pricing, refunded_amount";
+    "id, customer_id, status, cancel_reason, items, total_amount, currency, payment_status, shipping_address, created_at, updated_at, pricing, refunded_amount, subscription_id";
 
 impl OrdersStore {
     pub fn new(db: Db, outbox: Outbox) -> Self {
@@ -290,7 +291,7 @@ impl OrdersStore {
             promotion: order.promotion.clone(),
         };
         let inserted = sqlx::query(&format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}, payment_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO orders ({ORDER_COLUMNS}, payment_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(order.id.to_string())
         .bind(order.customer_id.to_string())
@@ -305,6 +306,7 @@ impl OrdersStore {
         .bind(time::to_db(&order.updated_at))
         .bind(serde_json::to_string(&pricing)?)
         .bind(order.refunded_total.amount)
+        .bind(order.subscription_id.map(|id| id.to_string()))
         .bind(payment_token)
         .execute(tx.conn())
         .await;
@@ -478,6 +480,7 @@ impl OrdersStore {
             updated_at,
             pricing,
             refunded_amount,
+            subscription_id,
         ) = row;
         let currency = Currency::parse(&currency)?;
         let total = Money::new(total_amount, currency.clone());
@@ -509,6 +512,7 @@ impl OrdersStore {
             currency,
             total,
             shipping_address: serde_json::from_str::<ShippingAddress>(&address)?,
+            subscription_id: subscription_id.as_deref().map(Uuid::parse_str).transpose()?,
             history,
             created_at: time::from_db(&created_at)?,
             updated_at: time::from_db(&updated_at)?,

@@ -18,3 +18,4 @@ mod pricing;
 mod redis;
 mod returns;
 mod search;
+mod subscriptions;

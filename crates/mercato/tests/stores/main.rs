@@ -13,3 +13,4 @@ mod identity;
 mod notifications;
 mod orders_payments;
 mod pricing;
+mod subscriptions;

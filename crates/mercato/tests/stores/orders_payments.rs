@@ -141,6 +141,7 @@ async fn a_saga_moves_only_from_where_it_is_and_only_for_its_lease_holder() {
                 postal_code: "1000".into(),
                 country: "NL".into(),
             },
+            subscription_id: None,
             history: vec![HistoryEntry {
                 status: OrderStatus::Pending,
                 at: now,

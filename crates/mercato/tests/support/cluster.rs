@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SERVICES: [&str; 9] = [
+pub const SERVICES: [&str; 10] = [
     "identity",
     "catalog",
     "search",
@@ -27,6 +27,7 @@ pub const SERVICES: [&str; 9] = [
     "payments",
     "notifications",
     "pricing",
+    "subscriptions",
 ];
 
 pub const JWT_SECRET: &str = "a-jwt-secret-shared-by-every-service";
@@ -120,6 +121,9 @@ impl Cluster {
             ("MERCATO_AUTH__PASSWORD_ITERATIONS".into(), "1".into()),
             ("MERCATO_HTTP__RATE_LIMIT_PER_SECOND".into(), "0".into()),
             ("MERCATO_LOG".into(), "warn".into()),
+            // Renewals and their retries within a test's patience.
+            ("MERCATO_SUBSCRIPTIONS__POLL_MS".into(), "100".into()),
+            ("MERCATO_SUBSCRIPTIONS__RETRY_BACKOFF_MS".into(), "200".into()),
         ];
         let mut database = None;
         if options.postgres {
@@ -159,7 +163,7 @@ impl Cluster {
         let mut procs = Vec::new();
         for service in SERVICES {
             let replicas = match service {
-                "orders" | "inventory" | "payments" if options.replicated => 2,
+                "orders" | "inventory" | "payments" | "subscriptions" if options.replicated => 2,
                 "search" => options.search_replicas.max(1),
                 _ => 1,
             };

@@ -39,6 +39,9 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     s.http.rate_limit_per_second = 0;
     // A disabled account's tokens are refused within this.
     s.auth.access_cache_ms = 300;
+    // Renewals and their retries within a test's patience.
+    s.subscriptions.poll_ms = 100;
+    s.subscriptions.retry_backoff_ms = 200;
     s
 }
 
