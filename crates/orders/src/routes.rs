@@ -718,7 +718,9 @@ mod internal {
         Json(body): Json<PlaceOrder>,
     ) -> ApiResult<Json<PlacedOrder>> {
         if body.order_id != order_id {
-            return Err(ApiError::validation("the body's order_id is not the path's"));
+            return Err(ApiError::validation(
+                "the body's order_id is not the path's",
+            ));
         }
         Ok(Json(service.place(&body).await?))
     }

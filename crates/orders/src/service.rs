@@ -486,13 +486,7 @@ impl OrdersService {
             sellers,
             quote,
         } = self
-            .price_lines(
-                req.customer_id,
-                items,
-                None,
-                &req.shipping_address,
-                None,
-            )
+            .price_lines(req.customer_id, items, None, &req.shipping_address, None)
             .await?;
         let order = new_order(
             req.order_id,

@@ -512,7 +512,10 @@ impl OrdersStore {
             currency,
             total,
             shipping_address: serde_json::from_str::<ShippingAddress>(&address)?,
-            subscription_id: subscription_id.as_deref().map(Uuid::parse_str).transpose()?,
+            subscription_id: subscription_id
+                .as_deref()
+                .map(Uuid::parse_str)
+                .transpose()?,
             history,
             created_at: time::from_db(&created_at)?,
             updated_at: time::from_db(&updated_at)?,

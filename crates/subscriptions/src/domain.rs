@@ -188,16 +188,27 @@ mod tests {
     use chrono::TimeZone;
 
     fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, m, d, 9, 0, 0).single().expect("a date")
+        Utc.with_ymd_and_hms(y, m, d, 9, 0, 0)
+            .single()
+            .expect("a date")
     }
 
     #[test]
     fn months_keep_the_day_or_take_the_last() {
         let jan31 = at(2026, 1, 31);
-        assert_eq!(Interval::Month.period_start(jan31, 1), Some(at(2026, 2, 28)));
-        assert_eq!(Interval::Month.period_start(jan31, 2), Some(at(2026, 3, 31)));
+        assert_eq!(
+            Interval::Month.period_start(jan31, 1),
+            Some(at(2026, 2, 28))
+        );
+        assert_eq!(
+            Interval::Month.period_start(jan31, 2),
+            Some(at(2026, 3, 31))
+        );
         assert_eq!(Interval::Week.period_start(jan31, 2), Some(at(2026, 2, 14)));
-        assert_eq!(Interval::Week.period_start(jan31, -1), Some(at(2026, 1, 24)));
+        assert_eq!(
+            Interval::Week.period_start(jan31, -1),
+            Some(at(2026, 1, 24))
+        );
         assert_eq!(Interval::Month.period_start(jan31, -1), None);
     }
 

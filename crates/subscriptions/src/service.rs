@@ -185,13 +185,8 @@ impl SubscriptionsService {
             })
             .await?;
         if !created {
-            return match idempotency::lookup(
-                self.store.db(),
-                &scope,
-                &req.idempotency_key,
-                &hash,
-            )
-            .await?
+            return match idempotency::lookup(self.store.db(), &scope, &req.idempotency_key, &hash)
+                .await?
             {
                 Some(stored) => Ok(Answer {
                     status: stored.status,
@@ -383,7 +378,7 @@ impl SubscriptionsService {
             }
         }
         let period = stored.retry_period.unwrap_or(stored.period);
-        match self.renew_period(&stored, period, time::now()).await {
+        match self.renew_period(&stored, period, true, time::now()).await {
             Ok(_) | Err(RenewError::Orders(ClientError::Rejected(..))) => {}
             Err(RenewError::Orders(e)) => {
                 tracing::warn!(subscription_id = %id, error = %e, "a renewal is not placed yet; the scheduler tries again");
@@ -402,6 +397,7 @@ impl SubscriptionsService {
         &self,
         stored: &Stored,
         period: i64,
+        retry: bool,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, RenewError> {
         let sub = &stored.view;
@@ -416,17 +412,19 @@ impl SubscriptionsService {
                 subscription_id: sub.id,
                 customer_id: sub.customer_id,
                 period,
+                retry,
                 advance_to,
             })
             .await
             .map_err(RenewError::Store)?;
         let Some(claim) = claim else {
             // The period has its order (placed early by renew, or by
-            // another replica a moment ago): only the schedule moves on.
+            // another replica a moment ago; a failed one is dunned on its
+            // own): only the schedule moves on.
             if let Some(next) = advance_to {
                 if self
                     .store
-                    .has_live_order(sub.id, period)
+                    .has_orders(sub.id, period)
                     .await
                     .map_err(RenewError::Store)?
                 {
@@ -451,8 +449,8 @@ impl SubscriptionsService {
     /// replicas at once: each order is claimed once (see
     /// [`SubscriptionsStore::claim`]). Returns the orders claimed.
     pub async fn tick(&self, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<usize> {
-        let stale = now
-            - chrono::Duration::from_std(self.config.unanswered_after).unwrap_or_default();
+        let stale =
+            now - chrono::Duration::from_std(self.config.unanswered_after).unwrap_or_default();
         for claim in self.store.unanswered(&stale, BATCH).await? {
             let Some(stored) = self.store.get(claim.subscription_id).await? else {
                 continue;
@@ -469,23 +467,35 @@ impl SubscriptionsService {
             let Some(stored) = self.store.get(id).await? else {
                 continue;
             };
-            if let Some(period) = stored.retry_period {
-                claimed += self.run(&stored, period, now).await;
+            // Read again after the list: another replica may have made it.
+            let due = stored.retry_at.is_some_and(|at| at <= now);
+            if let (Some(period), true) = (stored.retry_period, due) {
+                claimed += self.run(&stored, period, true, now).await;
             }
         }
         for id in self.store.due(&now, BATCH).await? {
             let Some(stored) = self.store.get(id).await? else {
                 continue;
             };
-            if stored.view.status == SubscriptionStatus::Active {
-                claimed += self.run(&stored, stored.period, now).await;
+            // Read again after the list: another replica may have moved it
+            // on to a period that is not due yet.
+            if stored.view.status == SubscriptionStatus::Active
+                && stored.view.next_renewal_at <= now
+            {
+                claimed += self.run(&stored, stored.period, false, now).await;
             }
         }
         Ok(claimed)
     }
 
-    async fn run(&self, stored: &Stored, period: i64, now: chrono::DateTime<chrono::Utc>) -> usize {
-        match self.renew_period(stored, period, now).await {
+    async fn run(
+        &self,
+        stored: &Stored,
+        period: i64,
+        retry: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> usize {
+        match self.renew_period(stored, period, retry, now).await {
             Ok(claimed) => usize::from(claimed),
             Err(RenewError::Orders(ClientError::Rejected(..))) => 1,
             Err(e) => {

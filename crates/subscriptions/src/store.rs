@@ -7,13 +7,11 @@
 //! is chosen with the claim, so the call to orders that follows, repeated
 //! after a crash or by another replica, places that one order.
 
-use crate::domain::{
-    Interval, Subscription, SubscriptionItem, SubscriptionStatus, MAX_ATTEMPTS,
-};
+use crate::domain::{Interval, Subscription, SubscriptionItem, SubscriptionStatus, MAX_ATTEMPTS};
 use chrono::{DateTime, Utc};
 use mercato_contracts::events::{
-    SubscriptionCreated, SubscriptionPastDue, SubscriptionRenewalFailed,
-    SubscriptionRenewalPlaced, SubscriptionStatusChanged,
+    SubscriptionCreated, SubscriptionPastDue, SubscriptionRenewalFailed, SubscriptionRenewalPlaced,
+    SubscriptionStatusChanged,
 };
 use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::db::{Db, Tx};
@@ -39,6 +37,8 @@ pub struct Stored {
     pub period: i64,
     /// A period whose order failed, to be tried again.
     pub retry_period: Option<i64>,
+    /// When the scheduler tries it again (none: only renew or resume does).
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// One order of a period.
@@ -77,6 +77,9 @@ pub struct ClaimRequest {
     pub subscription_id: Uuid,
     pub customer_id: Uuid,
     pub period: i64,
+    /// Another attempt may follow failed ones; otherwise only a period
+    /// with no order at all is claimed (the scheduler's first attempt).
+    pub retry: bool,
     /// The period is due: the subscription moves on to this one, which
     /// starts then (from `period`, the one being placed).
     pub advance_to: Option<(i64, DateTime<Utc>)>,
@@ -85,7 +88,7 @@ pub struct ClaimRequest {
 /// How long a retry waits, by failed attempts in a row.
 pub type RetryDelay = dyn Fn(i64) -> std::time::Duration + Send + Sync;
 
-const COLUMNS: &str = "id, customer_id, status, items, cadence, payment_token, shipping_address, anchor_at, period, next_renewal_at, failed_attempts, retry_period, created_at, updated_at";
+const COLUMNS: &str = "id, customer_id, status, items, cadence, payment_token, shipping_address, anchor_at, period, next_renewal_at, failed_attempts, retry_period, created_at, updated_at, retry_at";
 
 type Row = (
     String,
@@ -102,6 +105,7 @@ type Row = (
     Option<i64>,
     String,
     String,
+    Option<String>,
 );
 
 /// Statuses of a period's order that still count: no other is placed.
@@ -124,7 +128,11 @@ impl SubscriptionsStore {
         subscription_id: Uuid,
         payload: &E,
     ) -> anyhow::Result<Envelope> {
-        Ok(Envelope::new(crate::NAME, subscription_id.to_string(), payload)?)
+        Ok(Envelope::new(
+            crate::NAME,
+            subscription_id.to_string(),
+            payload,
+        )?)
     }
 
     /// Stores a subscription with the claim of its first order (period 0,
@@ -133,20 +141,14 @@ impl SubscriptionsStore {
     pub async fn create(&self, new: &NewSubscription<'_>) -> anyhow::Result<bool> {
         let s = new.view;
         let mut tx = self.db.begin().await?;
-        if !idempotency::record(
-            &mut tx,
-            new.scope,
-            new.key,
-            new.request_hash,
-            &new.response,
-        )
-        .await?
+        if !idempotency::record(&mut tx, new.scope, new.key, new.request_hash, &new.response)
+            .await?
         {
             return Ok(false);
         }
         let now = time::to_db(&s.created_at);
         sqlx::query(&format!(
-            "INSERT INTO subscriptions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO subscriptions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL)"
         ))
         .bind(s.id.to_string())
         .bind(s.customer_id.to_string())
@@ -260,6 +262,7 @@ impl SubscriptionsStore {
             retry_period,
             created_at,
             updated_at,
+            retry_at,
         ) = row;
         Ok(Stored {
             view: Subscription {
@@ -281,6 +284,7 @@ impl SubscriptionsStore {
             anchor_at: time::from_db(&anchor_at)?,
             period,
             retry_period,
+            retry_at: retry_at.as_deref().map(time::from_db).transpose()?,
         })
     }
 
@@ -295,11 +299,12 @@ impl SubscriptionsStore {
     }
 
     pub async fn get(&self, id: Uuid) -> anyhow::Result<Option<Stored>> {
-        let row: Option<Row> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
         match row {
             None => Ok(None),
             Some(row) => {
@@ -362,15 +367,22 @@ impl SubscriptionsStore {
         .bind(req.period)
         .fetch_one(tx.conn())
         .await?;
-        if live > 0 {
+        if live > 0 || (!req.retry && last.is_some()) {
             tx.rollback().await;
             return Ok(None);
         }
         let attempt = last.unwrap_or(0) + 1;
         let order_id = id::new_id();
         let now = time::to_db(&time::now());
-        if !Self::insert_claim(&mut tx, req.subscription_id, req.period, attempt, order_id, &now)
-            .await?
+        if !Self::insert_claim(
+            &mut tx,
+            req.subscription_id,
+            req.period,
+            attempt,
+            order_id,
+            &now,
+        )
+        .await?
         {
             tx.rollback().await;
             return Ok(None);
@@ -418,17 +430,16 @@ impl SubscriptionsStore {
         }))
     }
 
-    /// Whether `period` has an order placing, pending or confirmed.
-    pub async fn has_live_order(&self, subscription_id: Uuid, period: i64) -> anyhow::Result<bool> {
-        let (live,): (i64,) = sqlx::query_as(&format!(
-            "SELECT COUNT(*) FROM subscription_orders
-             WHERE subscription_id = $1 AND period = $2 AND status IN {LIVE}"
-        ))
+    /// Whether `period` has had an order, live or not.
+    pub async fn has_orders(&self, subscription_id: Uuid, period: i64) -> anyhow::Result<bool> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM subscription_orders WHERE subscription_id = $1 AND period = $2",
+        )
         .bind(subscription_id.to_string())
         .bind(period)
         .fetch_one(self.db.pool())
         .await?;
-        Ok(live > 0)
+        Ok(n > 0)
     }
 
     /// Moves a subscription from `period` to the next one, which starts at
@@ -517,8 +528,10 @@ impl SubscriptionsStore {
             // The customer cancelled that order: the period is skipped, not dunned.
             Outcome::Failed(reason) if reason == "customer_cancelled" => {}
             Outcome::Failed(reason) => {
-                self.count_failure(&mut tx, &sub, period, attempt, order_id, reason, delay, &now)
-                    .await?;
+                self.count_failure(
+                    &mut tx, &sub, period, attempt, order_id, reason, delay, &now,
+                )
+                .await?;
             }
         }
         tx.commit().await?;
@@ -646,14 +659,12 @@ impl SubscriptionsStore {
             return Ok(false);
         }
         if let Some((period, starts)) = next {
-            sqlx::query(
-                "UPDATE subscriptions SET period = $2, next_renewal_at = $3 WHERE id = $1",
-            )
-            .bind(id.to_string())
-            .bind(period)
-            .bind(time::to_db(&starts))
-            .execute(tx.conn())
-            .await?;
+            sqlx::query("UPDATE subscriptions SET period = $2, next_renewal_at = $3 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(period)
+                .bind(time::to_db(&starts))
+                .execute(tx.conn())
+                .await?;
         }
         let event = Self::event(
             id,
@@ -740,12 +751,11 @@ impl SubscriptionsStore {
     /// A customer erased their account: their subscriptions are cancelled
     /// and keep no address (but its country) and no payment token.
     pub async fn erase_customer(&self, customer_id: Uuid) -> anyhow::Result<u64> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, shipping_address FROM subscriptions WHERE customer_id = $1",
-        )
-        .bind(customer_id.to_string())
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, shipping_address FROM subscriptions WHERE customer_id = $1")
+                .bind(customer_id.to_string())
+                .fetch_all(self.db.pool())
+                .await?;
         let now = time::to_db(&time::now());
         let mut changed = 0;
         for (id, json) in rows {

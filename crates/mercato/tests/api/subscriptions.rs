@@ -77,8 +77,11 @@ async fn a_subscription_places_its_first_order_at_once_through_the_saga() {
     assert_eq!(sub["customer_id"], customer.id.as_str());
     assert_eq!(sub["failed_attempts"], 0);
     assert_eq!(sub["items"], json!([{"sku": sku, "quantity": 2}]));
-    let created: chrono::DateTime<chrono::Utc> =
-        sub["created_at"].as_str().expect("created_at").parse().expect("a time");
+    let created: chrono::DateTime<chrono::Utc> = sub["created_at"]
+        .as_str()
+        .expect("created_at")
+        .parse()
+        .expect("a time");
     let next: chrono::DateTime<chrono::Utc> = sub["next_renewal_at"]
         .as_str()
         .expect("next_renewal_at")
@@ -123,7 +126,9 @@ async fn a_period_gets_one_order_however_often_and_concurrently_it_is_renewed() 
     for r in futures::future::join_all(renewals).await {
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     }
-    let now = app.get(&format!("/subscriptions/{id}"), Some(&customer.token)).await;
+    let now = app
+        .get(&format!("/subscriptions/{id}"), Some(&customer.token))
+        .await;
     let orders = order_ids(&now.body);
     assert_eq!(orders.len(), 2, "{:?}", now.body);
     let second = settled(&app, &customer, &orders[1]).await;
@@ -147,10 +152,16 @@ async fn declined_renewals_are_tried_three_times_then_the_customer_is_told() {
     let id = sub["id"].as_str().expect("id").to_owned();
     // 3 attempts in all, 200 ms then 800 ms apart in the tests' settings.
     let past_due = app
-        .eventually("the subscription to be past due", Duration::from_secs(15), || async {
-            let r = app.get(&format!("/subscriptions/{id}"), Some(&customer.token)).await;
-            (r.body["status"] == "past_due").then_some(r.body)
-        })
+        .eventually(
+            "the subscription to be past due",
+            Duration::from_secs(15),
+            || async {
+                let r = app
+                    .get(&format!("/subscriptions/{id}"), Some(&customer.token))
+                    .await;
+                (r.body["status"] == "past_due").then_some(r.body)
+            },
+        )
         .await;
     assert_eq!(past_due["failed_attempts"], 3, "{past_due}");
     let orders = order_ids(&past_due);
@@ -163,21 +174,27 @@ async fn declined_renewals_are_tried_three_times_then_the_customer_is_told() {
     }
     // Told once, about the last attempt's order.
     let told = app
-        .eventually("the customer to be told", Duration::from_secs(10), || async {
-            let r = app.get("/notifications", Some(&customer.token)).await;
-            let items = r.body["items"].as_array().cloned().unwrap_or_default();
-            let past_due: Vec<Value> = items
-                .into_iter()
-                .filter(|n| n["template"] == "subscription_past_due")
-                .collect();
-            (!past_due.is_empty()).then_some(past_due)
-        })
+        .eventually(
+            "the customer to be told",
+            Duration::from_secs(10),
+            || async {
+                let r = app.get("/notifications", Some(&customer.token)).await;
+                let items = r.body["items"].as_array().cloned().unwrap_or_default();
+                let past_due: Vec<Value> = items
+                    .into_iter()
+                    .filter(|n| n["template"] == "subscription_past_due")
+                    .collect();
+                (!past_due.is_empty()).then_some(past_due)
+            },
+        )
         .await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert_eq!(told[0]["order_id"], orders[2].as_str());
     // Past due places nothing by itself; renew tries again at once.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let still = app.get(&format!("/subscriptions/{id}"), Some(&customer.token)).await;
+    let still = app
+        .get(&format!("/subscriptions/{id}"), Some(&customer.token))
+        .await;
     assert_eq!(order_ids(&still.body).len(), 3);
     let renewed = act(&app, &admin, &id, "renew").await;
     assert_eq!(renewed.status, StatusCode::OK, "{:?}", renewed.body);
@@ -197,14 +214,20 @@ async fn pause_resume_cancel_and_renew_follow_the_subscription_rules() {
     assert_eq!(paused.status, StatusCode::OK, "{:?}", paused.body);
     assert_eq!(paused.body["status"], "paused");
     // Pausing twice is one pause; a paused subscription places nothing.
-    assert_eq!(act(&app, &customer, &id, "pause").await.body["status"], "paused");
+    assert_eq!(
+        act(&app, &customer, &id, "pause").await.body["status"],
+        "paused"
+    );
     let renew = act(&app, &admin, &id, "renew").await;
     assert_eq!(renew.status, StatusCode::CONFLICT);
     assert_eq!(renew.code(), "subscription_not_active");
     let resumed = act(&app, &customer, &id, "resume").await;
     assert_eq!(resumed.status, StatusCode::OK);
     assert_eq!(resumed.body["status"], "active");
-    assert_eq!(act(&app, &customer, &id, "resume").await.body["status"], "active");
+    assert_eq!(
+        act(&app, &customer, &id, "resume").await.body["status"],
+        "active"
+    );
     // Only admins renew.
     let by_customer = act(&app, &customer, &id, "renew").await;
     assert_eq!(by_customer.status, StatusCode::FORBIDDEN);
@@ -212,13 +235,20 @@ async fn pause_resume_cancel_and_renew_follow_the_subscription_rules() {
     let stranger = app.register("customer").await;
     let seller = app.register("seller").await;
     for user in [&stranger, &seller] {
-        let r = app.get(&format!("/subscriptions/{id}"), Some(&user.token)).await;
+        let r = app
+            .get(&format!("/subscriptions/{id}"), Some(&user.token))
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
-        assert_eq!(act(&app, user, &id, "pause").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            act(&app, user, &id, "pause").await.status,
+            StatusCode::NOT_FOUND
+        );
     }
     let theirs = app.get("/subscriptions", Some(&stranger.token)).await;
     assert_eq!(theirs.body["items"], json!([]));
-    let everyone = app.get("/subscriptions?limit=100", Some(&admin.token)).await;
+    let everyone = app
+        .get("/subscriptions?limit=100", Some(&admin.token))
+        .await;
     assert!(everyone.body["items"]
         .as_array()
         .expect("items")
@@ -228,7 +258,10 @@ async fn pause_resume_cancel_and_renew_follow_the_subscription_rules() {
     let cancelled = act(&app, &admin, &id, "cancel").await;
     assert_eq!(cancelled.status, StatusCode::OK);
     assert_eq!(cancelled.body["status"], "cancelled");
-    assert_eq!(act(&app, &customer, &id, "cancel").await.status, StatusCode::OK);
+    assert_eq!(
+        act(&app, &customer, &id, "cancel").await.status,
+        StatusCode::OK
+    );
     for action in ["resume", "pause"] {
         let r = act(&app, &customer, &id, action).await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{action}");
@@ -248,7 +281,11 @@ async fn subscribing_refuses_what_cannot_be_ordered_and_keeps_nothing() {
     let (_, sku) = stocked_sku(&app, 20).await;
     let customer = app.register("customer").await;
     let no_key = app
-        .post("/subscriptions", Some(&customer.token), weekly(&sku, 1, "tok_visa"))
+        .post(
+            "/subscriptions",
+            Some(&customer.token),
+            weekly(&sku, 1, "tok_visa"),
+        )
         .await;
     assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
     assert_eq!(no_key.code(), "idempotency_key_required");
@@ -275,7 +312,12 @@ async fn subscribing_refuses_what_cannot_be_ordered_and_keeps_nothing() {
     ];
     for body in invalid {
         let r = subscribe(&app, &customer, body.clone(), &unique("k")).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
         assert_eq!(r.code(), "validation_failed", "{body}");
     }
     // A SKU nobody sells: refused by the first order, and nothing is kept,
@@ -300,11 +342,139 @@ async fn an_erased_customer_subscriptions_are_cancelled_and_forget_the_address()
     let erased = app.delete("/me", Some(&customer.token)).await;
     assert_eq!(erased.status, StatusCode::NO_CONTENT, "{:?}", erased.body);
     let after = app
-        .eventually("the subscription to be cancelled", Duration::from_secs(10), || async {
-            let r = app.get(&format!("/subscriptions/{id}"), Some(&admin.token)).await;
-            (r.body["status"] == "cancelled").then_some(r.body)
-        })
+        .eventually(
+            "the subscription to be cancelled",
+            Duration::from_secs(10),
+            || async {
+                let r = app
+                    .get(&format!("/subscriptions/{id}"), Some(&admin.token))
+                    .await;
+                (r.body["status"] == "cancelled").then_some(r.body)
+            },
+        )
         .await;
     assert_eq!(after["shipping_address"]["name"], "erased");
     assert_eq!(after["shipping_address"]["country"], "DE");
+}
+
+/// The scheduler on two replicas at once, a week and then two on: one
+/// order per period, and the schedule moves on a period each time.
+#[tokio::test]
+async fn two_schedulers_place_one_renewal_per_period() {
+    use mercato_kernel::db::{Db, StoreConfig};
+    use mercato_subscriptions::service::{SchedulerConfig, SubscriptionsService};
+    use mercato_subscriptions::store::SubscriptionsStore;
+    use std::sync::Arc;
+
+    let app = TestApp::spawn().await;
+    let (Some(ctx), Some(dir)) = (app.contexts.clone(), app.data_dir.as_ref()) else {
+        return; // an external server's clock cannot be moved on
+    };
+    let (customer, _, sub) = subscribed(&app, "tok_visa").await;
+    let id = sub["id"].as_str().expect("id").to_owned();
+    settled(&app, &customer, &order_ids(&sub)[0]).await;
+    // A second replica: its own pool on the same store, the same orders.
+    let db = Db::connect(&StoreConfig {
+        url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("subscriptions.db").display()
+        ),
+        schema: None,
+        max_connections: 4,
+    })
+    .await
+    .expect("second pool");
+    let other = Arc::new(SubscriptionsService::new(
+        SubscriptionsStore::new(db.clone(), mercato_kernel::outbox::Outbox::new()),
+        ctx.orders.clone(),
+        SchedulerConfig::default(),
+    ));
+    let created: chrono::DateTime<chrono::Utc> = sub["created_at"]
+        .as_str()
+        .expect("created_at")
+        .parse()
+        .expect("a time");
+    for (weeks, orders) in [(1, 2), (2, 3)] {
+        let at = created + chrono::Duration::weeks(weeks) + chrono::Duration::minutes(1);
+        let rounds = (0..6).map(|i| {
+            let replica = if i % 2 == 0 {
+                ctx.subscriptions.clone()
+            } else {
+                other.clone()
+            };
+            async move { replica.tick(at).await.expect("a round") }
+        });
+        let claimed: usize = futures::future::join_all(rounds).await.into_iter().sum();
+        assert_eq!(claimed, 1, "week {weeks}: one renewal");
+        let now = app
+            .get(&format!("/subscriptions/{id}"), Some(&customer.token))
+            .await;
+        let ids = order_ids(&now.body);
+        assert_eq!(ids.len(), orders, "week {weeks}: {:?}", now.body);
+        let next: chrono::DateTime<chrono::Utc> = now.body["next_renewal_at"]
+            .as_str()
+            .expect("next_renewal_at")
+            .parse()
+            .expect("a time");
+        assert_eq!(next, created + chrono::Duration::weeks(weeks + 1));
+        let order = settled(&app, &customer, &ids[orders - 1]).await;
+        assert_eq!(order["status"], "confirmed", "{order}");
+    }
+    db.close().await;
+}
+
+/// A replica that died between claiming a period's order and asking orders
+/// for it: the claim stays, and a scheduler round asks again with the same
+/// order id, as often as it runs, for one order.
+#[tokio::test]
+async fn a_claimed_order_left_unplaced_is_placed_once_by_the_scheduler() {
+    use mercato_subscriptions::store::ClaimRequest;
+
+    let app = TestApp::spawn().await;
+    let Some(ctx) = app.contexts.clone() else {
+        return; // an external server's replicas cannot be stopped mid-call
+    };
+    let (customer, _, sub) = subscribed(&app, "tok_visa").await;
+    let id: uuid::Uuid = sub["id"].as_str().expect("id").parse().expect("uuid");
+    settled(&app, &customer, &order_ids(&sub)[0]).await;
+    let claim = ctx
+        .subscriptions
+        .store()
+        .claim(&ClaimRequest {
+            subscription_id: id,
+            customer_id: customer.id.parse().expect("uuid"),
+            period: 1,
+            retry: false,
+            advance_to: None,
+        })
+        .await
+        .expect("claim")
+        .expect("claimed");
+    let order_path = format!("/orders/{}", claim.order_id);
+    let missing = app.get(&order_path, Some(&customer.token)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Not yet: the call may still be under way.
+    let soon = chrono::Utc::now();
+    assert_eq!(ctx.subscriptions.tick(soon).await.expect("round"), 0);
+    assert_eq!(
+        app.get(&order_path, Some(&customer.token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let later = soon + chrono::Duration::seconds(30);
+    for _ in 0..3 {
+        ctx.subscriptions.tick(later).await.expect("round");
+    }
+    let order = settled(&app, &customer, &claim.order_id.to_string()).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let now = app
+        .get(&format!("/subscriptions/{id}"), Some(&customer.token))
+        .await;
+    assert_eq!(order_ids(&now.body).len(), 2, "{:?}", now.body);
+    let all = app.get("/orders?limit=100", Some(&customer.token)).await;
+    assert_eq!(
+        all.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        all.body
+    );
 }

@@ -82,13 +82,19 @@ fn claim_of(s: &Subscription, period: i64) -> ClaimRequest {
         subscription_id: s.id,
         customer_id: s.customer_id,
         period,
+        retry: true,
         advance_to: None,
     }
 }
 
 #[tokio::test]
 async fn twenty_replicas_claiming_one_period_make_one_order() {
-    for s in stores(mercato_subscriptions::NAME, &mercato_subscriptions::MIGRATIONS).await {
+    for s in stores(
+        mercato_subscriptions::NAME,
+        &mercato_subscriptions::MIGRATIONS,
+    )
+    .await
+    {
         let store = SubscriptionsStore::new(s.db.clone(), Outbox::new());
         let (sub, _) = subscribed(&store).await;
         // Every claimer on a pool of its own, as replicas are.
@@ -125,23 +131,47 @@ async fn twenty_replicas_claiming_one_period_make_one_order() {
 
 #[tokio::test]
 async fn a_period_is_tried_again_only_after_its_order_failed() {
-    for s in stores(mercato_subscriptions::NAME, &mercato_subscriptions::MIGRATIONS).await {
+    for s in stores(
+        mercato_subscriptions::NAME,
+        &mercato_subscriptions::MIGRATIONS,
+    )
+    .await
+    {
         let store = SubscriptionsStore::new(s.db.clone(), Outbox::new());
         let (sub, first) = subscribed(&store).await;
         // Placing: no second attempt.
-        assert!(store.claim(&claim_of(&sub, 0)).await.expect("claim").is_none());
+        assert!(store
+            .claim(&claim_of(&sub, 0))
+            .await
+            .expect("claim")
+            .is_none());
         store
             .settle(first, &Outcome::Pending, &no_delay, None)
             .await
             .expect("pending");
-        assert!(store.claim(&claim_of(&sub, 0)).await.expect("claim").is_none());
+        assert!(store
+            .claim(&claim_of(&sub, 0))
+            .await
+            .expect("claim")
+            .is_none());
         store
-            .settle(first, &Outcome::Failed("payment_failed".into()), &no_delay, None)
+            .settle(
+                first,
+                &Outcome::Failed("payment_failed".into()),
+                &no_delay,
+                None,
+            )
             .await
             .expect("failed");
         let stored = store.get(sub.id).await.expect("get").expect("there");
         assert_eq!(stored.view.failed_attempts, 1, "{:?}", s.backend);
         assert_eq!(stored.retry_period, Some(0));
+        // The scheduler's first attempt at a period is not a retry.
+        let first_only = ClaimRequest {
+            retry: false,
+            ..claim_of(&sub, 0)
+        };
+        assert!(store.claim(&first_only).await.expect("claim").is_none());
         let second = store
             .claim(&claim_of(&sub, 0))
             .await
@@ -150,7 +180,12 @@ async fn a_period_is_tried_again_only_after_its_order_failed() {
         assert_eq!(second.attempt, 2);
         // Settled once: the same outcome again, or a late one, changes nothing.
         store
-            .settle(first, &Outcome::Failed("payment_failed".into()), &no_delay, None)
+            .settle(
+                first,
+                &Outcome::Failed("payment_failed".into()),
+                &no_delay,
+                None,
+            )
             .await
             .expect("again");
         store
@@ -158,19 +193,33 @@ async fn a_period_is_tried_again_only_after_its_order_failed() {
             .await
             .expect("confirmed");
         store
-            .settle(second.order_id, &Outcome::Failed("customer_cancelled".into()), &no_delay, None)
+            .settle(
+                second.order_id,
+                &Outcome::Failed("customer_cancelled".into()),
+                &no_delay,
+                None,
+            )
             .await
             .expect("late");
         let stored = store.get(sub.id).await.expect("get").expect("there");
         assert_eq!(stored.view.failed_attempts, 0, "{:?}", s.backend);
         assert_eq!(stored.retry_period, None);
-        assert!(store.claim(&claim_of(&sub, 0)).await.expect("claim").is_none());
+        assert!(store
+            .claim(&claim_of(&sub, 0))
+            .await
+            .expect("claim")
+            .is_none());
     }
 }
 
 #[tokio::test]
 async fn the_third_failure_makes_a_subscription_past_due_once() {
-    for s in stores(mercato_subscriptions::NAME, &mercato_subscriptions::MIGRATIONS).await {
+    for s in stores(
+        mercato_subscriptions::NAME,
+        &mercato_subscriptions::MIGRATIONS,
+    )
+    .await
+    {
         let store = SubscriptionsStore::new(s.db.clone(), Outbox::new());
         let (sub, first) = subscribed(&store).await;
         let event = Uuid::now_v7();
@@ -198,7 +247,12 @@ async fn the_third_failure_makes_a_subscription_past_due_once() {
             }
         }
         let stored = store.get(sub.id).await.expect("get").expect("there");
-        assert_eq!(stored.view.status, SubscriptionStatus::PastDue, "{:?}", s.backend);
+        assert_eq!(
+            stored.view.status,
+            SubscriptionStatus::PastDue,
+            "{:?}",
+            s.backend
+        );
         assert_eq!(stored.view.failed_attempts, 3);
         assert_eq!(stored.view.orders.len(), 3);
         let past_due = outbox(&s.db)
@@ -210,26 +264,52 @@ async fn the_third_failure_makes_a_subscription_past_due_once() {
         // Nothing is due from a past-due subscription.
         let later = time::now() + chrono::Duration::days(30);
         assert!(store.due(&later, 10).await.expect("due").is_empty());
-        assert!(store.retries_due(&later, 10).await.expect("retries").is_empty());
+        assert!(store
+            .retries_due(&later, 10)
+            .await
+            .expect("retries")
+            .is_empty());
         // Resumed: the failed period is due again, with fresh attempts.
         assert!(store
-            .set_status(sub.id, sub.customer_id, &[SubscriptionStatus::PastDue], SubscriptionStatus::Active, None)
+            .set_status(
+                sub.id,
+                sub.customer_id,
+                &[SubscriptionStatus::PastDue],
+                SubscriptionStatus::Active,
+                None
+            )
             .await
             .expect("resume"));
         let stored = store.get(sub.id).await.expect("get").expect("there");
         assert_eq!(stored.view.failed_attempts, 0);
-        assert_eq!(store.retries_due(&later, 10).await.expect("retries"), vec![sub.id]);
+        assert_eq!(
+            store.retries_due(&later, 10).await.expect("retries"),
+            vec![sub.id]
+        );
     }
 }
 
 #[tokio::test]
 async fn erasure_cancels_and_forgets_all_but_the_country() {
-    for s in stores(mercato_subscriptions::NAME, &mercato_subscriptions::MIGRATIONS).await {
+    for s in stores(
+        mercato_subscriptions::NAME,
+        &mercato_subscriptions::MIGRATIONS,
+    )
+    .await
+    {
         let store = SubscriptionsStore::new(s.db.clone(), Outbox::new());
         let (sub, _) = subscribed(&store).await;
-        assert_eq!(store.erase_customer(sub.customer_id).await.expect("erase"), 1);
+        assert_eq!(
+            store.erase_customer(sub.customer_id).await.expect("erase"),
+            1
+        );
         let stored = store.get(sub.id).await.expect("get").expect("there");
-        assert_eq!(stored.view.status, SubscriptionStatus::Cancelled, "{:?}", s.backend);
+        assert_eq!(
+            stored.view.status,
+            SubscriptionStatus::Cancelled,
+            "{:?}",
+            s.backend
+        );
         assert_eq!(stored.payment_token, "");
         assert_eq!(stored.view.shipping_address.name, "erased");
         assert_eq!(stored.view.shipping_address.country, "DE");

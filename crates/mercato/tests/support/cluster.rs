@@ -123,7 +123,10 @@ impl Cluster {
             ("MERCATO_LOG".into(), "warn".into()),
             // Renewals and their retries within a test's patience.
             ("MERCATO_SUBSCRIPTIONS__POLL_MS".into(), "100".into()),
-            ("MERCATO_SUBSCRIPTIONS__RETRY_BACKOFF_MS".into(), "200".into()),
+            (
+                "MERCATO_SUBSCRIPTIONS__RETRY_BACKOFF_MS".into(),
+                "200".into(),
+            ),
         ];
         let mut database = None;
         if options.postgres {
