@@ -147,8 +147,9 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
 }
 
-/// 422 unless the lines are 1 to [`MAX_ITEMS`] distinct SKUs, each 1 to
-/// [`MAX_QUANTITY`] units.
+/// 422 unless the lines are 1 to [`MAX_ITEMS`] SKUs, each 1 to
+/// [`MAX_QUANTITY`] units (`validation_failed`), none listed twice
+/// (`duplicate_sku`: a rule between items the schema cannot state).
 pub fn validate_items(items: &[SubscriptionItem]) -> Result<(), ApiError> {
     if items.is_empty() || items.len() > MAX_ITEMS {
         return Err(ApiError::validation(format!(
@@ -167,9 +168,10 @@ pub fn validate_items(items: &[SubscriptionItem]) -> Result<(), ApiError> {
             )));
         }
         if !seen.insert(sku) {
-            return Err(ApiError::validation(format!(
-                "{sku} is listed twice; give each SKU once with its quantity"
-            )));
+            return Err(ApiError::unprocessable(
+                "duplicate_sku",
+                format!("{sku} is listed twice; give each SKU once with its quantity"),
+            ));
         }
     }
     Ok(())
