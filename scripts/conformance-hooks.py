@@ -72,10 +72,12 @@ STATE_DEPENDENT = {
     "POST /api/v1/orders/{id}/refund": {"currency_mismatch", "refund_exceeds_total"},
     # A SKU the order did not buy, or more units than are left to return.
     "POST /api/v1/orders/{id}/returns": {"return_exceeds_purchase"},
-    # The first order of a subscription: a SKU no active product has, or an
-    # address nobody ships to (nothing is kept); a SKU listed twice.
+    # The first order of a subscription: a SKU no active product has, SKUs
+    # priced in different currencies, or an address nobody ships to
+    # (nothing is kept); a SKU listed twice.
     "POST /api/v1/subscriptions": {
         "sku_unavailable",
+        "currency_mismatch",
         "shipping_unavailable",
         "duplicate_sku",
     },

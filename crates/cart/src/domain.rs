@@ -7,9 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use utoipa::ToSchema;
 
-/// The most units of one SKU a cart holds: larger amounts are wholesale,
-/// and a bound keeps every line total far from overflowing.
-pub const MAX_LINE_QUANTITY: i64 = 999;
+pub use mercato_contracts::types::MAX_LINE_QUANTITY;
 
 /// The longest SKU the catalog issues; anything longer cannot be one.
 pub const MAX_SKU_LEN: usize = 64;

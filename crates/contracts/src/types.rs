@@ -240,7 +240,40 @@ pub struct ShippingAddress {
     pub country: String,
 }
 
+/// The most units of one SKU on a line of a cart or an order: larger
+/// amounts are wholesale, and a bound keeps every line total far from
+/// overflowing.
+pub const MAX_LINE_QUANTITY: i64 = 999;
+
+/// What an erased person's address keeps: the country, for the books.
+const ERASED: &str = "erased";
+
+/// 422 unless a payment token is 1 to 200 characters, not only white
+/// space; the token without surrounding space.
+pub fn payment_token(raw: &str) -> Result<&str, ApiError> {
+    let token = raw.trim();
+    if token.is_empty() || raw.chars().count() > 200 {
+        return Err(ApiError::validation(
+            "payment.token must be 1 to 200 characters",
+        ));
+    }
+    Ok(token)
+}
+
 impl ShippingAddress {
+    /// The address of a person who erased their account: nothing but the
+    /// country.
+    pub fn erased(&self) -> ShippingAddress {
+        ShippingAddress {
+            name: ERASED.into(),
+            line1: ERASED.into(),
+            line2: None,
+            city: ERASED.into(),
+            postal_code: ERASED.into(),
+            country: self.country.clone(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ApiError> {
         for (field, value) in [
             ("name", &self.name),

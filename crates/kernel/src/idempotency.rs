@@ -127,6 +127,27 @@ pub async fn complete(
     stored(db, scope, key).await
 }
 
+/// [`complete`] inside the transaction of the effect's last part, so that
+/// the answer and that part commit together.
+pub async fn complete_in(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+    response: &StoredResponse,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = $3, response = $4
+         WHERE scope = $1 AND idem_key = $2 AND response = ''",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(i64::from(response.status))
+    .bind(&response.body)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
 /// The answer stored for a key, if any (without checking the request).
 async fn stored(db: &Db, scope: &str, key: &str) -> Result<Option<StoredResponse>, sqlx::Error> {
     let row: Option<(i64, String)> = sqlx::query_as(

@@ -709,7 +709,7 @@ mod internal {
         responses(
             (status = 200, description = "`{order_id, status, cancel_reason}`"),
             (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-            (status = 422, description = "`sku_unavailable`, `shipping_unavailable`, `validation_failed`", body = ErrorBody),
+            (status = 422, description = "`sku_unavailable`, `currency_mismatch`, `shipping_unavailable`, `validation_failed`", body = ErrorBody),
             (status = 503, body = ErrorBody),
         ))]
     async fn place(

@@ -14,7 +14,8 @@ use mercato_contracts::events::{
     OrderCancelled, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped, UserErased,
 };
 use mercato_contracts::types::{
-    Line, PlaceOrder, PlacedOrder, PricedLine, ProductStatus, Quote, QuoteRequest, SkuInfo,
+    payment_token, Line, PlaceOrder, PlacedOrder, PricedLine, ProductStatus, Quote, QuoteRequest,
+    SkuInfo, MAX_LINE_QUANTITY,
 };
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::bus::{EventHandler, Subscription};
@@ -82,12 +83,6 @@ struct PricedCart {
     sellers: Vec<Uuid>,
     quote: Quote,
 }
-
-/// Where orders placed for other contexts keep their ids as keys.
-const PLACED_SCOPE: &str = "placed-order";
-
-/// At most this many units of one SKU on one order line (as in a cart).
-const MAX_LINE_QUANTITY: i64 = 999;
 
 /// What a placed order has come to, for the context that placed it.
 fn placed(order: &Order) -> PlacedOrder {
@@ -245,9 +240,14 @@ impl OrdersService {
         if contents.lines.is_empty() {
             return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
         }
+        let mut lines = Vec::with_capacity(contents.lines.len());
+        for line in contents.lines {
+            let info = self.sellable(&line.sku).await?;
+            lines.push((line, info));
+        }
         self.price_lines(
             customer_id,
-            contents.lines,
+            lines,
             contents.promotion_code,
             to,
             shipping_method,
@@ -255,38 +255,39 @@ impl OrdersService {
         .await
     }
 
-    /// Lines priced for `to` with a code, shipping and tax: what an order
-    /// of them would charge. `items` is not empty.
+    /// Lines, with what the catalog knows of their SKUs, priced for `to`
+    /// with a code, shipping and tax: what an order of them would charge.
     async fn price_lines(
         &self,
         customer_id: Uuid,
-        items: Vec<Line>,
+        lines: Vec<(Line, SkuInfo)>,
         code: Option<String>,
         to: &ShippingAddress,
         shipping_method: Option<Uuid>,
     ) -> Result<PricedCart, ApiError> {
-        let Some(first) = items.first() else {
+        let Some((first, _)) = lines.first() else {
             return Err(ApiError::unprocessable("cart_empty", "the cart is empty"));
         };
         let currency = first.unit_price.currency.clone();
         let mut sellers = BTreeSet::new();
-        let mut lines = Vec::with_capacity(items.len());
-        for line in &items {
-            let info = self.sellable(&line.sku).await?;
+        let mut priced = Vec::with_capacity(lines.len());
+        let mut items = Vec::with_capacity(lines.len());
+        for (line, info) in lines {
             sellers.insert(info.seller_id);
-            lines.push(PricedLine {
+            priced.push(PricedLine {
                 sku: line.sku.clone(),
                 category: info.category,
                 quantity: line.quantity,
                 line_total: line.line_total.clone(),
             });
+            items.push(line);
         }
         let quote = self
             .pricing
             .quote(&QuoteRequest {
                 customer_id: Some(customer_id),
                 currency,
-                lines,
+                lines: priced,
                 code,
                 country: Some(to.country.clone()),
                 shipping_method,
@@ -355,12 +356,7 @@ impl OrdersService {
                 body: stored.body,
             });
         }
-        let token = req.payment_token.trim();
-        if token.is_empty() || req.payment_token.chars().count() > 200 {
-            return Err(ApiError::validation(
-                "payment.token must be 1 to 200 characters",
-            ));
-        }
+        let token = payment_token(&req.payment_token)?;
         let address = self
             .resolve(caller.user_id, req.destination.address)
             .await?;
@@ -398,7 +394,7 @@ impl OrdersService {
         };
         match self
             .store
-            .create_checkout(&order, token, &sellers, &deadline, &record, &[placed])
+            .create_checkout(&order, token, &sellers, &deadline, Some(&record), &[placed])
             .await?
         {
             CreateOutcome::Created => {}
@@ -443,17 +439,12 @@ impl OrdersService {
         if let Some(order) = self.store.get(req.order_id).await? {
             return Ok(placed(&order));
         }
-        let token = req.payment_token.trim();
-        if token.is_empty() || req.payment_token.chars().count() > 200 {
-            return Err(ApiError::validation(
-                "payment.token must be 1 to 200 characters",
-            ));
-        }
+        let token = payment_token(&req.payment_token)?;
         req.shipping_address.validate()?;
         if req.items.is_empty() {
             return Err(ApiError::validation("an order needs at least one line"));
         }
-        let mut items = Vec::with_capacity(req.items.len());
+        let mut lines: Vec<(Line, SkuInfo)> = Vec::with_capacity(req.items.len());
         for wanted in &req.items {
             if !(1..=MAX_LINE_QUANTITY).contains(&wanted.quantity) {
                 return Err(ApiError::validation(format!(
@@ -468,25 +459,37 @@ impl OrdersService {
                     format!("{} can no longer be bought", wanted.sku),
                 ));
             }
+            if let Some((first, _)) = lines.first() {
+                if first.unit_price.currency != info.price.currency {
+                    return Err(ApiError::unprocessable(
+                        "currency_mismatch",
+                        format!(
+                            "{} is priced in {}, the other lines in {}",
+                            wanted.sku, info.price.currency, first.unit_price.currency
+                        ),
+                    ));
+                }
+            }
             let line_total = info
                 .price
                 .checked_mul(wanted.quantity)
                 .map_err(|_| ApiError::validation("the line's total is too large"))?;
-            items.push(Line {
-                sku: info.sku,
+            let line = Line {
+                sku: info.sku.clone(),
                 product_id: info.product_id,
-                title: info.title,
+                title: info.title.clone(),
                 quantity: wanted.quantity,
-                unit_price: info.price,
+                unit_price: info.price.clone(),
                 line_total,
-            });
+            };
+            lines.push((line, info));
         }
         let PricedCart {
             items,
             sellers,
             quote,
         } = self
-            .price_lines(req.customer_id, items, None, &req.shipping_address, None)
+            .price_lines(req.customer_id, lines, None, &req.shipping_address, None)
             .await?;
         let order = new_order(
             req.order_id,
@@ -509,20 +512,9 @@ impl OrdersService {
         .map_err(ApiError::internal)?;
         let deadline = order.created_at
             + chrono::Duration::from_std(self.saga.config().deadline).unwrap_or_default();
-        // The order id is the key: two requests for one order make one.
-        let key = order.id.to_string();
-        let record = IdempotencyRecord {
-            scope: PLACED_SCOPE,
-            key: &key,
-            request_hash: &key,
-            response: StoredResponse {
-                status: 201,
-                body: String::new(),
-            },
-        };
         match self
             .store
-            .create_checkout(&order, token, &sellers, &deadline, &record, &[placed_event])
+            .create_checkout(&order, token, &sellers, &deadline, None, &[placed_event])
             .await?
         {
             CreateOutcome::Created => {

@@ -11,9 +11,6 @@ use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{time, Currency, Envelope, Money};
 use uuid::Uuid;
 
-/// What an erased customer's address fields read.
-const ERASED: &str = "erased";
-
 #[derive(Clone)]
 pub struct OrdersStore {
     db: Db,
@@ -262,20 +259,23 @@ impl OrdersStore {
         Ok(())
     }
 
-    /// Stores a new pending order with its sellers, history, saga,
-    /// idempotency record and `order.placed`, in one transaction.
+    /// Stores a new pending order with its sellers, history, saga, the
+    /// idempotency record of its request (if any) and `order.placed`, in
+    /// one transaction.
     pub async fn create_checkout(
         &self,
         order: &Order,
         payment_token: &str,
         sellers: &[Uuid],
         deadline: &DateTime<Utc>,
-        idem: &IdempotencyRecord<'_>,
+        idem: Option<&IdempotencyRecord<'_>>,
         events: &[Envelope],
     ) -> anyhow::Result<CreateOutcome> {
         let mut tx = self.db.begin().await?;
-        if !idem.record_in(&mut tx).await? {
-            return Ok(CreateOutcome::KeyTaken);
+        if let Some(idem) = idem {
+            if !idem.record_in(&mut tx).await? {
+                return Ok(CreateOutcome::KeyTaken);
+            }
         }
         // The quote the order was placed with, kept whole.
         let pricing = Quote {
@@ -312,8 +312,9 @@ impl OrdersStore {
         .await;
         match inserted {
             Ok(_) => {}
-            // The order id is new: the only unique rule it can break is one
-            // pending order per customer. The transaction rolls back, key included.
+            // One pending order per customer, or (an order placed for
+            // another context, whose id it chose) the order exists already.
+            // The transaction rolls back, key included.
             Err(e) if mercato_kernel::error::is_unique_violation(&e) => {
                 return Ok(CreateOutcome::InProgress)
             }
@@ -435,15 +436,7 @@ impl OrdersStore {
                 .await?;
         let mut changed = 0;
         for (id, json) in rows {
-            let address: ShippingAddress = serde_json::from_str(&json)?;
-            let erased = ShippingAddress {
-                name: ERASED.into(),
-                line1: ERASED.into(),
-                line2: None,
-                city: ERASED.into(),
-                postal_code: ERASED.into(),
-                country: address.country,
-            };
+            let erased = serde_json::from_str::<ShippingAddress>(&json)?.erased();
             // A pending order's saga may still need its token to charge.
             let query = sqlx::query(
                 "UPDATE orders SET shipping_address = $1,

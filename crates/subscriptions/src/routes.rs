@@ -79,7 +79,7 @@ fn json_answer(a: Answer) -> Response {
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: only customers subscribe", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `idempotency_key_in_use`: a request with the key is still running", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: items, quantities, token or address out of their rules; `duplicate_sku`: a SKU listed twice; `sku_unavailable`: a SKU no active product has; `shipping_unavailable`: no shipping method ships to the address. Nothing is kept.", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: items, quantities, token or address out of their rules; `duplicate_sku`: a SKU listed twice; `sku_unavailable`: a SKU no active product has; `currency_mismatch`: SKUs priced in different currencies; `shipping_unavailable`: no shipping method ships to the address. Nothing is kept.", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody),
     ))]
 async fn create_subscription(

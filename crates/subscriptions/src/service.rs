@@ -5,11 +5,14 @@ use crate::domain::{
     retry_delay, validate_items, Interval, Subscription, SubscriptionItem, SubscriptionStatus,
 };
 use crate::store::{
-    ClaimRequest, NewSubscription, Outcome, PeriodOrder, Stored, SubscriptionsStore,
+    ClaimKind, ClaimRequest, NewSubscription, Outcome, PeriodOrder, Stored, SubscriptionsStore,
 };
 use mercato_contracts::clients::{ClientError, OrdersClient};
 use mercato_contracts::events::{OrderCancelled, OrderConfirmed, UserErased};
-use mercato_contracts::types::{PlaceOrder, PlacedOrder, ShippingAddress, SkuQuantity};
+use mercato_contracts::internal::api_error;
+use mercato_contracts::types::{
+    payment_token, PlaceOrder, PlacedOrder, ShippingAddress, SkuQuantity,
+};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::bus::{EventHandler, Subscription as BusSubscription};
 use mercato_kernel::event::DomainEvent;
@@ -74,8 +77,37 @@ pub struct SubscriptionsService {
 /// Subscriptions the scheduler takes per round and kind of work.
 const BATCH: i64 = 100;
 
+/// How long a replay waits for the request that holds its key.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(5);
+
 fn not_found() -> ApiError {
     ApiError::not_found("subscription")
+}
+
+fn key_in_use() -> ApiError {
+    ApiError::conflict(
+        "idempotency_key_in_use",
+        "a request with this key is in progress",
+    )
+}
+
+/// What orders is asked to place for a period of `sub`.
+fn place_request(order_id: Uuid, sub: &Subscription, token: &str) -> PlaceOrder {
+    PlaceOrder {
+        order_id,
+        customer_id: sub.customer_id,
+        subscription_id: sub.id,
+        items: sub
+            .items
+            .iter()
+            .map(|i| SkuQuantity {
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+            })
+            .collect(),
+        payment_token: token.to_owned(),
+        shipping_address: sub.shipping_address.clone(),
+    }
 }
 
 fn what_became(placed: &PlacedOrder) -> Outcome {
@@ -114,16 +146,12 @@ impl SubscriptionsService {
     }
 
     /// Subscribes the caller and places the first order at once. The answer
-    /// is stored with the key; a replay returns it unchanged.
+    /// is stored with the key once orders took the first order; a replay
+    /// returns it unchanged.
     pub async fn create(&self, caller: Caller, req: NewRequest) -> Result<Answer, ApiError> {
         caller.require(&[Role::Customer])?;
         validate_items(&req.items)?;
-        let token = req.payment_token.trim();
-        if token.is_empty() || req.payment_token.chars().count() > 200 {
-            return Err(ApiError::validation(
-                "payment.token must be 1 to 200 characters",
-            ));
-        }
+        let token = payment_token(&req.payment_token)?;
         req.shipping_address.validate()?;
         let scope = format!("subscribe:{}", caller.user_id);
         let canonical = serde_json::to_vec(&(
@@ -134,13 +162,8 @@ impl SubscriptionsService {
         ))
         .map_err(ApiError::internal)?;
         let hash = idempotency::fingerprint(&[caller.user_id.as_bytes(), &canonical]);
-        if let Some(stored) =
-            idempotency::lookup(self.store.db(), &scope, &req.idempotency_key, &hash).await?
-        {
-            return Ok(Answer {
-                status: stored.status,
-                body: stored.body,
-            });
+        if let Some(answer) = self.replay(&scope, &req.idempotency_key, &hash).await? {
+            return Ok(answer);
         }
         let now = time::now();
         let next_renewal_at = req
@@ -168,7 +191,6 @@ impl SubscriptionsService {
             created_at: now,
             updated_at: now,
         };
-        let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
         let created = self
             .store
             .create(&NewSubscription {
@@ -178,53 +200,67 @@ impl SubscriptionsService {
                 scope: &scope,
                 key: &req.idempotency_key,
                 request_hash: &hash,
-                response: StoredResponse {
-                    status: 201,
-                    body: body.clone(),
-                },
             })
             .await?;
         if !created {
-            return match idempotency::lookup(self.store.db(), &scope, &req.idempotency_key, &hash)
-                .await?
-            {
-                Some(stored) => Ok(Answer {
-                    status: stored.status,
-                    body: stored.body,
-                }),
-                None => Err(ApiError::conflict(
-                    "idempotency_key_in_use",
-                    "a request with this key is in progress",
-                )),
+            // A request with the key committed first.
+            return match self.replay(&scope, &req.idempotency_key, &hash).await? {
+                Some(answer) => Ok(answer),
+                None => Err(key_in_use()),
             };
         }
-        let first = PeriodOrder {
-            subscription_id: view.id,
-            period: 0,
-            attempt: 1,
-            order_id: first_order,
-        };
-        match self.place_order(&first, &view, token).await {
-            Err(ClientError::Rejected(_, code, message)) => {
-                // Nothing was ordered: nothing is kept.
+        let outcome = match self
+            .orders
+            .place(&place_request(first_order, &view, token))
+            .await
+        {
+            Err(e @ ClientError::Rejected(..)) => {
+                // Nothing was ordered: nothing is kept, nothing was told.
                 self.store
                     .discard(view.id, &scope, &req.idempotency_key)
                     .await?;
-                return Err(ApiError::new(
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    code,
-                    message,
-                ));
+                return Err(api_error(e));
             }
-            // The scheduler places it when orders answers again.
+            Ok(placed) => Some(what_became(&placed)),
+            // The scheduler asks again, with the same order id.
             Err(e) => {
-                tracing::warn!(subscription_id = %view.id, error = %e, "the first order of a subscription is not placed yet")
+                tracing::warn!(subscription_id = %view.id, error = %e, "the first order of a subscription is not placed yet");
+                None
             }
-            Ok(()) => {}
+        };
+        let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
+        let answer = StoredResponse { status: 201, body };
+        self.store
+            .created(&view, first_order, &scope, &req.idempotency_key, &answer)
+            .await?;
+        if let Some(outcome) = outcome {
+            self.record(first_order, &outcome).await?;
         }
         metrics::counter!("mercato_subscriptions_total", "event" => "created").increment(1);
         tracing::info!(subscription_id = %view.id, customer_id = %view.customer_id, interval = view.interval.as_str(), "subscribed");
-        Ok(Answer { status: 201, body })
+        Ok(Answer {
+            status: answer.status,
+            body: answer.body,
+        })
+    }
+
+    /// The stored answer of a key: at once, or once the request that holds
+    /// it has stored it (409 when it does not within a few seconds).
+    async fn replay(&self, scope: &str, key: &str, hash: &str) -> Result<Option<Answer>, ApiError> {
+        let Some(stored) = idempotency::lookup(self.store.db(), scope, key, hash).await? else {
+            return Ok(None);
+        };
+        let stored = if stored.body.is_empty() {
+            idempotency::completed(self.store.db(), scope, key, REPLAY_PATIENCE)
+                .await?
+                .ok_or_else(key_in_use)?
+        } else {
+            stored
+        };
+        Ok(Some(Answer {
+            status: stored.status,
+            body: stored.body,
+        }))
     }
 
     /// Asks orders to place a claimed period order and records what it
@@ -235,39 +271,23 @@ impl SubscriptionsService {
         claim: &PeriodOrder,
         sub: &Subscription,
         token: &str,
-    ) -> Result<(), ClientError> {
-        let request = PlaceOrder {
-            order_id: claim.order_id,
-            customer_id: sub.customer_id,
-            subscription_id: sub.id,
-            items: sub
-                .items
-                .iter()
-                .map(|i| SkuQuantity {
-                    sku: i.sku.clone(),
-                    quantity: i.quantity,
-                })
-                .collect(),
-            payment_token: token.to_owned(),
-            shipping_address: sub.shipping_address.clone(),
-        };
-        let outcome = match self.orders.place(&request).await {
+    ) -> Result<(), RenewError> {
+        let outcome = match self
+            .orders
+            .place(&place_request(claim.order_id, sub, token))
+            .await
+        {
             Ok(placed) => what_became(&placed),
-            Err(ClientError::Rejected(who, code, message)) => {
-                self.record(claim.order_id, &Outcome::Failed(code.clone()))
-                    .await
-                    .map_err(|e| ClientError::Unavailable(crate::NAME, format!("{e:#}")))?;
-                return Err(ClientError::Rejected(who, code, message));
-            }
+            Err(ClientError::Rejected(_, code, _)) => Outcome::Refused(code),
             Err(e) => {
                 let _ = self.store.touch(claim.order_id).await;
-                return Err(e);
+                return Err(RenewError::Orders(e));
             }
         };
         metrics::counter!("mercato_subscriptions_total", "event" => "order_placed").increment(1);
         self.record(claim.order_id, &outcome)
             .await
-            .map_err(|e| ClientError::Unavailable(crate::NAME, format!("{e:#}")))
+            .map_err(RenewError::Store)
     }
 
     async fn record(&self, order_id: Uuid, outcome: &Outcome) -> anyhow::Result<()> {
@@ -329,37 +349,45 @@ impl SubscriptionsService {
         from: &[SubscriptionStatus],
         to: SubscriptionStatus,
     ) -> Result<Subscription, ApiError> {
-        let stored = self.visible(&caller, id).await?;
-        let current = stored.view.status;
-        if current == to {
-            return Ok(stored.view);
+        // Another request may change it between the read and the write:
+        // then the rules are applied again to what it has become.
+        for _ in 0..3 {
+            let stored = self.visible(&caller, id).await?;
+            let current = stored.view.status;
+            if current == to {
+                return Ok(stored.view);
+            }
+            if current == SubscriptionStatus::Cancelled {
+                return Err(ApiError::conflict(
+                    "subscription_cancelled",
+                    "the subscription is cancelled",
+                ));
+            }
+            if !from.contains(&current) {
+                return Err(ApiError::conflict(
+                    "invalid_transition",
+                    format!(
+                        "a {} subscription cannot become {}",
+                        current.as_str(),
+                        to.as_str()
+                    ),
+                ));
+            }
+            if self
+                .store
+                .set_status(id, stored.view.customer_id, &[current], to)
+                .await?
+            {
+                metrics::counter!("mercato_subscriptions_total", "event" => to.as_str())
+                    .increment(1);
+                tracing::info!(subscription_id = %id, from = current.as_str(), to = to.as_str(), "subscription status changed");
+                return Ok(self.visible(&caller, id).await?.view);
+            }
         }
-        if current == SubscriptionStatus::Cancelled {
-            return Err(ApiError::conflict(
-                "subscription_cancelled",
-                "the subscription is cancelled",
-            ));
-        }
-        if !from.contains(&current) {
-            return Err(ApiError::conflict(
-                "invalid_transition",
-                format!(
-                    "a {} subscription cannot become {}",
-                    current.as_str(),
-                    to.as_str()
-                ),
-            ));
-        }
-        let changed = self
-            .store
-            .set_status(id, stored.view.customer_id, &[current], to, None)
-            .await?;
-        if changed {
-            metrics::counter!("mercato_subscriptions_total", "event" => to.as_str()).increment(1);
-            tracing::info!(subscription_id = %id, from = current.as_str(), to = to.as_str(), "subscription status changed");
-        }
-        // Another request changed it first: the answer is what it is now.
-        Ok(self.visible(&caller, id).await?.view)
+        Err(ApiError::conflict(
+            "subscription_busy",
+            "the subscription is being changed by other requests; try again",
+        ))
     }
 
     /// Places the order of the period that starts at `next_renewal_at` now
@@ -378,8 +406,11 @@ impl SubscriptionsService {
             }
         }
         let period = stored.retry_period.unwrap_or(stored.period);
-        match self.renew_period(&stored, period, true, time::now()).await {
-            Ok(_) | Err(RenewError::Orders(ClientError::Rejected(..))) => {}
+        match self
+            .renew_period(&stored, period, ClaimKind::Renew, time::now())
+            .await
+        {
+            Ok(_) => {}
             Err(RenewError::Orders(e)) => {
                 tracing::warn!(subscription_id = %id, error = %e, "a renewal is not placed yet; the scheduler tries again");
             }
@@ -388,16 +419,16 @@ impl SubscriptionsService {
         Ok(self.visible(&caller, id).await?.view)
     }
 
-    /// Claims and places `period`'s order if it has no live one; when the
-    /// period is the one at `next_renewal_at` and that time has come, the
-    /// subscription moves on to the next period with the claim (or at once,
-    /// when the period has its order already). `true` when an order was
-    /// claimed.
+    /// Claims and places `period`'s order as `kind` allows; when the period
+    /// is the one at `next_renewal_at` and that time has come, the
+    /// subscription moves on to the next period with the claim (or without
+    /// one, when the period has its order already). `true` when an order
+    /// was claimed.
     async fn renew_period(
         &self,
         stored: &Stored,
         period: i64,
-        retry: bool,
+        kind: ClaimKind,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, RenewError> {
         let sub = &stored.view;
@@ -412,34 +443,17 @@ impl SubscriptionsService {
                 subscription_id: sub.id,
                 customer_id: sub.customer_id,
                 period,
-                retry,
+                kind,
+                at: now,
                 advance_to,
             })
             .await
             .map_err(RenewError::Store)?;
         let Some(claim) = claim else {
-            // The period has its order (placed early by renew, or by
-            // another replica a moment ago; a failed one is dunned on its
-            // own): only the schedule moves on.
-            if let Some(next) = advance_to {
-                if self
-                    .store
-                    .has_orders(sub.id, period)
-                    .await
-                    .map_err(RenewError::Store)?
-                {
-                    self.store
-                        .advance(sub.id, period, next)
-                        .await
-                        .map_err(RenewError::Store)?;
-                }
-            }
             return Ok(false);
         };
         tracing::info!(subscription_id = %sub.id, period, attempt = claim.attempt, order_id = %claim.order_id, "placing a subscription's order");
-        self.place_order(&claim, sub, &stored.payment_token)
-            .await
-            .map_err(RenewError::Orders)?;
+        self.place_order(&claim, sub, &stored.payment_token).await?;
         Ok(true)
     }
 
@@ -447,59 +461,77 @@ impl SubscriptionsService {
     /// unanswered are made again, failed periods whose pause is over are
     /// tried again, and due periods are placed. Safe on any number of
     /// replicas at once: each order is claimed once (see
-    /// [`SubscriptionsStore::claim`]). Returns the orders claimed.
+    /// [`SubscriptionsStore::claim`]). A subscription that fails is logged
+    /// and passed over. Returns the orders claimed.
     pub async fn tick(&self, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<usize> {
         let stale =
             now - chrono::Duration::from_std(self.config.unanswered_after).unwrap_or_default();
         for claim in self.store.unanswered(&stale, BATCH).await? {
-            let Some(stored) = self.store.get(claim.subscription_id).await? else {
-                continue;
-            };
-            if let Err(e) = self
-                .place_order(&claim, &stored.view, &stored.payment_token)
-                .await
-            {
+            if let Err(e) = self.ask_again(&claim).await {
                 tracing::warn!(order_id = %claim.order_id, error = %e, "a subscription's order is still not placed");
             }
         }
         let mut claimed = 0;
         for id in self.store.retries_due(&now, BATCH).await? {
-            let Some(stored) = self.store.get(id).await? else {
-                continue;
-            };
-            // Read again after the list: another replica may have made it.
-            let due = stored.retry_at.is_some_and(|at| at <= now);
-            if let (Some(period), true) = (stored.retry_period, due) {
-                claimed += self.run(&stored, period, true, now).await;
-            }
+            claimed += self.run(id, ClaimKind::Retry, now).await;
         }
         for id in self.store.due(&now, BATCH).await? {
-            let Some(stored) = self.store.get(id).await? else {
-                continue;
-            };
-            // Read again after the list: another replica may have moved it
-            // on to a period that is not due yet.
-            if stored.view.status == SubscriptionStatus::Active
-                && stored.view.next_renewal_at <= now
-            {
-                claimed += self.run(&stored, stored.period, false, now).await;
-            }
+            claimed += self.run(id, ClaimKind::Due, now).await;
         }
         Ok(claimed)
     }
 
-    async fn run(
-        &self,
-        stored: &Stored,
-        period: i64,
-        retry: bool,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> usize {
-        match self.renew_period(stored, period, retry, now).await {
-            Ok(claimed) => usize::from(claimed),
-            Err(RenewError::Orders(ClientError::Rejected(..))) => 1,
+    /// Asks orders again for a claim nobody heard back about, with its
+    /// order id; a subscription that stopped meanwhile gives it up.
+    async fn ask_again(&self, claim: &PeriodOrder) -> Result<(), RenewError> {
+        let stored = self
+            .store
+            .get(claim.subscription_id)
+            .await
+            .map_err(RenewError::Store)?;
+        match stored {
+            Some(s)
+                if matches!(
+                    s.view.status,
+                    SubscriptionStatus::Active | SubscriptionStatus::PastDue
+                ) =>
+            {
+                self.place_order(claim, &s.view, &s.payment_token).await
+            }
+            _ => self
+                .store
+                .abandon(claim.order_id)
+                .await
+                .map_err(RenewError::Store),
+        }
+    }
+
+    /// One subscription's turn in a round; the claim checks again that it
+    /// is due (another replica may have moved it on since the list).
+    async fn run(&self, id: Uuid, kind: ClaimKind, now: chrono::DateTime<chrono::Utc>) -> usize {
+        let stored = match self.store.get(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return 0,
             Err(e) => {
-                tracing::warn!(subscription_id = %stored.view.id, period, error = %e, "renewal not placed; trying again later");
+                tracing::warn!(subscription_id = %id, error = %format!("{e:#}"), "a subscription could not be read");
+                return 0;
+            }
+        };
+        let period = match kind {
+            ClaimKind::Retry => match stored.retry_period {
+                Some(p) => p,
+                None => return 0,
+            },
+            _ => stored.period,
+        };
+        match self.renew_period(&stored, period, kind, now).await {
+            Ok(claimed) => usize::from(claimed),
+            Err(RenewError::Orders(e)) => {
+                tracing::warn!(subscription_id = %id, period, error = %e, "renewal not placed yet; asked again later");
+                1
+            }
+            Err(e) => {
+                tracing::warn!(subscription_id = %id, period, error = %e, "renewal not placed; trying again later");
                 0
             }
         }

@@ -19,6 +19,7 @@ use mercato_kernel::idempotency::{self, StoredResponse};
 use mercato_kernel::outbox::Outbox;
 use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, inbox, time, Envelope};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -56,8 +57,24 @@ pub enum Outcome {
     /// Placed and not settled yet.
     Pending,
     Confirmed,
-    /// Cancelled, or refused before it was placed: the reason.
+    /// Cancelled before it was confirmed: the reason.
     Failed(String),
+    /// Orders refused to place it (a SKU no longer sold, say): the code.
+    /// There is no order; the attempt counts as failed.
+    Refused(String),
+}
+
+/// What a claim is for; each is made only while the subscription still
+/// stands as the claimer saw it (checked on its row, which the claim locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// The scheduler's first attempt at the period at `next_renewal_at`,
+    /// which has come: only a period with no order at all.
+    Due,
+    /// The scheduler's next attempt at the failed period whose pause is over.
+    Retry,
+    /// An admin's renewal: the period has no live order.
+    Renew,
 }
 
 /// What a new subscription is stored with.
@@ -69,7 +86,6 @@ pub struct NewSubscription<'a> {
     pub scope: &'a str,
     pub key: &'a str,
     pub request_hash: &'a str,
-    pub response: StoredResponse,
 }
 
 /// A claim for a period: what else to change with it.
@@ -77,9 +93,9 @@ pub struct ClaimRequest {
     pub subscription_id: Uuid,
     pub customer_id: Uuid,
     pub period: i64,
-    /// Another attempt may follow failed ones; otherwise only a period
-    /// with no order at all is claimed (the scheduler's first attempt).
-    pub retry: bool,
+    pub kind: ClaimKind,
+    /// The time the claimer acts at: a period or a retry must be due by it.
+    pub at: DateTime<Utc>,
     /// The period is due: the subscription moves on to this one, which
     /// starts then (from `period`, the one being placed).
     pub advance_to: Option<(i64, DateTime<Utc>)>,
@@ -109,7 +125,14 @@ type Row = (
 );
 
 /// Statuses of a period's order that still count: no other is placed.
+/// After them an order is `failed` (cancelled before its confirmation:
+/// counted), `cancelled` (after it: not counted), `refused` (orders placed
+/// nothing: counted) or `abandoned` (never asked for: the subscription
+/// stopped first).
 const LIVE: &str = "('placing', 'pending', 'confirmed')";
+
+/// Claims that became orders, or may have.
+const ORDERED: &str = "('placing', 'pending', 'confirmed', 'failed', 'cancelled')";
 
 fn uuid(raw: &str) -> anyhow::Result<Uuid> {
     Ok(Uuid::parse_str(raw)?)
@@ -136,14 +159,17 @@ impl SubscriptionsStore {
     }
 
     /// Stores a subscription with the claim of its first order (period 0,
-    /// attempt 1) and the answer to its idempotency key. `false` when
+    /// attempt 1) and its idempotency key, whose answer is filled in by
+    /// [`Self::created`] once orders took the first order. `false` when
     /// another request with the key committed first.
     pub async fn create(&self, new: &NewSubscription<'_>) -> anyhow::Result<bool> {
         let s = new.view;
         let mut tx = self.db.begin().await?;
-        if !idempotency::record(&mut tx, new.scope, new.key, new.request_hash, &new.response)
-            .await?
-        {
+        let pending = StoredResponse {
+            status: 201,
+            body: String::new(),
+        };
+        if !idempotency::record(&mut tx, new.scope, new.key, new.request_hash, &pending).await? {
             return Ok(false);
         }
         let now = time::to_db(&s.created_at);
@@ -167,6 +193,20 @@ impl SubscriptionsStore {
         .execute(tx.conn())
         .await?;
         Self::insert_claim(&mut tx, s.id, 0, 1, new.first_order, &now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Orders took (or may have taken) the first order: the subscription is
+    /// announced and the key's answer stored, together.
+    pub async fn created(
+        &self,
+        s: &Subscription,
+        first_order: Uuid,
+        scope: &str,
+        key: &str,
+        answer: &StoredResponse,
+    ) -> anyhow::Result<()> {
         let events = [
             Self::event(
                 s.id,
@@ -190,15 +230,17 @@ impl SubscriptionsStore {
                 &SubscriptionRenewalPlaced {
                     subscription_id: s.id,
                     customer_id: s.customer_id,
-                    order_id: new.first_order,
+                    order_id: first_order,
                     period: 0,
                     attempt: 1,
                 },
             )?,
         ];
+        let mut tx = self.db.begin().await?;
         self.outbox.add(&mut tx, &events).await?;
+        idempotency::complete_in(&mut tx, scope, key, answer).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Takes back a subscription whose first order was refused (a SKU that
@@ -288,14 +330,30 @@ impl SubscriptionsStore {
         })
     }
 
-    async fn order_ids(&self, id: &str) -> anyhow::Result<Vec<Uuid>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT order_id FROM subscription_orders WHERE subscription_id = $1 ORDER BY period, attempt",
-        )
-        .bind(id)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(|(o,)| uuid(o)).collect()
+    /// The orders of each subscription in `ids`, oldest first.
+    async fn order_ids(&self, ids: &[&str]) -> anyhow::Result<HashMap<String, Vec<Uuid>>> {
+        let mut out: HashMap<String, Vec<Uuid>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let placeholders = (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT subscription_id, order_id FROM subscription_orders
+             WHERE subscription_id IN ({placeholders}) AND status IN {ORDERED}
+             ORDER BY subscription_id, period, attempt"
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        for (sub, order) in query.fetch_all(self.db.pool()).await? {
+            let order = uuid(&order)?;
+            out.entry(sub).or_default().push(order);
+        }
+        Ok(out)
     }
 
     pub async fn get(&self, id: Uuid) -> anyhow::Result<Option<Stored>> {
@@ -308,7 +366,11 @@ impl SubscriptionsStore {
         match row {
             None => Ok(None),
             Some(row) => {
-                let orders = self.order_ids(&row.0).await?;
+                let orders = self
+                    .order_ids(&[&row.0])
+                    .await?
+                    .remove(&row.0)
+                    .unwrap_or_default();
                 Ok(Some(Self::from_row(row, orders)?))
             }
         }
@@ -344,21 +406,48 @@ impl SubscriptionsStore {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(self.db.pool())
             .await?;
+        let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let mut orders = self.order_ids(&ids).await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
-            let orders = self.order_ids(&row.0).await?;
-            items.push(Self::from_row(row, orders)?.view);
+            let of_it = orders.remove(&row.0).unwrap_or_default();
+            items.push(Self::from_row(row, of_it)?.view);
         }
         Ok(Page::from_rows(items, page.limit, |s| s.id.to_string()))
     }
 
-    /// Claims the next attempt at `period`'s order, unless an order of the
-    /// period is live or another claim of the attempt won. The claim, the
-    /// move to the next period when it is due, and `subscription.renewal_placed`
-    /// commit together.
+    /// Claims the next attempt at `period`'s order, unless the subscription
+    /// no longer stands as the claim's kind needs, an order of the period is
+    /// live, or another claim of the attempt won. The claim, the move to the
+    /// next period when it is due (made also when the period has its order
+    /// already), and `subscription.renewal_placed` commit together.
     pub async fn claim(&self, req: &ClaimRequest) -> anyhow::Result<Option<PeriodOrder>> {
         let sub = req.subscription_id.to_string();
+        let now = time::to_db(&time::now());
         let mut tx = self.db.begin().await?;
+        // First the subscription's row: it must still stand as the claimer
+        // saw it, and on PostgreSQL the claim holds its lock from here, so
+        // a pause, a cancellation or a settlement waits for it.
+        let guard = match req.kind {
+            ClaimKind::Due => "status = 'active' AND period = $3 AND next_renewal_at <= $4",
+            ClaimKind::Retry => {
+                "status = 'active' AND retry_period = $3 AND retry_at IS NOT NULL AND retry_at <= $4"
+            }
+            ClaimKind::Renew => "status IN ('active', 'past_due') AND period >= $3 AND $4 <> ''",
+        };
+        let stands = sqlx::query(&format!(
+            "UPDATE subscriptions SET updated_at = $2 WHERE id = $1 AND {guard}"
+        ))
+        .bind(&sub)
+        .bind(&now)
+        .bind(req.period)
+        .bind(time::to_db(&req.at))
+        .execute(tx.conn())
+        .await?;
+        if stands.rows_affected() == 0 {
+            tx.rollback().await;
+            return Ok(None);
+        }
         let (live, last): (i64, Option<i64>) = sqlx::query_as(&format!(
             "SELECT COALESCE(SUM(CASE WHEN status IN {LIVE} THEN 1 ELSE 0 END), 0), MAX(attempt)
              FROM subscription_orders WHERE subscription_id = $1 AND period = $2"
@@ -367,13 +456,24 @@ impl SubscriptionsStore {
         .bind(req.period)
         .fetch_one(tx.conn())
         .await?;
-        if live > 0 || (!req.retry && last.is_some()) {
-            tx.rollback().await;
+        if let Some((next, starts)) = req.advance_to {
+            sqlx::query(
+                "UPDATE subscriptions SET period = $2, next_renewal_at = $3 WHERE id = $1 AND period = $4",
+            )
+            .bind(&sub)
+            .bind(next)
+            .bind(time::to_db(&starts))
+            .bind(req.period)
+            .execute(tx.conn())
+            .await?;
+        }
+        if live > 0 || (req.kind == ClaimKind::Due && last.is_some()) {
+            // The period has its order: at most the schedule moved on.
+            tx.commit().await?;
             return Ok(None);
         }
         let attempt = last.unwrap_or(0) + 1;
         let order_id = id::new_id();
-        let now = time::to_db(&time::now());
         if !Self::insert_claim(
             &mut tx,
             req.subscription_id,
@@ -388,28 +488,11 @@ impl SubscriptionsStore {
             return Ok(None);
         }
         // A retry in flight is not made again by the scheduler.
-        sqlx::query(
-            "UPDATE subscriptions SET retry_at = NULL, updated_at = $3
-             WHERE id = $1 AND retry_period = $2",
-        )
-        .bind(&sub)
-        .bind(req.period)
-        .bind(&now)
-        .execute(tx.conn())
-        .await?;
-        if let Some((next, starts)) = req.advance_to {
-            sqlx::query(
-                "UPDATE subscriptions SET period = $2, next_renewal_at = $3, updated_at = $5
-                 WHERE id = $1 AND period = $4",
-            )
+        sqlx::query("UPDATE subscriptions SET retry_at = NULL WHERE id = $1 AND retry_period = $2")
             .bind(&sub)
-            .bind(next)
-            .bind(time::to_db(&starts))
             .bind(req.period)
-            .bind(&now)
             .execute(tx.conn())
             .await?;
-        }
         let event = Self::event(
             req.subscription_id,
             &SubscriptionRenewalPlaced {
@@ -430,43 +513,14 @@ impl SubscriptionsStore {
         }))
     }
 
-    /// Whether `period` has had an order, live or not.
-    pub async fn has_orders(&self, subscription_id: Uuid, period: i64) -> anyhow::Result<bool> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM subscription_orders WHERE subscription_id = $1 AND period = $2",
-        )
-        .bind(subscription_id.to_string())
-        .bind(period)
-        .fetch_one(self.db.pool())
-        .await?;
-        Ok(n > 0)
-    }
-
-    /// Moves a subscription from `period` to the next one, which starts at
-    /// `starts`; a no-op when it moved on already.
-    pub async fn advance(
-        &self,
-        subscription_id: Uuid,
-        period: i64,
-        next: (i64, DateTime<Utc>),
-    ) -> anyhow::Result<bool> {
-        let query = sqlx::query(
-            "UPDATE subscriptions SET period = $2, next_renewal_at = $3, updated_at = $5
-             WHERE id = $1 AND period = $4",
-        )
-        .bind(subscription_id.to_string())
-        .bind(next.0)
-        .bind(time::to_db(&next.1))
-        .bind(period)
-        .bind(time::to_db(&time::now()));
-        Ok(self.db.execute(query).await?.rows_affected() == 1)
-    }
-
-    /// What a period order came to, once: an order leaves `placing` or
-    /// `pending` only forward. A failure counts against the subscription
-    /// (a retry after `delay`, or `past_due` after the last attempt); a
-    /// confirmation clears the count. With `inbox`, the event that told is
-    /// recorded in the same transaction.
+    /// What a period order came to, once: a claim leaves `placing` or
+    /// `pending` only forward (each change is a conditional update, so two
+    /// settlements of one order, the consumer's and a repeated call's, have
+    /// one effect). A failure counts against the subscription (a retry
+    /// after `delay`, or `past_due` after the last attempt); a confirmation
+    /// clears the count; a confirmed order cancelled later leaves its
+    /// period without an order, uncounted. With `inbox`, the event that told
+    /// is recorded in the same transaction.
     pub async fn settle(
         &self,
         order_id: Uuid,
@@ -481,79 +535,114 @@ impl SubscriptionsStore {
                 return Ok(());
             }
         }
-        let order = order_id.to_string();
-        let row: Option<(String, i64, i64)> = sqlx::query_as(
-            "SELECT subscription_id, period, attempt FROM subscription_orders
-             WHERE order_id = $1 AND status IN ('placing', 'pending')",
-        )
-        .bind(&order)
+        let now = time::now();
+        let (to, from, reason) = match outcome {
+            Outcome::Pending => ("pending", "('placing')", None),
+            Outcome::Confirmed => ("confirmed", "('placing', 'pending')", None),
+            Outcome::Failed(r) => ("failed", "('placing', 'pending')", Some(r.as_str())),
+            Outcome::Refused(r) => ("refused", "('placing')", Some(r.as_str())),
+        };
+        let moved: Option<(String, i64, i64)> = sqlx::query_as(&format!(
+            "UPDATE subscription_orders SET status = $2, reason = $3, updated_at = $4
+             WHERE order_id = $1 AND status IN {from}
+             RETURNING subscription_id, period, attempt"
+        ))
+        .bind(order_id.to_string())
+        .bind(to)
+        .bind(reason)
+        .bind(time::to_db(&now))
         .fetch_optional(tx.conn())
         .await?;
-        let Some((sub, period, attempt)) = row else {
-            // Not a subscription's order, or settled already.
-            tx.commit().await?;
-            return Ok(());
-        };
-        let now = time::now();
-        let now_db = time::to_db(&now);
-        let (status, reason) = match outcome {
-            Outcome::Pending => ("pending", None),
-            Outcome::Confirmed => ("confirmed", None),
-            Outcome::Failed(reason) => ("failed", Some(reason.as_str())),
-        };
-        sqlx::query(
-            "UPDATE subscription_orders SET status = $2, reason = $3, updated_at = $4
-             WHERE order_id = $1 AND status IN ('placing', 'pending')",
-        )
-        .bind(&order)
-        .bind(status)
-        .bind(reason)
-        .bind(&now_db)
-        .execute(tx.conn())
-        .await?;
-        match outcome {
-            Outcome::Pending => {}
-            Outcome::Confirmed => {
+        match (moved, outcome) {
+            (Some((sub, period, _)), Outcome::Confirmed) => {
+                self.clear_failures(&mut tx, &sub, period, &now).await?;
+            }
+            (Some((sub, period, attempt)), Outcome::Failed(reason) | Outcome::Refused(reason)) => {
+                let failure = Failure {
+                    order_id,
+                    period,
+                    attempt,
+                    reason,
+                };
+                self.count_failure(&mut tx, &sub, &failure, delay, &now)
+                    .await?;
+            }
+            (None, Outcome::Failed(reason)) => {
+                // Not this context's order, settled already, or cancelled
+                // after its confirmation: then its period has no order.
                 sqlx::query(
-                    "UPDATE subscriptions SET failed_attempts = 0, retry_period = NULL, retry_at = NULL,
-                        status = CASE WHEN status = 'past_due' THEN 'active' ELSE status END,
-                        updated_at = $2
-                     WHERE id = $1",
+                    "UPDATE subscription_orders SET status = 'cancelled', reason = $2, updated_at = $3
+                     WHERE order_id = $1 AND status = 'confirmed'",
                 )
-                .bind(&sub)
-                .bind(&now_db)
+                .bind(order_id.to_string())
+                .bind(reason)
+                .bind(time::to_db(&now))
                 .execute(tx.conn())
                 .await?;
             }
-            // The customer cancelled that order: the period is skipped, not dunned.
-            Outcome::Failed(reason) if reason == "customer_cancelled" => {}
-            Outcome::Failed(reason) => {
-                self.count_failure(
-                    &mut tx, &sub, period, attempt, order_id, reason, delay, &now,
-                )
-                .await?;
-            }
+            _ => {}
         }
         tx.commit().await?;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn count_failure(
+    /// An order of `period` was confirmed: no failures in a row any more, a
+    /// retry of that period is done, and a past-due subscription is active.
+    async fn clear_failures(
         &self,
         tx: &mut Tx,
         sub: &str,
         period: i64,
-        attempt: i64,
-        order_id: Uuid,
-        reason: &str,
+        now: &DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "UPDATE subscriptions SET failed_attempts = 0,
+                retry_at = CASE WHEN retry_period = $2 THEN NULL ELSE retry_at END,
+                retry_period = CASE WHEN retry_period = $2 THEN NULL ELSE retry_period END,
+                updated_at = $3
+             WHERE id = $1 RETURNING customer_id, status",
+        )
+        .bind(sub)
+        .bind(period)
+        .bind(time::to_db(now))
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some((customer, status)) = row else {
+            return Ok(());
+        };
+        if status == SubscriptionStatus::PastDue.as_str() {
+            sqlx::query("UPDATE subscriptions SET status = 'active' WHERE id = $1")
+                .bind(sub)
+                .execute(tx.conn())
+                .await?;
+            let id = uuid(sub)?;
+            let event = Self::event(
+                id,
+                &SubscriptionStatusChanged {
+                    subscription_id: id,
+                    customer_id: uuid(&customer)?,
+                    status: SubscriptionStatus::Active.as_str().to_owned(),
+                },
+            )?;
+            self.outbox.add(tx, &[event]).await?;
+        }
+        Ok(())
+    }
+
+    async fn count_failure(
+        &self,
+        tx: &mut Tx,
+        sub: &str,
+        failure: &Failure<'_>,
         delay: &RetryDelay,
         now: &DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT customer_id, status, failed_attempts FROM subscriptions WHERE id = $1",
+            "UPDATE subscriptions SET failed_attempts = failed_attempts + 1, updated_at = $2
+             WHERE id = $1 RETURNING customer_id, status, failed_attempts",
         )
         .bind(sub)
+        .bind(time::to_db(now))
         .fetch_optional(tx.conn())
         .await?;
         let Some((customer, status, failed)) = row else {
@@ -561,60 +650,50 @@ impl SubscriptionsStore {
         };
         let subscription_id = uuid(sub)?;
         let customer_id = uuid(&customer)?;
-        let failed = failed + 1;
-        let now_db = time::to_db(now);
         let mut events = vec![Self::event(
             subscription_id,
             &SubscriptionRenewalFailed {
                 subscription_id,
                 customer_id,
-                order_id,
-                period,
-                attempt,
-                reason: reason.to_owned(),
+                order_id: failure.order_id,
+                period: failure.period,
+                attempt: failure.attempt,
+                reason: failure.reason.to_owned(),
                 failed_attempts: failed,
             },
         )?];
-        if failed >= MAX_ATTEMPTS {
-            // Tried for the last time: nothing more until renewed or resumed.
-            let to_past_due = status == SubscriptionStatus::Active.as_str();
-            sqlx::query(
-                "UPDATE subscriptions SET failed_attempts = $2, retry_period = $3, retry_at = NULL,
-                    status = CASE WHEN status = 'active' THEN 'past_due' ELSE status END,
-                    updated_at = $4
-                 WHERE id = $1",
-            )
-            .bind(sub)
-            .bind(failed)
-            .bind(period)
-            .bind(&now_db)
-            .execute(tx.conn())
-            .await?;
-            if to_past_due {
-                events.push(Self::event(
-                    subscription_id,
-                    &SubscriptionPastDue {
-                        subscription_id,
-                        customer_id,
-                        order_id,
-                        failed_attempts: failed,
-                        reason: reason.to_owned(),
-                    },
-                )?);
-            }
+        // The period is tried again: after a pause, or (the last attempt
+        // failed) only when renewed or resumed.
+        let last = failed >= MAX_ATTEMPTS;
+        let retry_at = (!last).then(|| {
+            time::to_db(&(*now + chrono::Duration::from_std(delay(failed)).unwrap_or_default()))
+        });
+        let to_past_due = last && status == SubscriptionStatus::Active.as_str();
+        let status = if to_past_due {
+            SubscriptionStatus::PastDue.as_str()
         } else {
-            let retry_at = *now + chrono::Duration::from_std(delay(failed)).unwrap_or_default();
-            sqlx::query(
-                "UPDATE subscriptions SET failed_attempts = $2, retry_period = $3, retry_at = $4, updated_at = $5
-                 WHERE id = $1",
-            )
-            .bind(sub)
-            .bind(failed)
-            .bind(period)
-            .bind(time::to_db(&retry_at))
-            .bind(&now_db)
-            .execute(tx.conn())
-            .await?;
+            status.as_str()
+        };
+        sqlx::query(
+            "UPDATE subscriptions SET retry_period = $2, retry_at = $3, status = $4 WHERE id = $1",
+        )
+        .bind(sub)
+        .bind(failure.period)
+        .bind(retry_at)
+        .bind(status)
+        .execute(tx.conn())
+        .await?;
+        if to_past_due {
+            events.push(Self::event(
+                subscription_id,
+                &SubscriptionPastDue {
+                    subscription_id,
+                    customer_id,
+                    order_id: failure.order_id,
+                    failed_attempts: failed,
+                    reason: failure.reason.to_owned(),
+                },
+            )?);
         }
         self.outbox.add(tx, &events).await?;
         Ok(())
@@ -630,7 +709,6 @@ impl SubscriptionsStore {
         customer_id: Uuid,
         from: &[SubscriptionStatus],
         to: SubscriptionStatus,
-        next: Option<(i64, DateTime<Utc>)>,
     ) -> anyhow::Result<bool> {
         let now = time::to_db(&time::now());
         let allowed = from
@@ -657,14 +735,6 @@ impl SubscriptionsStore {
         if done.rows_affected() == 0 {
             tx.rollback().await;
             return Ok(false);
-        }
-        if let Some((period, starts)) = next {
-            sqlx::query("UPDATE subscriptions SET period = $2, next_renewal_at = $3 WHERE id = $1")
-                .bind(id.to_string())
-                .bind(period)
-                .bind(time::to_db(&starts))
-                .execute(tx.conn())
-                .await?;
         }
         let event = Self::event(
             id,
@@ -751,36 +821,62 @@ impl SubscriptionsStore {
     /// A customer erased their account: their subscriptions are cancelled
     /// and keep no address (but its country) and no payment token.
     pub async fn erase_customer(&self, customer_id: Uuid) -> anyhow::Result<u64> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, shipping_address FROM subscriptions WHERE customer_id = $1")
-                .bind(customer_id.to_string())
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT id, shipping_address, status FROM subscriptions WHERE customer_id = $1",
+        )
+        .bind(customer_id.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
         let now = time::to_db(&time::now());
-        let mut changed = 0;
-        for (id, json) in rows {
-            let address: ShippingAddress = serde_json::from_str(&json)?;
-            let erased = ShippingAddress {
-                name: ERASED.into(),
-                line1: ERASED.into(),
-                line2: None,
-                city: ERASED.into(),
-                postal_code: ERASED.into(),
-                country: address.country,
-            };
-            let query = sqlx::query(
+        let mut tx = self.db.begin().await?;
+        let mut events = Vec::new();
+        for (id, json, status) in &rows {
+            let erased = serde_json::from_str::<ShippingAddress>(json)?.erased();
+            sqlx::query(
                 "UPDATE subscriptions SET shipping_address = $2, payment_token = '', status = 'cancelled',
                     retry_period = NULL, retry_at = NULL, updated_at = $3
                  WHERE id = $1",
             )
             .bind(id)
             .bind(serde_json::to_string(&erased)?)
-            .bind(&now);
-            changed += self.db.execute(query).await?.rows_affected();
+            .bind(&now)
+            .execute(tx.conn())
+            .await?;
+            if status != SubscriptionStatus::Cancelled.as_str() {
+                let subscription_id = uuid(id)?;
+                events.push(Self::event(
+                    subscription_id,
+                    &SubscriptionStatusChanged {
+                        subscription_id,
+                        customer_id,
+                        status: SubscriptionStatus::Cancelled.as_str().to_owned(),
+                    },
+                )?);
+            }
         }
-        Ok(changed)
+        self.outbox.add(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Gives up a claim nobody asked orders for, because its subscription
+    /// stopped first (paused, cancelled, erased).
+    pub async fn abandon(&self, order_id: Uuid) -> anyhow::Result<()> {
+        let query = sqlx::query(
+            "UPDATE subscription_orders SET status = 'abandoned', updated_at = $2
+             WHERE order_id = $1 AND status = 'placing'",
+        )
+        .bind(order_id.to_string())
+        .bind(time::to_db(&time::now()));
+        self.db.execute(query).await?;
+        Ok(())
     }
 }
 
-/// What an erased person's fields become.
-const ERASED: &str = "erased";
+/// A failed attempt at a period's order.
+struct Failure<'a> {
+    order_id: Uuid,
+    period: i64,
+    attempt: i64,
+    reason: &'a str,
+}

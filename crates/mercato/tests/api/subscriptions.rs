@@ -431,7 +431,7 @@ async fn two_schedulers_place_one_renewal_per_period() {
 /// order id, as often as it runs, for one order.
 #[tokio::test]
 async fn a_claimed_order_left_unplaced_is_placed_once_by_the_scheduler() {
-    use mercato_subscriptions::store::ClaimRequest;
+    use mercato_subscriptions::store::{ClaimKind, ClaimRequest};
 
     let app = TestApp::spawn().await;
     let Some(ctx) = app.contexts.clone() else {
@@ -447,7 +447,8 @@ async fn a_claimed_order_left_unplaced_is_placed_once_by_the_scheduler() {
             subscription_id: id,
             customer_id: customer.id.parse().expect("uuid"),
             period: 1,
-            retry: false,
+            kind: ClaimKind::Renew,
+            at: chrono::Utc::now(),
             advance_to: None,
         })
         .await

@@ -159,7 +159,7 @@ async fn a_saga_moves_only_from_where_it_is_and_only_for_its_lease_holder() {
             },
         };
         store
-            .create_checkout(&order, "tok_visa", &[], &now, &record, &[])
+            .create_checkout(&order, "tok_visa", &[], &now, Some(&record), &[])
             .await
             .expect("order");
         let id = order.id;

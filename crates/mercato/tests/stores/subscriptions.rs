@@ -11,7 +11,9 @@ use mercato_kernel::idempotency::StoredResponse;
 use mercato_kernel::outbox::Outbox;
 use mercato_kernel::{time, Envelope};
 use mercato_subscriptions::domain::{Interval, Subscription, SubscriptionItem, SubscriptionStatus};
-use mercato_subscriptions::store::{ClaimRequest, NewSubscription, Outcome, SubscriptionsStore};
+use mercato_subscriptions::store::{
+    ClaimKind, ClaimRequest, NewSubscription, Outcome, SubscriptionsStore,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -66,14 +68,18 @@ async fn subscribed(store: &SubscriptionsStore) -> (Subscription, Uuid) {
             scope: "subscribe:test",
             key: &key,
             request_hash: "h",
-            response: StoredResponse {
-                status: 201,
-                body: "{}".into(),
-            },
         })
         .await
         .expect("create");
     assert!(created);
+    let answer = StoredResponse {
+        status: 201,
+        body: "{}".into(),
+    };
+    store
+        .created(&view, first, "subscribe:test", &key, &answer)
+        .await
+        .expect("created");
     (view, first)
 }
 
@@ -82,7 +88,8 @@ fn claim_of(s: &Subscription, period: i64) -> ClaimRequest {
         subscription_id: s.id,
         customer_id: s.customer_id,
         period,
-        retry: true,
+        kind: ClaimKind::Renew,
+        at: chrono::Utc::now(),
         advance_to: None,
     }
 }
@@ -166,12 +173,6 @@ async fn a_period_is_tried_again_only_after_its_order_failed() {
         let stored = store.get(sub.id).await.expect("get").expect("there");
         assert_eq!(stored.view.failed_attempts, 1, "{:?}", s.backend);
         assert_eq!(stored.retry_period, Some(0));
-        // The scheduler's first attempt at a period is not a retry.
-        let first_only = ClaimRequest {
-            retry: false,
-            ..claim_of(&sub, 0)
-        };
-        assert!(store.claim(&first_only).await.expect("claim").is_none());
         let second = store
             .claim(&claim_of(&sub, 0))
             .await
@@ -204,11 +205,17 @@ async fn a_period_is_tried_again_only_after_its_order_failed() {
         let stored = store.get(sub.id).await.expect("get").expect("there");
         assert_eq!(stored.view.failed_attempts, 0, "{:?}", s.backend);
         assert_eq!(stored.retry_period, None);
-        assert!(store
+        // The confirmed order was cancelled after all: uncounted, and its
+        // period has no order any more, so a renewal places one.
+        let third = store
             .claim(&claim_of(&sub, 0))
             .await
             .expect("claim")
-            .is_none());
+            .expect("the period is open again");
+        assert_eq!(third.attempt, 3, "{:?}", s.backend);
+        let stored = store.get(sub.id).await.expect("get").expect("there");
+        assert_eq!(stored.view.failed_attempts, 0);
+        assert_eq!(stored.view.orders.len(), 3);
     }
 }
 
@@ -276,7 +283,6 @@ async fn the_third_failure_makes_a_subscription_past_due_once() {
                 sub.customer_id,
                 &[SubscriptionStatus::PastDue],
                 SubscriptionStatus::Active,
-                None
             )
             .await
             .expect("resume"));
