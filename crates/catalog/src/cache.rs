@@ -281,6 +281,7 @@ mod tests {
             status: ProductStatus::Active,
             variants: vec![],
             images: Vec::new(),
+            rating: Default::default(),
             created_at: now,
             updated_at: now,
         }

@@ -270,6 +270,7 @@ impl ProductAggregate {
                     status: ProductStatus::Active,
                     variants: variants.clone(),
                     images: images.clone(),
+                    rating: Default::default(),
                     created_at: *at,
                     updated_at: *at,
                 })

@@ -29,6 +29,13 @@ const CATEGORIES: Migration = Migration {
     sql: include_str!("../migrations/2_categories.sql"),
 };
 
+/// The rating reviews tell of each product. Plain SQL both backends take.
+const RATINGS: Migration = Migration {
+    version: 3,
+    name: "product_ratings",
+    sql: include_str!("../migrations/3_ratings.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -37,6 +44,7 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/sqlite.sql"),
         },
         CATEGORIES,
+        RATINGS,
     ],
     postgres: &[
         Migration {
@@ -45,5 +53,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             sql: include_str!("../migrations/postgres.sql"),
         },
         CATEGORIES,
+        RATINGS,
     ],
 };

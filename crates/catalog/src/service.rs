@@ -5,10 +5,13 @@ use crate::domain::{clean_category, slugify, CatalogCommand, CatalogEvent, Produ
 use crate::store::{AppendError, CatalogStore, Category, CategoryError, ProductFilter};
 use async_trait::async_trait;
 use mercato_contracts::clients::{CatalogClient, ClientError, ClientResult};
-use mercato_contracts::events::{PriceChanged, ProductArchived, ProductCreated, ProductUpdated};
-use mercato_contracts::types::{Product, SkuInfo};
+use mercato_contracts::events::{
+    PriceChanged, ProductArchived, ProductCreated, ProductUpdated, RatingChanged,
+};
+use mercato_contracts::types::{Product, Rating, SkuInfo};
 use mercato_kernel::auth::{Caller, Role};
-use mercato_kernel::bus::Subscription;
+use mercato_kernel::bus::{EventHandler, Subscription};
+use mercato_kernel::event::DomainEvent;
 use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{id, time, ApiError, Envelope};
 use std::sync::Arc;
@@ -47,6 +50,17 @@ impl CatalogService {
     /// lookups) on catalog events; `None` without a shared cache.
     pub fn cache_subscription(&self) -> Option<Subscription> {
         crate::cache::subscription(&self.products, &self.skus)
+    }
+
+    /// The consumer that keeps each product's rating as reviews tell it
+    /// (`rating.changed`), newest version only, and drops the cached product.
+    pub fn rating_subscription(self: &Arc<Self>) -> Subscription {
+        Subscription {
+            consumer: RATINGS_CONSUMER.to_owned(),
+            per_instance: false,
+            event_types: vec![RatingChanged::TYPE.to_owned()],
+            handler: Arc::new(Ratings(self.clone())),
+        }
     }
 
     pub fn store(&self) -> &CatalogStore {
@@ -207,6 +221,11 @@ impl CatalogService {
             }
             Err(AppendError::Store(e)) => return Err(e.into()),
         }
+        // What reviews told of it is not in the product's own events.
+        let mut product = product;
+        if before.state.is_some() {
+            product.rating = self.store.rating(product.id).await?;
+        }
         // A failure is logged; the `catalog-cache` consumer deletes again
         // (the SKUs the product still has).
         let _ = self.products.invalidate(product.id).await;
@@ -347,6 +366,33 @@ impl CatalogClient for CatalogService {
             .map_err(|e| ClientError::Failed("catalog", format!("{e:#}")))?;
         self.skus.put(sku, info.clone()).await;
         Ok(info)
+    }
+}
+
+/// The consumer of `rating.changed`.
+pub const RATINGS_CONSUMER: &str = "catalog-ratings";
+
+/// Keeps a product's rating; an overwrite guarded by the rating's version,
+/// so it needs no inbox. A kept rating drops the cached product.
+struct Ratings(Arc<CatalogService>);
+
+#[async_trait::async_trait]
+impl EventHandler for Ratings {
+    async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
+        let e: RatingChanged = event.decode()?;
+        let rating = Rating {
+            average: e.average,
+            count: e.count,
+        };
+        if self
+            .0
+            .store
+            .set_rating(e.product_id, &rating, e.version)
+            .await?
+        {
+            self.0.products.invalidate(e.product_id).await?;
+        }
+        Ok(())
     }
 }
 

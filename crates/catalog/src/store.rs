@@ -1,7 +1,7 @@
 //! The catalog's event store and its current-state projection.
 
 use crate::domain::{slugify, CatalogEvent, ProductAggregate};
-use mercato_contracts::types::{Product, ProductStatus, SkuInfo, Variant};
+use mercato_contracts::types::{Product, ProductStatus, Rating, SkuInfo, Variant};
 use mercato_kernel::db::Db;
 use mercato_kernel::error::is_unique_violation;
 use mercato_kernel::outbox::Outbox;
@@ -51,9 +51,10 @@ type ProductRow = (
     String,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 const PRODUCT_COLUMNS: &str =
-    "id, seller_id, title, description, category, status, variants, created_at, updated_at, category_path, images";
+    "id, seller_id, title, description, category, status, variants, created_at, updated_at, category_path, images, rating";
 
 /// A category as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -102,6 +103,7 @@ fn product_from_row(row: ProductRow) -> anyhow::Result<Product> {
         updated_at,
         category_path,
         images,
+        rating,
     ) = row;
     Ok(Product {
         category_path: category_path
@@ -110,6 +112,10 @@ fn product_from_row(row: ProductRow) -> anyhow::Result<Product> {
             .unwrap_or_default(),
         images: images
             .map(|i| serde_json::from_str(&i))
+            .transpose()?
+            .unwrap_or_default(),
+        rating: rating
+            .map(|r| serde_json::from_str(&r))
             .transpose()?
             .unwrap_or_default(),
         id: Uuid::parse_str(&id)?,
@@ -226,6 +232,37 @@ impl CatalogStore {
         self.outbox.add(&mut tx, integration).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Keeps the rating reviews told of a product, unless a newer one is
+    /// kept already; `true` when it was kept.
+    pub async fn set_rating(
+        &self,
+        product_id: Uuid,
+        rating: &Rating,
+        version: i64,
+    ) -> anyhow::Result<bool> {
+        let query = sqlx::query(
+            "UPDATE products SET rating = $2, rating_version = $3 WHERE id = $1 AND rating_version < $3",
+        )
+        .bind(product_id.to_string())
+        .bind(serde_json::to_string(rating)?)
+        .bind(version);
+        Ok(self.db.execute(query).await?.rows_affected() == 1)
+    }
+
+    /// The rating kept of a product (zero when it has none).
+    pub async fn rating(&self, product_id: Uuid) -> anyhow::Result<Rating> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT rating FROM products WHERE id = $1")
+                .bind(product_id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(row
+            .and_then(|(r,)| r)
+            .map(|r| serde_json::from_str(&r))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     pub async fn get(&self, id: Uuid) -> anyhow::Result<Option<Product>> {

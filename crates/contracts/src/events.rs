@@ -353,6 +353,41 @@ pub struct SubscriptionStatusChanged {
 }
 event!(SubscriptionStatusChanged, "subscription.status_changed");
 
+// reviews
+
+/// A review came into its product's rating (written, or approved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewPublished {
+    pub review_id: Uuid,
+    pub product_id: Uuid,
+    pub seller_id: Option<Uuid>,
+    pub author_id: Uuid,
+    pub rating: i64,
+}
+event!(ReviewPublished, "review.published");
+
+/// A published review left its product's rating (rejected, or deleted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewRemoved {
+    pub review_id: Uuid,
+    pub product_id: Uuid,
+    pub author_id: Uuid,
+}
+event!(ReviewRemoved, "review.removed");
+
+/// A product's rating, after a review came in or left. `version` grows
+/// with every change of the product's rating: a consumer keeps the newest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingChanged {
+    pub product_id: Uuid,
+    pub seller_id: Option<Uuid>,
+    /// The mean of the published reviews, to two decimals; 0 without any.
+    pub average: f64,
+    pub count: i64,
+    pub version: i64,
+}
+event!(RatingChanged, "rating.changed");
+
 // notifications
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

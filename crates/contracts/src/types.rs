@@ -45,8 +45,20 @@ pub struct Product {
     /// Pictures of the product, shown in this order.
     #[serde(default)]
     pub images: Vec<Image>,
+    /// What its published reviews add up to (kept by catalog from
+    /// `rating.changed`; zero in catalog's own events).
+    #[serde(default)]
+    pub rating: Rating,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The published reviews of a product, summed up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Rating {
+    /// The mean rating, 1 to 5 to two decimals; 0 without reviews.
+    pub average: f64,
+    pub count: i64,
 }
 
 /// A picture of a product: where it is, and what it shows.

@@ -200,6 +200,9 @@ fn decode_everything(value: &Value) {
         SubscriptionRenewalFailed,
         SubscriptionPastDue,
         SubscriptionStatusChanged,
+        ReviewPublished,
+        ReviewRemoved,
+        RatingChanged,
         NotificationSent,
         NotificationFailed,
     );

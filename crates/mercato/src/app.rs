@@ -39,6 +39,7 @@ pub struct Contexts {
     pub orders: Arc<mercato_orders::OrdersService>,
     pub pricing: Arc<mercato_pricing::PricingService>,
     pub subscriptions: Arc<mercato_subscriptions::SubscriptionsService>,
+    pub reviews: Arc<mercato_reviews::ReviewsService>,
     /// The built-in test payment provider (idle when a real one is configured).
     pub test_provider: mercato_payments::testprovider::TestProvider,
 }
@@ -141,6 +142,7 @@ pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<
         StreamSpec::new("notifications", &["notification"]),
         StreamSpec::new("pricing", &["promotion"]),
         StreamSpec::new("subscriptions", &["subscription"]),
+        StreamSpec::new("reviews", &["review", "rating"]),
     ];
     JetStreamBus::connect(config)
         .await
@@ -354,6 +356,11 @@ pub(crate) async fn build_catalog(
     if let Some(sub) = catalog.cache_subscription() {
         tasks.push(shared.bus.subscribe(sub, shared.shutdown.clone()));
     }
+    tasks.push(
+        shared
+            .bus
+            .subscribe(catalog.rating_subscription(), shared.shutdown.clone()),
+    );
     Ok(Parts {
         api: mercato_catalog::routes::router(catalog.clone()),
         internal: Some(mercato_catalog::routes::internal_router(catalog.clone())),
@@ -642,6 +649,40 @@ pub(crate) async fn build_subscriptions(
     })
 }
 
+/// Reviews, with the consumers that tell it who bought, sells and is what.
+pub(crate) async fn build_reviews(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_reviews::ReviewsService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_reviews::NAME,
+        &mercato_reviews::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let moderation = mercato_reviews::domain::Moderation::new(
+        settings.reviews.moderation == crate::config::Moderation::Pre,
+        &settings.reviews.block_list,
+    );
+    let reviews = Arc::new(mercato_reviews::ReviewsService::new(
+        mercato_reviews::store::ReviewsStore::new(db.clone(), outbox),
+        moderation,
+    ));
+    for sub in reviews.subscriptions() {
+        tasks.push(shared.bus.subscribe(sub, shared.shutdown.clone()));
+    }
+    Ok(Parts {
+        api: mercato_reviews::routes::router(reviews.clone()),
+        internal: None,
+        service: reviews,
+        db,
+        tasks,
+    })
+}
+
 /// Search: a read model on local disk in every mode (one index per replica).
 /// `instance` names the replica in distributed mode, where each reads
 /// through a consumer of its own (`search-<instance>`); `None` in embedded
@@ -913,6 +954,7 @@ impl Application {
             "subscriptions",
             build_subscriptions(&settings, &shared, orders.clone()).await?,
         );
+        let reviews = all.add("reviews", build_reviews(&settings, &shared).await?);
         let search = all.add("search", build_search(&settings, &shared, None).await?);
         let notifications = all.add(
             "notifications",
@@ -944,6 +986,7 @@ impl Application {
                 orders,
                 pricing,
                 subscriptions,
+                reviews,
                 test_provider,
             },
         })

@@ -26,6 +26,7 @@ pub struct Settings {
     pub payments: PaymentsSettings,
     pub orders: OrdersSettings,
     pub subscriptions: SubscriptionsSettings,
+    pub reviews: ReviewsSettings,
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
     pub cart: CartSettings,
@@ -197,6 +198,26 @@ impl Default for SubscriptionsSettings {
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReviewsSettings {
+    /// `post` (default): reviews are published at once unless they trip the
+    /// rules; `pre`: every review waits for an admin.
+    pub moderation: Moderation,
+    /// Words that hold a review for an admin, without regard to case (a
+    /// list, or comma-separated in `MERCATO_REVIEWS__BLOCK_LIST`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub block_list: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Moderation {
+    #[default]
+    Post,
+    Pre,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NotificationsSettings {
@@ -248,10 +269,11 @@ pub struct ServicesSettings {
     pub notifications: Option<String>,
     pub pricing: Option<String>,
     pub subscriptions: Option<String>,
+    pub reviews: Option<String>,
 }
 
 /// The contexts `serve --service` runs, in the order they are listed.
-pub const CONTEXTS: [&str; 10] = [
+pub const CONTEXTS: [&str; 11] = [
     "identity",
     "catalog",
     "search",
@@ -262,6 +284,7 @@ pub const CONTEXTS: [&str; 10] = [
     "notifications",
     "pricing",
     "subscriptions",
+    "reviews",
 ];
 
 impl ServicesSettings {
@@ -278,6 +301,7 @@ impl ServicesSettings {
             "notifications" => &self.notifications,
             "pricing" => &self.pricing,
             "subscriptions" => &self.subscriptions,
+            "reviews" => &self.reviews,
             _ => &None,
         };
         list.as_deref()
@@ -502,6 +526,7 @@ impl Default for Settings {
             payments: PaymentsSettings::default(),
             orders: OrdersSettings::default(),
             subscriptions: SubscriptionsSettings::default(),
+            reviews: ReviewsSettings::default(),
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
             cart: CartSettings::default(),

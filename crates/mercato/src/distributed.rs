@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What `--service` accepts.
-pub const SERVICES: [&str; 11] = [
+pub const SERVICES: [&str; 12] = [
     "identity",
     "catalog",
     "search",
@@ -35,6 +35,7 @@ pub const SERVICES: [&str; 11] = [
     "notifications",
     "pricing",
     "subscriptions",
+    "reviews",
     "gateway",
 ];
 
@@ -270,6 +271,9 @@ async fn build_context(
         }
         "notifications" => {
             all.add(name, app::build_notifications(settings, &shared).await?);
+        }
+        "reviews" => {
+            all.add(name, app::build_reviews(settings, &shared).await?);
         }
         "subscriptions" => {
             // Placing an order prices it first: catalog and pricing calls.

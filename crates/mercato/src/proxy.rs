@@ -55,8 +55,14 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] =
 pub fn owner(path: &str) -> Option<&'static str> {
     let mut segments = path.trim_start_matches('/').split('/');
     let first = segments.next()?;
-    Some(match (first, segments.next()) {
+    let second = segments.next();
+    // A product's reviews and rating are the reviews context's.
+    if first == "products" && matches!(segments.next(), Some("reviews" | "rating")) {
+        return Some("reviews");
+    }
+    Some(match (first, second) {
         ("auth" | "me", _) | ("admin", Some("users")) => "identity",
+        ("reviews" | "sellers", _) | ("admin", Some("reviews")) => "reviews",
         ("products" | "categories", _) => "catalog",
         ("search", _) => "search",
         ("cart", _) => "cart",
@@ -681,6 +687,12 @@ mod tests {
         assert_eq!(owner("/shipping-methods"), Some("pricing"));
         assert_eq!(owner("/tax-rates/DE"), Some("pricing"));
         assert_eq!(owner("/subscriptions/1/renew"), Some("subscriptions"));
+        assert_eq!(owner("/products/1/reviews"), Some("reviews"));
+        assert_eq!(owner("/products/1/rating"), Some("reviews"));
+        assert_eq!(owner("/products/1"), Some("catalog"));
+        assert_eq!(owner("/reviews/1/votes"), Some("reviews"));
+        assert_eq!(owner("/admin/reviews"), Some("reviews"));
+        assert_eq!(owner("/sellers/1/rating"), Some("reviews"));
         assert_eq!(owner("/cart/promotions"), Some("cart"));
         assert_eq!(owner("/checkout/quote"), Some("orders"));
         assert_eq!(owner("/nothing"), None);

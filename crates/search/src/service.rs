@@ -416,6 +416,7 @@ mod tests {
             category_path: vec!["c".into()],
             status: ProductStatus::Active,
             images: Vec::new(),
+            rating: Default::default(),
             variants: vec![Variant {
                 sku: sku.into(),
                 title: String::new(),

@@ -17,5 +17,6 @@ mod platform;
 mod pricing;
 mod redis;
 mod returns;
+mod reviews;
 mod search;
 mod subscriptions;

@@ -13,4 +13,5 @@ mod identity;
 mod notifications;
 mod orders_payments;
 mod pricing;
+mod reviews;
 mod subscriptions;

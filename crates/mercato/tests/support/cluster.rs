@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SERVICES: [&str; 10] = [
+pub const SERVICES: [&str; 11] = [
     "identity",
     "catalog",
     "search",
@@ -28,6 +28,7 @@ pub const SERVICES: [&str; 10] = [
     "notifications",
     "pricing",
     "subscriptions",
+    "reviews",
 ];
 
 pub const JWT_SECRET: &str = "a-jwt-secret-shared-by-every-service";
