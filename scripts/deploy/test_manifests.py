@@ -15,7 +15,8 @@ from pathlib import Path
 import manifests
 
 CONTEXTS = {"gateway", "identity", "catalog", "search", "cart", "inventory",
-            "orders", "payments", "notifications", "pricing", "subscriptions"}
+            "orders", "payments", "notifications", "pricing", "subscriptions",
+            "reviews"}
 TWO_REPLICAS_FROM_THE_START = {"orders", "inventory", "payments", "subscriptions"}
 DATA_DIR = "/var/lib/mercato"
 # The TEST card network (`mercato test-provider`) that the payments replicas

@@ -13,7 +13,10 @@
 
 use crate::service::SearchService;
 use async_trait::async_trait;
-use mercato_contracts::events::{ProductArchived, ProductCreated, ProductUpdated, StockChanged};
+use mercato_contracts::events::{
+    ProductArchived, ProductCreated, ProductUpdated, RatingChanged, StockChanged,
+};
+use mercato_contracts::types::Rating;
 use mercato_kernel::bus::EventHandler;
 use mercato_kernel::event::DomainEvent;
 use mercato_kernel::Envelope;
@@ -76,11 +79,12 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
-pub const EVENT_TYPES: [&str; 4] = [
+pub const EVENT_TYPES: [&str; 5] = [
     ProductCreated::TYPE,
     ProductUpdated::TYPE,
     ProductArchived::TYPE,
     StockChanged::TYPE,
+    RatingChanged::TYPE,
 ];
 
 pub struct SearchConsumer {
@@ -113,6 +117,16 @@ impl EventHandler for SearchConsumer {
                 let e: StockChanged = event.decode()?;
                 self.service
                     .apply_stock(&e.sku, e.available, e.version)
+                    .await
+            }
+            RatingChanged::TYPE => {
+                let e: RatingChanged = event.decode()?;
+                let rating = Rating {
+                    average: e.average,
+                    count: e.count,
+                };
+                self.service
+                    .apply_rating(e.product_id, &rating, e.version)
                     .await
             }
             _ => Ok(()),

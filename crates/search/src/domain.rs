@@ -2,7 +2,7 @@
 //! for, and what it answers.
 
 use chrono::{DateTime, Utc};
-use mercato_contracts::types::{Product, ProductStatus};
+use mercato_contracts::types::{Product, ProductStatus, Rating};
 use mercato_kernel::{ApiError, Money};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -177,6 +177,8 @@ pub struct SearchHit {
     pub in_stock: bool,
     /// Units available over all its SKUs and warehouses.
     pub available: i64,
+    /// What its published reviews add up to.
+    pub rating: Rating,
 }
 
 /// Counts of matching products per value, by facet.

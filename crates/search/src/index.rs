@@ -10,6 +10,7 @@ use crate::domain::{
     typo_tolerance, Facets, ProductDoc, SearchHit, SearchPrice, SearchRequest, SearchResults,
     MAX_QUERY_TERMS,
 };
+use mercato_contracts::types::Rating;
 use mercato_kernel::ApiError;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -72,6 +73,9 @@ pub struct Fields {
     pub skus: Field,
     pub available: Field,
     pub created_at: Field,
+    /// The mean rating of its published reviews, and how many there are.
+    pub rating_average: Field,
+    pub rating_count: Field,
 }
 
 /// Fast-field names read by collectors.
@@ -104,6 +108,8 @@ pub fn schema() -> (Schema, Fields) {
         skus: b.add_text_field("skus", STRING),
         available: b.add_i64_field("available", FAST | STORED),
         created_at: b.add_i64_field(CREATED_AT, FAST | STORED),
+        rating_average: b.add_f64_field("rating_average", INDEXED | FAST | STORED),
+        rating_count: b.add_i64_field("rating_count", FAST | STORED),
     };
     (b.build(), fields)
 }
@@ -156,8 +162,9 @@ impl SearchIndex {
         Term::from_field_text(self.fields.product_id, &product_id.to_string())
     }
 
-    /// The document of a product with `available` units in stock.
-    pub fn document(&self, p: &ProductDoc, available: i64) -> TantivyDocument {
+    /// The document of a product with `available` units in stock and
+    /// `rating` from its reviews.
+    pub fn document(&self, p: &ProductDoc, available: i64, rating: &Rating) -> TantivyDocument {
         let f = &self.fields;
         let mut d = TantivyDocument::default();
         d.add_text(f.product_id, p.product_id.to_string());
@@ -180,6 +187,8 @@ impl SearchIndex {
         }
         d.add_i64(f.available, available.max(0));
         d.add_i64(f.created_at, p.created_at.timestamp_micros());
+        d.add_f64(f.rating_average, rating.average);
+        d.add_i64(f.rating_count, rating.count);
         d
     }
 
@@ -243,6 +252,13 @@ impl SearchIndex {
             },
             in_stock: available > 0,
             available,
+            rating: Rating {
+                average: doc
+                    .get_first(f.rating_average)
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0),
+                count: int(f.rating_count),
+            },
         })
     }
 }
@@ -459,7 +475,7 @@ mod tests {
         for p in &products {
             ids.push(p.product_id);
             writer
-                .add_document(index.document(p, p.price.amount % 7))
+                .add_document(index.document(p, p.price.amount % 7, &Rating::default()))
                 .expect("add");
         }
         writer.commit().expect("commit");
@@ -573,7 +589,9 @@ mod tests {
             product(5, "Lamp", "", "home", 100),
         ];
         for p in &products {
-            writer.add_document(index.document(p, 0)).expect("add");
+            writer
+                .add_document(index.document(p, 0, &Rating::default()))
+                .expect("add");
         }
         writer.commit().expect("commit");
         index.reader.reload().expect("reload");

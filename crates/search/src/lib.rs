@@ -90,6 +90,12 @@ const STOCK_VERSIONS: Migration = Migration {
     sql: include_str!("../migrations/3_stock_versions.sql"),
 };
 
+const RATINGS: Migration = Migration {
+    version: 4,
+    name: "search_ratings",
+    sql: include_str!("../migrations/4_ratings.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -99,6 +105,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         PRODUCT_VERSIONS,
         STOCK_VERSIONS,
+        RATINGS,
     ],
     postgres: &[
         Migration {
@@ -108,5 +115,6 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         PRODUCT_VERSIONS,
         STOCK_VERSIONS,
+        RATINGS,
     ],
 };

@@ -7,7 +7,7 @@ use crate::domain::{ProductDoc, SearchRequest, SearchResults};
 use crate::index::SearchIndex;
 use crate::store::SearchStore;
 use anyhow::Context as _;
-use mercato_contracts::types::Product;
+use mercato_contracts::types::{Product, Rating};
 use mercato_kernel::bus::{EventBus, Subscription};
 use mercato_kernel::db::Db;
 use mercato_kernel::ApiError;
@@ -184,12 +184,13 @@ impl SearchService {
         let term = self.index.id_term(product.id);
         match ProductDoc::from_product(product) {
             Some(doc) => {
-                let Some(available) = self.store.upsert_product(&doc, version).await? else {
+                let Some((available, rating)) = self.store.upsert_product(&doc, version).await?
+                else {
                     skipped(product.id, version);
                     return Ok(());
                 };
                 writer.delete_term(term);
-                writer.add_document(self.index.document(&doc, available))?;
+                writer.add_document(self.index.document(&doc, available, &rating))?;
             }
             None => {
                 if !self.store.remove_product(product.id, version).await? {
@@ -224,7 +225,33 @@ impl SearchService {
         let writer = open_writer(&guard)?;
         if let Some(stocked) = self.store.set_stock(sku, available, version).await? {
             writer.delete_term(self.index.id_term(stocked.doc.product_id));
-            writer.add_document(self.index.document(&stocked.doc, stocked.available))?;
+            writer.add_document(self.index.document(
+                &stocked.doc,
+                stocked.available,
+                &stocked.rating,
+            ))?;
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Applies a product's rating as of its rating `version`; an older
+    /// change than the one applied is dropped.
+    pub async fn apply_rating(
+        &self,
+        product_id: Uuid,
+        rating: &Rating,
+        version: i64,
+    ) -> anyhow::Result<()> {
+        let guard = self.writer.lock().await;
+        let writer = open_writer(&guard)?;
+        if let Some(stocked) = self.store.set_rating(product_id, rating, version).await? {
+            writer.delete_term(self.index.id_term(product_id));
+            writer.add_document(self.index.document(
+                &stocked.doc,
+                stocked.available,
+                &stocked.rating,
+            ))?;
             self.dirty.store(true, Ordering::Release);
         }
         Ok(())

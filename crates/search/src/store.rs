@@ -17,6 +17,7 @@
 //! Stock changes carry nothing that orders them, and overwrite as they come.
 
 use crate::domain::ProductDoc;
+use mercato_contracts::types::Rating;
 use mercato_kernel::db::{Db, Tx};
 use mercato_kernel::time;
 use uuid::Uuid;
@@ -26,11 +27,25 @@ pub struct SearchStore {
     db: Db,
 }
 
-/// A product and the stock summed over its SKUs.
+/// A product, the stock summed over its SKUs, and its rating.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stocked {
     pub doc: ProductDoc,
     pub available: i64,
+    pub rating: Rating,
+}
+
+/// The rating kept of a product (zero when reviews told none).
+async fn rating_of(tx: &mut Tx, product_id: &str) -> anyhow::Result<Rating> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT rating FROM search_ratings WHERE product_id = $1")
+            .bind(product_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    Ok(row
+        .map(|(r,)| serde_json::from_str(&r))
+        .transpose()?
+        .unwrap_or_default())
 }
 
 impl SearchStore {
@@ -43,13 +58,14 @@ impl SearchStore {
     }
 
     /// Records a product's new state, described by an event of `version`,
-    /// and takes over its SKUs; returns the stock available over them, or
-    /// `None` (and changes nothing) when a newer state is already recorded.
+    /// and takes over its SKUs; returns the stock available over them and
+    /// the product's rating, or `None` (and changes nothing) when a newer
+    /// state is already recorded.
     pub async fn upsert_product(
         &self,
         doc: &ProductDoc,
         version: i64,
-    ) -> anyhow::Result<Option<i64>> {
+    ) -> anyhow::Result<Option<(i64, Rating)>> {
         let id = doc.product_id.to_string();
         let mut tx = self.db.begin().await?;
         if !take_version(&mut tx, &id, version).await? {
@@ -86,8 +102,62 @@ impl SearchStore {
         .bind(&id)
         .fetch_one(tx.conn())
         .await?;
+        let rating = rating_of(&mut tx, &id).await?;
         tx.commit().await?;
-        Ok(Some(available))
+        Ok(Some((available, rating)))
+    }
+
+    /// Keeps a product's rating as of its rating `version`; returns the
+    /// product, if indexed, to index again. An older change than the one
+    /// kept changes nothing (`None`).
+    pub async fn set_rating(
+        &self,
+        product_id: Uuid,
+        rating: &Rating,
+        version: i64,
+    ) -> anyhow::Result<Option<Stocked>> {
+        let id = product_id.to_string();
+        let mut tx = self.db.begin().await?;
+        let applied = sqlx::query(
+            "INSERT INTO search_ratings (product_id, rating, version) VALUES ($1, $2, $3)
+             ON CONFLICT (product_id) DO UPDATE SET rating = excluded.rating, version = excluded.version
+             WHERE excluded.version > search_ratings.version",
+        )
+        .bind(&id)
+        .bind(serde_json::to_string(rating)?)
+        .bind(version)
+        .execute(tx.conn())
+        .await?;
+        if applied.rows_affected() == 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let stocked = self.stocked(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(stocked)
+    }
+
+    /// A recorded product with its stock and rating, if it is recorded.
+    async fn stocked(&self, tx: &mut Tx, product_id: &str) -> anyhow::Result<Option<Stocked>> {
+        let doc: Option<(String,)> =
+            sqlx::query_as("SELECT doc FROM search_products WHERE product_id = $1")
+                .bind(product_id)
+                .fetch_optional(tx.conn())
+                .await?;
+        let Some((json,)) = doc else {
+            return Ok(None);
+        };
+        let (available,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT) FROM search_stock WHERE product_id = $1",
+        )
+        .bind(product_id)
+        .fetch_one(tx.conn())
+        .await?;
+        Ok(Some(Stocked {
+            doc: serde_json::from_str(&json)?,
+            available,
+            rating: rating_of(tx, product_id).await?,
+        }))
     }
 
     /// Forgets a product, as an event of `version` says; the stock of its
@@ -159,25 +229,9 @@ impl SearchStore {
                 return Ok(None);
             }
         };
-        let doc: Option<(String,)> =
-            sqlx::query_as("SELECT doc FROM search_products WHERE product_id = $1")
-                .bind(&product_id)
-                .fetch_optional(tx.conn())
-                .await?;
-        let (total,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT) FROM search_stock WHERE product_id = $1",
-        )
-        .bind(&product_id)
-        .fetch_one(tx.conn())
-        .await?;
+        let stocked = self.stocked(&mut tx, &product_id).await?;
         tx.commit().await?;
-        match doc {
-            Some((json,)) => Ok(Some(Stocked {
-                doc: serde_json::from_str(&json)?,
-                available: total,
-            })),
-            None => Ok(None),
-        }
+        Ok(stocked)
     }
 
     /// How many products are indexed.
@@ -242,7 +296,14 @@ mod tests {
         // Stock heard of before its product still counts.
         assert_eq!(store.set_stock("A", 3, 0).await.expect("set"), None);
         let mut p = doc(&["A", "B"]);
-        assert_eq!(store.upsert_product(&p, 1).await.expect("upsert"), Some(3));
+        assert_eq!(
+            store
+                .upsert_product(&p, 1)
+                .await
+                .expect("upsert")
+                .map(|(n, _)| n),
+            Some(3)
+        );
         let s = store
             .set_stock("B", 4, 0)
             .await
@@ -251,7 +312,14 @@ mod tests {
         assert_eq!((s.doc.product_id, s.available), (p.product_id, 7));
         // A variant removed takes its stock with it.
         p.skus = vec!["B".into()];
-        assert_eq!(store.upsert_product(&p, 2).await.expect("upsert"), Some(4));
+        assert_eq!(
+            store
+                .upsert_product(&p, 2)
+                .await
+                .expect("upsert")
+                .map(|(n, _)| n),
+            Some(4)
+        );
         assert_eq!(store.set_stock("A", 10, 0).await.expect("set"), None);
         assert!(store.remove_product(p.product_id, 3).await.expect("remove"));
         assert_eq!(store.set_stock("B", 1, 0).await.expect("set"), None);
@@ -266,7 +334,14 @@ mod tests {
             store.upsert_product(&p, 1).await.expect("upsert");
             store.set_stock("A", 5, 0).await.expect("set");
         }
-        assert_eq!(store.upsert_product(&p, 1).await.expect("upsert"), Some(5));
+        assert_eq!(
+            store
+                .upsert_product(&p, 1)
+                .await
+                .expect("upsert")
+                .map(|(n, _)| n),
+            Some(5)
+        );
         assert_eq!(store.count_products().await.expect("count"), 1);
     }
 
@@ -283,7 +358,14 @@ mod tests {
         assert_eq!(s.available, 4);
         // Version 6 arrives late: dropped, and the total stays version 7's.
         assert_eq!(store.set_stock("A", 9, 6).await.expect("set"), None);
-        assert_eq!(store.upsert_product(&p, 2).await.expect("upsert"), Some(4));
+        assert_eq!(
+            store
+                .upsert_product(&p, 2)
+                .await
+                .expect("upsert")
+                .map(|(n, _)| n),
+            Some(4)
+        );
         // The same version again (a redelivery) applies, a newer one too.
         let s = store
             .set_stock("A", 4, 7)
@@ -311,7 +393,14 @@ mod tests {
         let (_dir, store) = store().await;
         let mut p = doc(&["A"]);
         p.title = "New".into();
-        assert_eq!(store.upsert_product(&p, 3).await.expect("upsert"), Some(0));
+        assert_eq!(
+            store
+                .upsert_product(&p, 3)
+                .await
+                .expect("upsert")
+                .map(|(n, _)| n),
+            Some(0)
+        );
         let mut old = p.clone();
         old.title = "Old".into();
         old.skus = vec!["Z".into()];
@@ -342,7 +431,7 @@ mod tests {
         // An event without a version is applied as it comes.
         assert_eq!(
             store.upsert_product(&old, 0).await.expect("upsert"),
-            Some(9)
+            Some((9, Rating::default()))
         );
         assert_eq!(store.count_products().await.expect("count"), 1);
         assert_eq!(

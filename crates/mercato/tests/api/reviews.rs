@@ -285,3 +285,36 @@ async fn its_author_or_an_admin_deletes_a_review_and_the_rating_follows() {
     let again = review(&app, &buyer, &product, written(4, "Second thoughts")).await;
     assert_eq!(again.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn search_results_carry_the_rating_within_two_seconds() {
+    use crate::orders::{add_to_cart, checkout, settled};
+    use crate::support::unique;
+
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let category = unique("rated").to_lowercase();
+    let sku = unique("SKU");
+    let product = app.create_product(&seller, &category, &[(&sku, 900)]).await;
+    let product = product["id"].as_str().expect("id").to_owned();
+    let stocked = app
+        .put(&format!("/inventory/{sku}"), Some(&seller.token), json!({"quantity": 3}))
+        .await;
+    assert_eq!(stocked.status, StatusCode::OK);
+    let buyer = app.register("customer").await;
+    add_to_cart(&app, &buyer, &sku, 1).await;
+    let order = checkout(&app, &buyer, "tok_visa", &unique("key")).await;
+    let order = settled(&app, &buyer, order.body["id"].as_str().expect("id")).await;
+    assert_eq!(order["status"], "confirmed");
+    let r = review(&app, &buyer, &product, written(5, "Perfect")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let hit = app
+        .eventually("the rating to reach search", Duration::from_secs(2), || async {
+            let found = app.get(&format!("/search?category={category}"), None).await;
+            let hit = found.body["items"][0].clone();
+            (hit["rating"]["count"] == 1).then_some(hit)
+        })
+        .await;
+    assert_eq!(hit["product_id"], product.as_str());
+    assert_eq!(hit["rating"], json!({"average": 5.0, "count": 1}));
+}

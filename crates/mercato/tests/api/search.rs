@@ -114,6 +114,7 @@ async fn a_new_product_is_searchable_within_two_seconds() {
             "price": {"amount": 3900, "currency": "EUR"},
             "in_stock": false,
             "available": 0,
+            "rating": {"average": 0.0, "count": 0},
         })
     );
     assert_eq!(body["facets"]["category"], json!({ category.clone(): 1 }));
