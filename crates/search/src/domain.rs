@@ -99,6 +99,12 @@ fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// A number parameter: absent when missing or empty; anything else, white
+/// space included, must be the number.
+fn given_number(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
 fn parse_integer(name: &str, raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().map_err(|_| {
         ApiError::bad_request(
@@ -130,9 +136,9 @@ impl RawSearchQuery {
         }
         let text = raw.trim().to_owned();
         // A range the wrong way round is no error: nothing is in it.
-        let min_price = parse_price("min_price", given(&self.min_price))?;
-        let max_price = parse_price("max_price", given(&self.max_price))?;
-        let limit = match given(&self.limit) {
+        let min_price = parse_price("min_price", given_number(&self.min_price))?;
+        let max_price = parse_price("max_price", given_number(&self.max_price))?;
+        let limit = match given_number(&self.limit) {
             None => DEFAULT_LIMIT,
             Some(raw) => match parse_integer("limit", raw)? {
                 n if n < 1 => return Err(ApiError::validation("limit must be at least 1")),
@@ -248,6 +254,9 @@ mod tests {
         assert_eq!(status(&[("limit", "0")]), 422);
         assert_eq!(status(&[("limit", "-3")]), 422);
         assert_eq!(status(&[("limit", "ten")]), 400);
+        // White space is not a number (an empty value is no value).
+        assert_eq!(status(&[("limit", "\n")]), 400);
+        assert_eq!(status(&[("min_price", " 5")]), 400);
         assert_eq!(status(&[("min_price", "1.5")]), 400);
         assert_eq!(status(&[("max_price", "abc")]), 400);
         assert_eq!(status(&[("min_price", "-1")]), 422);
