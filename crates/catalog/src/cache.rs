@@ -24,7 +24,9 @@
 //!
 //! [`CatalogClient::sku`]: mercato_contracts::clients::CatalogClient::sku
 
-use mercato_contracts::events::{PriceChanged, ProductArchived, ProductCreated, ProductUpdated};
+use mercato_contracts::events::{
+    PriceChanged, ProductArchived, ProductCreated, ProductUpdated, RatingChanged,
+};
 use mercato_contracts::types::{Product, SkuInfo};
 use mercato_kernel::bus::{EventHandler, Subscription};
 use mercato_kernel::cache::Cache;
@@ -204,6 +206,9 @@ pub fn subscription(products: &ProductCache, skus: &SkuCache) -> Option<Subscrip
             ProductUpdated::TYPE.to_owned(),
             ProductArchived::TYPE.to_owned(),
             PriceChanged::TYPE.to_owned(),
+            // A reader may have cached the product just before its rating
+            // was stored: deleted again here, as for catalog's own writes.
+            RatingChanged::TYPE.to_owned(),
         ],
         handler: Arc::new(Invalidate {
             products: products.clone(),
@@ -245,6 +250,11 @@ impl EventHandler for Invalidate {
         } else if event.is::<PriceChanged>() {
             let changed = event.decode::<PriceChanged>()?;
             (Some(changed.product_id), vec![changed.sku])
+        } else if event.is::<RatingChanged>() {
+            (
+                Some(event.decode::<RatingChanged>()?.product_id),
+                Vec::new(),
+            )
         } else {
             return Ok(());
         };

@@ -192,10 +192,14 @@ impl CatalogService {
         for e in &events {
             after.apply(e);
         }
-        let product = after
+        let mut product = after
             .state
             .clone()
             .ok_or_else(|| ApiError::not_found("product"))?;
+        // What reviews told of it is not in the product's own events.
+        if before.state.is_some() {
+            product.rating = self.store.rating(product.id).await?;
+        }
         if events.is_empty() {
             return Ok(product);
         }
@@ -220,11 +224,6 @@ impl CatalogService {
                 ))
             }
             Err(AppendError::Store(e)) => return Err(e.into()),
-        }
-        // What reviews told of it is not in the product's own events.
-        let mut product = product;
-        if before.state.is_some() {
-            product.rating = self.store.rating(product.id).await?;
         }
         // A failure is logged; the `catalog-cache` consumer deletes again
         // (the SKUs the product still has).
@@ -384,15 +383,12 @@ impl EventHandler for Ratings {
             average: e.average,
             count: e.count,
         };
-        if self
-            .0
+        self.0
             .store
             .set_rating(e.product_id, &rating, e.version)
-            .await?
-        {
-            self.0.products.invalidate(e.product_id).await?;
-        }
-        Ok(())
+            .await?;
+        // Also when an earlier delivery stored it: its drop may have failed.
+        self.0.products.invalidate(e.product_id).await
     }
 }
 

@@ -41,24 +41,34 @@ CREATE TABLE purchases (
 );
 CREATE INDEX purchases_customer ON purchases (customer_id, product_id);
 
+-- Orders cancelled or refunded: a confirmation arriving after the
+-- withdrawal (events of one order may come out of order) counts nothing.
+CREATE TABLE withdrawn_orders (
+    order_id TEXT PRIMARY KEY
+);
+
 -- Who sells each product, from catalog events (newest version wins).
 CREATE TABLE products (
     product_id TEXT PRIMARY KEY,
     seller_id TEXT NOT NULL,
     version BIGINT NOT NULL
 );
+CREATE INDEX products_seller ON products (seller_id);
 
--- Names reviews are signed with, from identity events.
+-- Names reviews are signed with, from identity events; an erased user
+-- stays as a row without a name, so that a late event cannot bring the
+-- name back.
 CREATE TABLE authors (
     user_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL
+    name TEXT NOT NULL,
+    erased BIGINT NOT NULL DEFAULT 0
 );
 
 -- Rating aggregates of published reviews, moved by deltas in the
--- transaction of each review's change; `version` orders rating.changed.
+-- transaction of each review's change; `version` orders rating.changed. A
+-- seller's rating is summed from their products' at read time.
 CREATE TABLE product_ratings (
     product_id TEXT PRIMARY KEY,
-    seller_id TEXT,
     review_count BIGINT NOT NULL,
     rating_total BIGINT NOT NULL,
     r1 BIGINT NOT NULL,
@@ -67,9 +77,4 @@ CREATE TABLE product_ratings (
     r4 BIGINT NOT NULL,
     r5 BIGINT NOT NULL,
     version BIGINT NOT NULL
-);
-CREATE TABLE seller_ratings (
-    seller_id TEXT PRIMARY KEY,
-    review_count BIGINT NOT NULL,
-    rating_total BIGINT NOT NULL
 );

@@ -142,7 +142,7 @@ async fn create_review(
     params(("id" = String, Path, description = "Product id"), ReviewListQuery),
     responses(
         (status = 200, description = "A page of published reviews", body = Page<Review>),
-        (status = 400, description = "`invalid_cursor`", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor`; `invalid_query`: a rating that is not an integer", body = ErrorBody),
         (status = 404, description = "`not_found`: not a product id", body = ErrorBody),
         (status = 422, description = "`validation_failed`: an unknown sort, a rating outside 1 to 5, a limit below 1", body = ErrorBody),
     ))]
@@ -158,14 +158,20 @@ async fn list_reviews(
             Sort::parse(s).ok_or_else(|| ApiError::validation(format!("unknown sort {s:?}")))?
         }
     };
-    let rating = match q.rating.as_deref().map(str::trim) {
+    let rating = match q.rating.as_deref() {
         None | Some("") => None,
-        Some(r) => Some(
-            r.parse::<i64>()
-                .ok()
-                .filter(|r| (1..=5).contains(r))
-                .ok_or_else(|| ApiError::validation("rating must be 1 to 5"))?,
-        ),
+        Some(raw) => {
+            let r: i64 = raw.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("rating must be an integer, got {raw:?}"),
+                )
+            })?;
+            if !(1..=5).contains(&r) {
+                return Err(ApiError::validation("rating must be 1 to 5"));
+            }
+            Some(r)
+        }
     };
     let page = PageQuery {
         limit: q.limit,

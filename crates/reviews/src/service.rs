@@ -2,7 +2,7 @@
 //! who bought what (orders), who sells what (catalog), who is who (identity).
 
 use crate::domain::{validate, Moderation, ProductRating, Review, ReviewStatus, SellerRating};
-use crate::store::{CreateError, ReviewsStore, Sort, Stored};
+use crate::store::{CreateError, ReviewCursor, ReviewsStore, Sort, Stored};
 use mercato_contracts::events::{
     OrderCancelled, OrderConfirmed, OrderRefunded, ProductCreated, ProductUpdated, UserErased,
     UserRegistered, UserUpdated,
@@ -111,9 +111,16 @@ impl ReviewsService {
         rating: Option<i64>,
         page: &PageRequest,
     ) -> Result<Page<Review>, ApiError> {
+        let after =
+            match page.after.as_deref() {
+                None => None,
+                Some(raw) => Some(ReviewCursor::parse(raw).ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "cursor is not valid")
+                })?),
+            };
         Ok(self
             .store
-            .for_product(product_id, sort, rating, page)
+            .for_product(product_id, sort, rating, after.as_ref(), page.limit)
             .await?)
     }
 

@@ -48,12 +48,66 @@ impl Sort {
         })
     }
 
+    /// The column ordered by before the id, and whether it descends.
+    fn column(self) -> Option<(&'static str, bool)> {
+        match self {
+            Sort::Newest => None,
+            Sort::Helpful => Some(("helpful_votes", true)),
+            Sort::RatingDesc => Some(("rating", true)),
+            Sort::RatingAsc => Some(("rating", false)),
+        }
+    }
+
     fn order_by(self) -> &'static str {
         match self {
             Sort::Newest => "id DESC",
             Sort::Helpful => "helpful_votes DESC, id DESC",
             Sort::RatingDesc => "rating DESC, id DESC",
             Sort::RatingAsc => "rating ASC, id DESC",
+        }
+    }
+}
+
+/// Where a page of a product's reviews ends: the last review's sort key
+/// (none when sorted by newest) and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewCursor {
+    pub key: Option<i64>,
+    pub id: String,
+}
+
+impl ReviewCursor {
+    fn of(sort: Sort, r: &Review) -> Self {
+        let key = match sort {
+            Sort::Newest => None,
+            Sort::Helpful => Some(r.helpful_votes),
+            Sort::RatingDesc | Sort::RatingAsc => Some(r.rating),
+        };
+        Self {
+            key,
+            id: r.id.to_string(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        match self.key {
+            Some(k) => format!("{k}|{}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
+    /// A decoded cursor: `key|id`, or an id alone; `None` when it is
+    /// neither.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.split_once('|') {
+            Some((key, id)) => Some(Self {
+                key: Some(key.parse().ok()?),
+                id: id.to_owned(),
+            }),
+            None => Some(Self {
+                key: None,
+                id: raw.to_owned(),
+            }),
         }
     }
 }
@@ -214,27 +268,24 @@ impl ReviewsStore {
         Ok(())
     }
 
-    /// Adds (`sign` 1) or takes away (-1) one rating from the product's and
-    /// the seller's aggregates; returns `rating.changed`.
+    /// Adds (`sign` 1) or takes away (-1) one rating from the product's
+    /// aggregate; returns `rating.changed`.
     async fn move_rating(&self, tx: &mut Tx, s: &Stored, sign: i64) -> anyhow::Result<Envelope> {
         let rating = s.review.rating.clamp(1, 5);
         let column = format!("r{rating}");
-        let seller = s.seller_id.map(|id| id.to_string());
         let mut counts = [0_i64; 5];
         counts[(rating - 1) as usize] = sign;
         let (count, total, version): (i64, i64, i64) = sqlx::query_as(&format!(
-            "INSERT INTO product_ratings (product_id, seller_id, review_count, rating_total, r1, r2, r3, r4, r5, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+            "INSERT INTO product_ratings (product_id, review_count, rating_total, r1, r2, r3, r4, r5, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
              ON CONFLICT (product_id) DO UPDATE SET
-                review_count = product_ratings.review_count + $3,
-                rating_total = product_ratings.rating_total + $4,
-                {column} = product_ratings.{column} + $3,
-                seller_id = COALESCE(product_ratings.seller_id, $2),
+                review_count = product_ratings.review_count + $2,
+                rating_total = product_ratings.rating_total + $3,
+                {column} = product_ratings.{column} + $2,
                 version = product_ratings.version + 1
              RETURNING review_count, rating_total, version"
         ))
         .bind(s.review.product_id.to_string())
-        .bind(&seller)
         .bind(sign)
         .bind(sign * rating)
         .bind(counts[0])
@@ -244,25 +295,13 @@ impl ReviewsStore {
         .bind(counts[4])
         .fetch_one(tx.conn())
         .await?;
-        if let Some(seller) = &seller {
-            sqlx::query(
-                "INSERT INTO seller_ratings (seller_id, review_count, rating_total) VALUES ($1, $2, $3)
-                 ON CONFLICT (seller_id) DO UPDATE SET
-                    review_count = seller_ratings.review_count + $2,
-                    rating_total = seller_ratings.rating_total + $3",
-            )
-            .bind(seller)
-            .bind(sign)
-            .bind(sign * rating)
-            .execute(tx.conn())
-            .await?;
-        }
+        let seller_id = self.seller_in(tx, s.review.product_id).await?;
         Ok(Envelope::new(
             crate::NAME,
             s.review.product_id.to_string(),
             &RatingChanged {
                 product_id: s.review.product_id,
-                seller_id: s.seller_id,
+                seller_id,
                 average: average(total, count),
                 count,
                 version,
@@ -280,51 +319,60 @@ impl ReviewsStore {
     }
 
     /// A product's published reviews in `sort` order, optionally of one
-    /// rating. The cursor is the position after the previous page.
+    /// rating, after the review `after` (the cursor: its sort key and id).
     pub async fn for_product(
         &self,
         product_id: Uuid,
         sort: Sort,
         rating: Option<i64>,
-        page: &PageRequest,
+        after: Option<&ReviewCursor>,
+        limit: u32,
     ) -> anyhow::Result<Page<Review>> {
-        let offset: i64 = page
-            .after
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0)
-            .max(0);
-        let filter = if rating.is_some() {
-            " AND rating = $3"
-        } else {
-            ""
+        let column = sort.column();
+        let mut sql =
+            format!("SELECT {COLUMNS} FROM reviews WHERE product_id = $1 AND status = 'published'");
+        let mut n = 1;
+        let mut arg = || {
+            n += 1;
+            format!("${n}")
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM reviews WHERE product_id = $1 AND status = 'published'{filter}
-             ORDER BY {} LIMIT $2 OFFSET {offset}",
-            sort.order_by()
-        );
-        let mut query = sqlx::query_as::<_, Row>(&sql)
-            .bind(product_id.to_string())
-            .bind(i64::from(page.limit) + 1);
+        if rating.is_some() {
+            sql.push_str(&format!(" AND rating = {}", arg()));
+        }
+        if let Some(after) = after {
+            match (column, after.key) {
+                (Some((column, descending)), Some(_)) => {
+                    let (key, key_again, id) = (arg(), arg(), arg());
+                    let past = if descending { "<" } else { ">" };
+                    sql.push_str(&format!(
+                        " AND ({column} {past} {key} OR ({column} = {key_again} AND id < {id}))"
+                    ));
+                }
+                _ => sql.push_str(&format!(" AND id < {}", arg())),
+            }
+        }
+        sql.push_str(&format!(" ORDER BY {} LIMIT {}", sort.order_by(), arg()));
+        let mut query = sqlx::query_as::<_, Row>(&sql).bind(product_id.to_string());
         if let Some(r) = rating {
             query = query.bind(r);
         }
-        let rows = query.fetch_all(self.db.pool()).await?;
+        if let Some(after) = after {
+            if let (Some(_), Some(key)) = (column, after.key) {
+                query = query.bind(key).bind(key);
+            }
+            query = query.bind(after.id.clone());
+        }
+        let rows = query
+            .bind(i64::from(limit) + 1)
+            .fetch_all(self.db.pool())
+            .await?;
         let reviews = rows
             .into_iter()
             .map(|r| from_row(r).map(|s| s.review))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let limit = page.limit;
-        let mut n = offset;
-        let positions: Vec<(i64, Review)> = reviews
-            .into_iter()
-            .map(|r| {
-                n += 1;
-                (n, r)
-            })
-            .collect();
-        Ok(Page::from_rows(positions, limit, |(n, _)| n.to_string()).map(|(_, r)| r))
+        Ok(Page::from_rows(reviews, limit, |r| {
+            ReviewCursor::of(sort, r).encode()
+        }))
     }
 
     /// Every review in `status` (every one for `None`), newest first.
@@ -456,7 +504,11 @@ impl ReviewsStore {
         helpful: bool,
     ) -> anyhow::Result<Option<Review>> {
         let mut tx = self.db.begin().await?;
-        if self.locked(&mut tx, id).await?.is_none() {
+        let published = self
+            .locked(&mut tx, id)
+            .await?
+            .is_some_and(|s| s.review.status == ReviewStatus::Published);
+        if !published {
             tx.rollback().await;
             return Ok(None);
         }
@@ -506,14 +558,17 @@ impl ReviewsStore {
         })
     }
 
+    /// The seller's rating: their products' ratings summed, so that a
+    /// product whose seller became known after its reviews counts too.
     pub async fn seller_rating(&self, seller_id: Uuid) -> anyhow::Result<SellerRating> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT review_count, rating_total FROM seller_ratings WHERE seller_id = $1",
+        let (count, total): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(r.review_count), 0) AS BIGINT), CAST(COALESCE(SUM(r.rating_total), 0) AS BIGINT)
+             FROM product_ratings r JOIN products p ON p.product_id = r.product_id
+             WHERE p.seller_id = $1",
         )
         .bind(seller_id.to_string())
-        .fetch_optional(self.db.pool())
+        .fetch_one(self.db.pool())
         .await?;
-        let (count, total) = row.unwrap_or_default();
         Ok(SellerRating {
             average: average(total, count),
             count,
@@ -546,14 +601,21 @@ impl ReviewsStore {
             tx.rollback().await;
             return Ok(());
         }
+        let (withdrawn,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM withdrawn_orders WHERE order_id = $1")
+                .bind(order_id.to_string())
+                .fetch_one(tx.conn())
+                .await?;
+        let active = i64::from(withdrawn == 0);
         for product in products {
             sqlx::query(
-                "INSERT INTO purchases (order_id, product_id, customer_id, active) VALUES ($1, $2, $3, 1)
+                "INSERT INTO purchases (order_id, product_id, customer_id, active) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (order_id, product_id) DO NOTHING",
             )
             .bind(order_id.to_string())
             .bind(product.to_string())
             .bind(customer_id.to_string())
+            .bind(active)
             .execute(tx.conn())
             .await?;
         }
@@ -561,11 +623,19 @@ impl ReviewsStore {
         Ok(())
     }
 
-    /// A cancelled or refunded order no longer makes its customer a buyer.
+    /// A cancelled or refunded order no longer makes its customer a buyer,
+    /// nor does its confirmation if it arrives later.
     pub async fn withdraw_purchase(&self, order_id: Uuid) -> anyhow::Result<()> {
-        let query = sqlx::query("UPDATE purchases SET active = 0 WHERE order_id = $1")
-            .bind(order_id.to_string());
-        self.db.execute(query).await?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("INSERT INTO withdrawn_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(order_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("UPDATE purchases SET active = 0 WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -597,34 +667,44 @@ impl ReviewsStore {
         row.map(|(s,)| uuid(&s)).transpose()
     }
 
+    async fn seller_in(&self, tx: &mut Tx, product_id: Uuid) -> anyhow::Result<Option<Uuid>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT seller_id FROM products WHERE product_id = $1")
+                .bind(product_id.to_string())
+                .fetch_optional(tx.conn())
+                .await?;
+        row.map(|(s,)| uuid(&s)).transpose()
+    }
+
     /// The name a user signs reviews with: theirs on new reviews and old.
+    /// Not for an erased user: their events may arrive after the erasure.
     pub async fn record_author(&self, user_id: Uuid, name: &str) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
-        sqlx::query(
+        let named = sqlx::query(
             "INSERT INTO authors (user_id, name) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET name = $2",
+             ON CONFLICT (user_id) DO UPDATE SET name = $2 WHERE authors.erased = 0",
         )
         .bind(user_id.to_string())
         .bind(name)
         .execute(tx.conn())
         .await?;
-        sqlx::query(
-            "UPDATE reviews SET author_name = $2 WHERE author_id = $1 AND author_name <> $3",
-        )
-        .bind(user_id.to_string())
-        .bind(name)
-        .bind(ERASED)
-        .execute(tx.conn())
-        .await?;
+        if named.rows_affected() == 1 {
+            sqlx::query("UPDATE reviews SET author_name = $2 WHERE author_id = $1")
+                .bind(user_id.to_string())
+                .bind(name)
+                .execute(tx.conn())
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn author_name(&self, user_id: Uuid) -> anyhow::Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT name FROM authors WHERE user_id = $1")
-            .bind(user_id.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM authors WHERE user_id = $1 AND erased = 0")
+                .bind(user_id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
         Ok(row.map(|(n,)| n))
     }
 
@@ -637,15 +717,17 @@ impl ReviewsStore {
             .bind(ERASED)
             .execute(tx.conn())
             .await?;
-        for sql in [
-            "DELETE FROM authors WHERE user_id = $1",
-            "DELETE FROM purchases WHERE customer_id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(user_id.to_string())
-                .execute(tx.conn())
-                .await?;
-        }
+        sqlx::query(
+            "INSERT INTO authors (user_id, name, erased) VALUES ($1, '', 1)
+             ON CONFLICT (user_id) DO UPDATE SET name = '', erased = 1",
+        )
+        .bind(user_id.to_string())
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM purchases WHERE customer_id = $1")
+            .bind(user_id.to_string())
+            .execute(tx.conn())
+            .await?;
         tx.commit().await?;
         Ok(())
     }

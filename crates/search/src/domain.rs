@@ -33,6 +33,9 @@ pub struct ProductDoc {
     pub price: Money,
     pub skus: Vec<String>,
     pub created_at: DateTime<Utc>,
+    /// The attributes of its variants, as [`attribute_term`]s.
+    #[serde(default)]
+    pub attributes: Vec<String>,
 }
 
 impl ProductDoc {
@@ -57,12 +60,45 @@ impl ProductDoc {
             price: price.clone(),
             skus: p.variants.iter().map(|v| v.sku.clone()).collect(),
             created_at: p.created_at,
+            attributes: p
+                .variants
+                .iter()
+                .flat_map(|v| v.attributes.iter())
+                .filter_map(|(name, value)| attribute_term(name, value))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        })
+    }
+}
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchSort {
+    /// Best match first; ties go to the newest.
+    Relevance,
+    PriceAsc,
+    PriceDesc,
+    Newest,
+    /// Best rated first.
+    Rating,
+}
+
+impl SearchSort {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "relevance" => SearchSort::Relevance,
+            "price_asc" => SearchSort::PriceAsc,
+            "price_desc" => SearchSort::PriceDesc,
+            "newest" => SearchSort::Newest,
+            "rating" => SearchSort::Rating,
+            _ => return None,
         })
     }
 }
 
 /// A validated search.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
     /// The raw text; it is analysed into terms by the index, never parsed.
     pub text: String,
@@ -70,6 +106,52 @@ pub struct SearchRequest {
     pub min_price: Option<i64>,
     pub max_price: Option<i64>,
     pub limit: usize,
+    pub sort: SearchSort,
+    /// Only products with stock.
+    pub in_stock: bool,
+    /// Only products rated at least this (1 to 5).
+    pub min_rating: Option<f64>,
+    /// Variant attributes every product must have, as `name=value` terms
+    /// (see [`attribute_term`]).
+    pub attributes: Vec<String>,
+    /// How many of the best matches the previous pages held.
+    pub offset: usize,
+}
+
+impl SearchRequest {
+    /// Every product, best first, as a page of `limit`.
+    pub fn text(text: &str, limit: usize) -> Self {
+        Self {
+            text: text.to_owned(),
+            category: None,
+            min_price: None,
+            max_price: None,
+            limit,
+            sort: SearchSort::Relevance,
+            in_stock: false,
+            min_rating: None,
+            attributes: Vec::new(),
+            offset: 0,
+        }
+    }
+}
+
+/// How deep pages go: past this many results a cursor is refused.
+pub const MAX_OFFSET: usize = 10_000;
+
+/// The term a variant attribute is indexed and filtered by: its name and
+/// value, trimmed and in lower case (`color=red`). Values that are not
+/// text count by their JSON spelling (`size=42`, `organic=true`).
+pub fn attribute_term(name: &str, value: &serde_json::Value) -> Option<String> {
+    let value = match value {
+        serde_json::Value::String(s) => s.trim().to_lowercase(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    let name = name.trim().to_lowercase();
+    (!name.is_empty() && !value.is_empty() && !name.contains('='))
+        .then(|| format!("{name}={value}"))
 }
 
 /// The query string as it arrives: every value as text, so that an empty
@@ -93,6 +175,18 @@ pub struct RawSearchQuery {
     /// How many items, at least 1 (default 20); values above 100 are served as 100.
     #[param(value_type = Option<i64>, minimum = 1, default = 20)]
     pub limit: Option<String>,
+    /// `relevance` (default), `price_asc`, `price_desc`, `newest` or `rating`.
+    #[param(pattern = "^(|relevance|price_asc|price_desc|newest|rating)$")]
+    pub sort: Option<String>,
+    /// `true`: only products with stock.
+    #[param(pattern = "^(|true|false)$")]
+    pub in_stock: Option<String>,
+    /// Only products rated at least this, 0 to 5.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 5)]
+    pub min_rating: Option<String>,
+    /// The `next_cursor` of the previous page; empty or absent for the first.
+    #[param(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$")]
+    pub cursor: Option<String>,
 }
 
 fn given(v: &Option<String>) -> Option<&str> {
@@ -145,14 +239,80 @@ impl RawSearchQuery {
                 n => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
             },
         };
+        let sort = match given(&self.sort) {
+            None => SearchSort::Relevance,
+            Some(s) => SearchSort::parse(s)
+                .ok_or_else(|| ApiError::validation(format!("unknown sort {s:?}")))?,
+        };
+        let in_stock = match given(&self.in_stock) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("in_stock must be true or false, got {other:?}"),
+                ))
+            }
+        };
+        let min_rating = match given_number(&self.min_rating) {
+            None => None,
+            Some(raw) => {
+                let r: f64 = raw
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| r.is_finite())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_query",
+                            format!("min_rating must be a number, got {raw:?}"),
+                        )
+                    })?;
+                if !(0.0..=5.0).contains(&r) {
+                    return Err(ApiError::validation("min_rating must be 0 to 5"));
+                }
+                Some(r)
+            }
+        };
+        let offset = match mercato_kernel::page::cursor(self.cursor.as_deref())? {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= MAX_OFFSET)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))?,
+        };
         Ok(SearchRequest {
             text,
             category: given(&self.category).map(str::to_owned),
             min_price,
             max_price,
             limit,
+            sort,
+            in_stock,
+            min_rating,
+            attributes: Vec::new(),
+            offset,
         })
     }
+}
+
+/// The attribute filters of a query string: every `attr.<name>=<value>`.
+pub fn attribute_filters(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for (key, value) in pairs {
+        let Some(name) = key.strip_prefix("attr.") else {
+            continue;
+        };
+        let term =
+            attribute_term(name, &serde_json::Value::String(value.clone())).ok_or_else(|| {
+                ApiError::validation(format!("{key} needs a name and a value, without '='"))
+            })?;
+        out.push(term);
+    }
+    if out.len() > 10 {
+        return Err(ApiError::validation("at most 10 attribute filters"));
+    }
+    Ok(out)
 }
 
 /// How many edits a query term may be away from an indexed term: short
@@ -187,13 +347,35 @@ pub struct SearchHit {
     pub rating: Rating,
 }
 
+/// Matching products in a price range.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PriceBucket {
+    /// Lowest price in the bucket, minor units.
+    pub from: i64,
+    /// First price above the bucket; null for the last.
+    pub to: Option<i64>,
+    pub count: u64,
+}
+
 /// Counts of matching products per value, by facet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Facets {
-    /// Products per category, over the matches of `q` and the price filters
-    /// (not the category filter).
+    /// Products per category, over the matches of everything but the
+    /// category filter.
     pub category: BTreeMap<String, u64>,
+    /// Matching products per price range (every range, empty ones too).
+    pub price: Vec<PriceBucket>,
+    /// Matching products rated at least `"4"`, `"3"`, `"2"` and `"1"`.
+    #[schema(value_type = Object)]
+    pub rating: BTreeMap<String, u64>,
+    /// An entry per variant attribute (`attr.color`): matching products per value.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, BTreeMap<String, u64>>,
 }
+
+/// Where price buckets start, minor units.
+pub const PRICE_BUCKETS: [i64; 5] = [0, 1_000, 2_500, 5_000, 10_000];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct SearchResults {
@@ -201,6 +383,25 @@ pub struct SearchResults {
     /// How many products match, of which `items` are the best `limit`.
     pub total: u64,
     pub facets: Facets,
+    /// The cursor of the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A completion of what a customer is typing.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Suggestion {
+    pub text: String,
+    /// `product` or `category`.
+    pub kind: String,
+    /// The product, for a `product` suggestion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Suggestions {
+    /// At most 10: categories first, then products.
+    pub suggestions: Vec<Suggestion>,
 }
 
 #[cfg(test)]

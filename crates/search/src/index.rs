@@ -7,8 +7,8 @@
 //! parse.
 
 use crate::domain::{
-    typo_tolerance, Facets, ProductDoc, SearchHit, SearchPrice, SearchRequest, SearchResults,
-    MAX_QUERY_TERMS,
+    typo_tolerance, Facets, PriceBucket, ProductDoc, SearchHit, SearchPrice, SearchRequest,
+    SearchResults, SearchSort, Suggestion, Suggestions, MAX_OFFSET, MAX_QUERY_TERMS, PRICE_BUCKETS,
 };
 use mercato_contracts::types::Rating;
 use mercato_kernel::ApiError;
@@ -29,7 +29,7 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
 };
 use tantivy::{
-    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal,
+    DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentOrdinal,
     SegmentReader, TantivyDocument, Term,
 };
 
@@ -76,11 +76,19 @@ pub struct Fields {
     /// The mean rating of its published reviews, and how many there are.
     pub rating_average: Field,
     pub rating_count: Field,
+    /// Its variants' attributes as `name=value` terms.
+    pub attributes: Field,
 }
+
+/// At most this many categories among the suggestions.
+const MAX_CATEGORY_SUGGESTIONS: usize = 3;
 
 /// Fast-field names read by collectors.
 const CATEGORY: &str = "category";
 const CREATED_AT: &str = "created_at";
+const PRICE: &str = "price";
+const RATING: &str = "rating_average";
+const ATTRIBUTES: &str = "attributes";
 
 pub fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
@@ -102,14 +110,15 @@ pub fn schema() -> (Schema, Fields) {
         description: b.add_text_field("description", text(false)),
         category: b.add_text_field(CATEGORY, STRING | STORED | FAST),
         category_path: b.add_text_field("category_path", STRING),
-        price: b.add_i64_field("price", INDEXED | FAST | STORED),
+        price: b.add_i64_field(PRICE, INDEXED | FAST | STORED),
         currency: b.add_text_field("currency", STRING | STORED),
         seller_id: b.add_text_field("seller_id", STRING | STORED),
         skus: b.add_text_field("skus", STRING),
-        available: b.add_i64_field("available", FAST | STORED),
+        available: b.add_i64_field("available", INDEXED | FAST | STORED),
         created_at: b.add_i64_field(CREATED_AT, FAST | STORED),
-        rating_average: b.add_f64_field("rating_average", INDEXED | FAST | STORED),
+        rating_average: b.add_f64_field(RATING, INDEXED | FAST | STORED),
         rating_count: b.add_i64_field("rating_count", FAST | STORED),
+        attributes: b.add_text_field(ATTRIBUTES, STRING | FAST),
     };
     (b.build(), fields)
 }
@@ -189,6 +198,9 @@ impl SearchIndex {
         d.add_i64(f.created_at, p.created_at.timestamp_micros());
         d.add_f64(f.rating_average, rating.average);
         d.add_i64(f.rating_count, rating.count);
+        for attribute in &p.attributes {
+            d.add_text(f.attributes, attribute);
+        }
         d
     }
 
@@ -196,38 +208,152 @@ impl SearchIndex {
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResults, ApiError> {
         let searcher = self.reader.searcher();
         let plan = QueryPlan::new(&self.fields, req)?;
-        let top = TopDocs::with_limit(req.limit.max(1)).tweak_score(|segment: &SegmentReader| {
-            // Ties in relevance go to the newest product.
-            let created = segment.fast_fields().i64(CREATED_AT).ok();
-            move |doc: DocId, score: Score| {
-                let at = created.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
-                (score, at)
-            }
-        });
         let internal = |e: tantivy::TantivyError| ApiError::internal(format!("search: {e}"));
-        let (hits, total, category) = match plan.category_filter() {
-            None => searcher
-                .search(&plan.without_category(), &(top, Count, CategoryCounts))
-                .map_err(internal)?,
-            Some(filtered) => {
-                let (hits, total) = searcher
-                    .search(&filtered, &(top, Count))
+        let query = plan.whole();
+        let page = TopDocs::with_limit(req.limit.max(1)).and_offset(req.offset);
+        let (addresses, (total, facets)) = match req.sort {
+            SearchSort::Relevance => {
+                let top = page.tweak_score(|segment: &SegmentReader| {
+                    // Ties in relevance go to the newest product.
+                    let created = segment.fast_fields().i64(CREATED_AT).ok();
+                    move |doc: DocId, score: Score| {
+                        let at = created.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
+                        (score, at)
+                    }
+                });
+                let (hits, rest) = searcher
+                    .search(&query, &(top, (Count, FacetCounts)))
                     .map_err(internal)?;
-                let category = searcher
-                    .search(&plan.without_category(), &CategoryCounts)
+                (hits.into_iter().map(|(_, a)| a).collect::<Vec<_>>(), rest)
+            }
+            SearchSort::PriceAsc | SearchSort::PriceDesc => {
+                let order = if req.sort == SearchSort::PriceAsc {
+                    Order::Asc
+                } else {
+                    Order::Desc
+                };
+                let top = page.order_by_fast_field::<i64>(PRICE, order);
+                let (hits, rest) = searcher
+                    .search(&query, &(top, (Count, FacetCounts)))
                     .map_err(internal)?;
-                (hits, total, category)
+                (hits.into_iter().map(|(_, a)| a).collect(), rest)
+            }
+            SearchSort::Newest => {
+                let top = page.order_by_fast_field::<i64>(CREATED_AT, Order::Desc);
+                let (hits, rest) = searcher
+                    .search(&query, &(top, (Count, FacetCounts)))
+                    .map_err(internal)?;
+                (hits.into_iter().map(|(_, a)| a).collect(), rest)
+            }
+            SearchSort::Rating => {
+                let top = page.order_by_fast_field::<f64>(RATING, Order::Desc);
+                let (hits, rest) = searcher
+                    .search(&query, &(top, (Count, FacetCounts)))
+                    .map_err(internal)?;
+                (hits.into_iter().map(|(_, a)| a).collect(), rest)
             }
         };
-        let mut items = Vec::with_capacity(hits.len());
-        for (_, address) in hits {
+        // Categories are counted over everything but the category filter.
+        let category = searcher
+            .search(&plan.without_category(), &CategoryCounts)
+            .map_err(internal)?;
+        let mut items = Vec::with_capacity(addresses.len());
+        for address in addresses {
             items.push(self.hit(&searcher, address).map_err(internal)?);
         }
+        let seen = req.offset + items.len();
+        let next_cursor = (seen < total && !items.is_empty() && seen <= MAX_OFFSET)
+            .then(|| mercato_kernel::page::encode_cursor(&seen.to_string()));
         Ok(SearchResults {
             items,
             total: total as u64,
-            facets: Facets { category },
+            facets: Facets {
+                category,
+                price: facets.price_buckets(),
+                rating: facets.rating_counts(),
+                attributes: facets.attributes,
+            },
+            next_cursor,
         })
+    }
+
+    /// Category names (as products carry them) whose slug begins with the
+    /// slug of `text`, from the category field's terms.
+    fn categories_from(
+        &self,
+        searcher: &tantivy::Searcher,
+        text: &str,
+    ) -> tantivy::Result<Vec<String>> {
+        let prefix = mercato_kernel::slug::slugify(text);
+        let mut out = std::collections::BTreeSet::new();
+        if prefix.is_empty() {
+            return Ok(Vec::new());
+        }
+        for segment in searcher.segment_readers() {
+            let terms = segment.inverted_index(self.fields.category)?;
+            let mut stream = terms.terms().stream()?;
+            while stream.advance() && out.len() < MAX_CATEGORY_SUGGESTIONS {
+                if let Ok(name) = std::str::from_utf8(stream.key()) {
+                    if mercato_kernel::slug::slugify(name).starts_with(&prefix) {
+                        out.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The categories (by how many products of them match) and the
+    /// products whose words begin like `text`: at most `limit` of each.
+    pub fn suggest(&self, text: &str, limit: usize) -> Result<Suggestions, ApiError> {
+        let internal = |e: tantivy::TantivyError| ApiError::internal(format!("suggest: {e}"));
+        let searcher = self.reader.searcher();
+        let req = SearchRequest::text(text, limit);
+        let plan = QueryPlan::new(&self.fields, &req)?;
+        let query = plan.whole();
+        let (top, categories) = searcher
+            .search(
+                &query,
+                &(
+                    TopDocs::with_limit(limit.max(1)).order_by_score(),
+                    CategoryCounts,
+                ),
+            )
+            .map_err(internal)?;
+        // Categories whose name begins like the text, then those of the
+        // products that match it, most products first.
+        let mut names = self.categories_from(&searcher, text).map_err(internal)?;
+        let mut matching: Vec<(String, u64)> = categories.into_iter().collect();
+        matching.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        names.extend(matching.into_iter().map(|(name, _)| name));
+        let mut suggestions: Vec<Suggestion> = Vec::new();
+        for name in names {
+            let slug = mercato_kernel::slug::slugify(&name);
+            if suggestions.len() == MAX_CATEGORY_SUGGESTIONS
+                || suggestions
+                    .iter()
+                    .any(|s| mercato_kernel::slug::slugify(&s.text) == slug)
+            {
+                continue;
+            }
+            suggestions.push(Suggestion {
+                text: name,
+                kind: "category".into(),
+                product_id: None,
+            });
+        }
+        for (_, address) in top {
+            if suggestions.len() >= limit {
+                break;
+            }
+            let hit = self.hit(&searcher, address).map_err(internal)?;
+            suggestions.push(Suggestion {
+                text: hit.title,
+                kind: "product".into(),
+                product_id: Some(hit.product_id),
+            });
+        }
+        Ok(Suggestions { suggestions })
     }
 
     fn hit(&self, searcher: &tantivy::Searcher, address: DocAddress) -> tantivy::Result<SearchHit> {
@@ -290,6 +416,24 @@ impl QueryPlan {
                 bound(req.max_price.unwrap_or(i64::MAX)),
             )));
         }
+        if req.in_stock {
+            clauses.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(fields.available, 1)),
+                Bound::Unbounded,
+            )));
+        }
+        if let Some(min) = req.min_rating {
+            clauses.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_f64(fields.rating_average, min)),
+                Bound::Unbounded,
+            )));
+        }
+        for attribute in &req.attributes {
+            clauses.push(Box::new(TermQuery::new(
+                Term::from_field_text(fields.attributes, attribute),
+                IndexRecordOption::Basic,
+            )));
+        }
         Ok(QueryPlan {
             clauses,
             // The category or any under it.
@@ -310,6 +454,12 @@ impl QueryPlan {
                 .map(|q| (Occur::Must, q.box_clone()))
                 .collect(),
         ))
+    }
+
+    /// The whole query: every clause and the category filter.
+    pub fn whole(&self) -> Box<dyn Query> {
+        self.category_filter()
+            .unwrap_or_else(|| self.without_category())
     }
 
     /// The whole query, when there is a category filter.
@@ -425,6 +575,143 @@ impl SegmentCollector for SegmentCategoryCounts {
     }
 }
 
+/// Counts matching documents by price bucket, by rating and by attribute,
+/// from fast fields.
+pub struct FacetCounts;
+
+/// What [`FacetCounts`] counted.
+#[derive(Debug, Default)]
+pub struct FacetFruit {
+    prices: [u64; PRICE_BUCKETS.len()],
+    /// Products rated at least 1, 2, 3, 4.
+    ratings: [u64; 4],
+    pub attributes: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl FacetFruit {
+    fn merge(&mut self, other: FacetFruit) {
+        for (a, b) in self.prices.iter_mut().zip(other.prices) {
+            *a += b;
+        }
+        for (a, b) in self.ratings.iter_mut().zip(other.ratings) {
+            *a += b;
+        }
+        for (name, values) in other.attributes {
+            let mine = self.attributes.entry(name).or_default();
+            for (value, n) in values {
+                *mine.entry(value).or_insert(0) += n;
+            }
+        }
+    }
+
+    pub fn price_buckets(&self) -> Vec<PriceBucket> {
+        PRICE_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(i, from)| PriceBucket {
+                from: *from,
+                to: PRICE_BUCKETS.get(i + 1).copied(),
+                count: self.prices[i],
+            })
+            .collect()
+    }
+
+    pub fn rating_counts(&self) -> BTreeMap<String, u64> {
+        self.ratings
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((i + 1).to_string(), *n))
+            .collect()
+    }
+}
+
+pub struct SegmentFacetCounts {
+    price: Option<tantivy::columnar::Column<i64>>,
+    rating: Option<tantivy::columnar::Column<f64>>,
+    attributes: Option<StrColumn>,
+    by_ord: HashMap<u64, u64>,
+    fruit: FacetFruit,
+}
+
+impl Collector for FacetCounts {
+    type Fruit = FacetFruit;
+    type Child = SegmentFacetCounts;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentFacetCounts> {
+        let fast = segment.fast_fields();
+        Ok(SegmentFacetCounts {
+            price: fast.i64(PRICE).ok(),
+            rating: fast.f64(RATING).ok(),
+            attributes: fast.str(ATTRIBUTES)?,
+            by_ord: HashMap::new(),
+            fruit: FacetFruit::default(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, segments: Vec<FacetFruit>) -> tantivy::Result<FacetFruit> {
+        let mut out = FacetFruit::default();
+        for segment in segments {
+            out.merge(segment);
+        }
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for SegmentFacetCounts {
+    type Fruit = FacetFruit;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        if let Some(price) = self.price.as_ref().and_then(|c| c.first(doc)) {
+            let bucket = PRICE_BUCKETS
+                .iter()
+                .rposition(|from| price >= *from)
+                .unwrap_or(0);
+            self.fruit.prices[bucket] += 1;
+        }
+        if let Some(rating) = self.rating.as_ref().and_then(|c| c.first(doc)) {
+            for (i, n) in self.fruit.ratings.iter_mut().enumerate() {
+                if rating >= (i + 1) as f64 {
+                    *n += 1;
+                }
+            }
+        }
+        if let Some(column) = &self.attributes {
+            for ord in column.term_ords(doc) {
+                *self.by_ord.entry(ord).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn harvest(mut self) -> FacetFruit {
+        if let Some(column) = &self.attributes {
+            let mut term = String::new();
+            for (ord, n) in self.by_ord {
+                term.clear();
+                if let Ok(true) = column.ord_to_str(ord, &mut term) {
+                    if let Some((name, value)) = term.split_once('=') {
+                        *self
+                            .fruit
+                            .attributes
+                            .entry(format!("attr.{name}"))
+                            .or_default()
+                            .entry(value.to_owned())
+                            .or_insert(0) += n;
+                    }
+                }
+            }
+        }
+        self.fruit
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +734,7 @@ mod tests {
                 .timestamp_opt(1_700_000_000 + n, 0)
                 .single()
                 .expect("time"),
+            attributes: Vec::new(),
         }
     }
 
@@ -471,11 +759,21 @@ mod tests {
             product(4, "Mechanical keyboard", "Clicky keys", "electronics", 8999),
             product(5, "Café table", "Small round table", "home", 12999),
         ];
+        let colors = ["blue", "silver", "blue", "black", ""];
         let mut ids = Vec::new();
-        for p in &products {
+        for (n, (p, color)) in products.iter().zip(colors).enumerate() {
             ids.push(p.product_id);
+            let mut p = p.clone();
+            if !color.is_empty() {
+                p.attributes = vec![format!("color={color}")];
+            }
+            // Rated by position: 1 for the mug to 5 for the table.
+            let rating = Rating {
+                average: (n + 1) as f64,
+                count: 1,
+            };
             writer
-                .add_document(index.document(p, p.price.amount % 7, &Rating::default()))
+                .add_document(index.document(&p, p.price.amount % 7, &rating))
                 .expect("add");
         }
         writer.commit().expect("commit");
@@ -493,6 +791,10 @@ mod tests {
                 "min_price" => raw.min_price = v,
                 "max_price" => raw.max_price = v,
                 "limit" => raw.limit = v,
+                "sort" => raw.sort = v,
+                "in_stock" => raw.in_stock = v,
+                "min_rating" => raw.min_rating = v,
+                "cursor" => raw.cursor = v,
                 _ => unreachable!(),
             }
         }
@@ -503,6 +805,114 @@ mod tests {
 
     fn titles(r: &SearchResults) -> Vec<&str> {
         r.items.iter().map(|h| h.title.as_str()).collect()
+    }
+
+    #[test]
+    fn stock_rating_and_attributes_filter() {
+        let f = fixture();
+        let r = search(&f, &[("in_stock", "true"), ("sort", "price_asc")]);
+        assert_eq!(
+            titles(&r),
+            [
+                "Blue ceramic mug",
+                "Stainless kettle",
+                "Mechanical keyboard"
+            ]
+        );
+        let r = search(&f, &[("min_rating", "4"), ("sort", "rating")]);
+        assert_eq!(titles(&r), ["Café table", "Mechanical keyboard"]);
+        let mut req = RawSearchQuery::default().validate().expect("valid");
+        req.attributes = vec!["color=blue".into()];
+        let r = f.index.search(&req).expect("search");
+        assert_eq!(r.total, 2);
+        assert_eq!(
+            r.facets.attributes["attr.color"],
+            BTreeMap::from([("blue".to_owned(), 2)])
+        );
+    }
+
+    #[test]
+    fn sorts_facets_and_pages() {
+        let f = fixture();
+        let asc = [
+            "Blue ceramic mug",
+            "Stainless kettle",
+            "Wool blanket",
+            "Mechanical keyboard",
+            "Café table",
+        ];
+        assert_eq!(titles(&search(&f, &[("sort", "price_asc")])), asc);
+        let mut desc = asc;
+        desc.reverse();
+        assert_eq!(titles(&search(&f, &[("sort", "price_desc")])), desc);
+        assert_eq!(titles(&search(&f, &[("sort", "newest")]))[0], "Café table");
+        assert_eq!(titles(&search(&f, &[("sort", "rating")]))[0], "Café table");
+        let r = search(&f, &[]);
+        let counts: Vec<u64> = r.facets.price.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [0, 1, 1, 2, 1]);
+        assert_eq!((r.facets.price[0].from, r.facets.price[4].to), (0, None));
+        assert_eq!(
+            r.facets.rating,
+            BTreeMap::from([
+                ("1".into(), 5),
+                ("2".into(), 4),
+                ("3".into(), 3),
+                ("4".into(), 2)
+            ])
+        );
+        assert_eq!(
+            r.facets.attributes["attr.color"],
+            BTreeMap::from([
+                ("black".into(), 1),
+                ("blue".into(), 2),
+                ("silver".into(), 1)
+            ])
+        );
+        // Pages of two, by the cursor each page gives.
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..3 {
+            let page = search(
+                &f,
+                &[("sort", "price_asc"), ("limit", "2"), ("cursor", &cursor)],
+            );
+            seen.extend(titles(&page).into_iter().map(str::to_owned));
+            match page.next_cursor {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen, asc);
+    }
+
+    #[test]
+    fn suggestions_complete_categories_and_titles() {
+        let f = fixture();
+        let s = f.index.suggest("Kitc", 10).expect("suggest");
+        assert_eq!(s.suggestions[0].text, "kitchen", "{s:?}");
+        assert_eq!(s.suggestions[0].kind, "category");
+        let s = f.index.suggest("tea", 10).expect("suggest");
+        assert_eq!(s.suggestions[0].kind, "category");
+        assert_eq!(s.suggestions[0].text, "kitchen");
+        assert!(s
+            .suggestions
+            .iter()
+            .any(|x| x.text == "Stainless kettle" && x.product_id.is_some()));
+        // A typo and an unfinished word still find it.
+        let s = f.index.suggest("keybaord", 10).expect("suggest");
+        assert!(
+            s.suggestions
+                .iter()
+                .any(|x| x.text == "Mechanical keyboard"),
+            "{s:?}"
+        );
+        let s = f.index.suggest("mecha", 10).expect("suggest");
+        assert!(
+            s.suggestions
+                .iter()
+                .any(|x| x.text == "Mechanical keyboard"),
+            "{s:?}"
+        );
     }
 
     #[test]

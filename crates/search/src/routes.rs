@@ -1,12 +1,16 @@
 //! `/search`.
 
-use crate::domain::{RawSearchQuery, SearchResults};
+use crate::domain::{attribute_filters, RawSearchQuery, SearchResults, Suggestions};
 use crate::service::SearchService;
 use axum::extract::State;
+use axum::http::Uri;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Json, Query};
+use mercato_kernel::ApiError;
 use mercato_kernel::ApiResult;
+use serde::Deserialize;
 use std::sync::Arc;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -15,25 +19,69 @@ type AppState = Arc<SearchService>;
 pub fn router(service: Arc<SearchService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(search))
+        .routes(routes!(suggest))
         .with_state(service)
 }
 
 /// Search active products: full text over title and description with typo
-/// tolerance and completion of the last word, filters, and category facets.
+/// tolerance and completion of the last word; filters by category, price,
+/// stock, rating and variant attribute (`attr.<name>=<value>`, any number
+/// up to 10, each a product must have; values compared without case);
+/// five sort orders; facets by category, price range, rating and
+/// attribute; pages by `cursor`.
 ///
-/// Eventually consistent: a change to a product or its stock shows here
-/// within 2 seconds.
+/// Eventually consistent: a change to a product, its stock or its rating
+/// shows here within 2 seconds.
 #[utoipa::path(get, path = "/search", tag = "search",
     params(RawSearchQuery),
     responses(
-        (status = 200, description = "The best matches, their number and category facets", body = SearchResults),
-        (status = 400, description = "`invalid_query`: a number parameter is not an integer", body = ErrorBody),
-        (status = 422, description = "`query_too_long`: `q` is over 256 characters; `validation_failed`: a negative price or a limit below 1", body = ErrorBody),
+        (status = 200, description = "The best matches, their number, facets and the next page's cursor", body = SearchResults),
+        (status = 400, description = "`invalid_query`: a number parameter is not a number, `in_stock` not `true` or `false`; `invalid_cursor`: not a cursor of this search", body = ErrorBody),
+        (status = 422, description = "`query_too_long`: `q` is over 256 characters; `validation_failed`: a negative price, a limit below 1, an unknown sort, a rating outside 0 to 5, an attribute filter without a name or value, more than 10 of them", body = ErrorBody),
     ))]
 async fn search(
     State(service): State<AppState>,
+    uri: Uri,
     Query(q): Query<RawSearchQuery>,
 ) -> ApiResult<Json<SearchResults>> {
-    let req = q.validate()?;
+    let mut req = q.validate()?;
+    // `attr.<name>` parameters have names of the shop's choosing.
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    req.attributes = attribute_filters(&pairs)?;
     Ok(Json(service.search(req).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuggestQuery {
+    /// What the customer typed so far, at most 100 characters.
+    #[param(max_length = 100)]
+    pub q: Option<String>,
+}
+
+/// Completions of what a customer is typing: categories and product titles
+/// whose words begin like it, typo tolerant, at most 10.
+#[utoipa::path(get, path = "/search/suggest", tag = "search",
+    params(SuggestQuery),
+    responses(
+        (status = 200, description = "Categories first, then products", body = Suggestions),
+        (status = 422, description = "`query_too_long`: `q` is over 100 characters", body = ErrorBody),
+    ))]
+async fn suggest(
+    State(service): State<AppState>,
+    Query(q): Query<SuggestQuery>,
+) -> ApiResult<Json<Suggestions>> {
+    let text = q.q.unwrap_or_default();
+    if text.chars().count() > 100 {
+        return Err(ApiError::unprocessable(
+            "query_too_long",
+            "q must be at most 100 characters",
+        ));
+    }
+    if text.trim().is_empty() {
+        return Ok(Json(Suggestions::default()));
+    }
+    Ok(Json(service.suggest(text).await?))
 }

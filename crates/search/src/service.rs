@@ -3,7 +3,7 @@
 //! them in the background.
 
 use crate::consumer::{instance_consumer, SearchConsumer, CONSUMER, EVENT_TYPES};
-use crate::domain::{ProductDoc, SearchRequest, SearchResults};
+use crate::domain::{ProductDoc, SearchRequest, SearchResults, Suggestions};
 use crate::index::SearchIndex;
 use crate::store::SearchStore;
 use anyhow::Context as _;
@@ -28,6 +28,9 @@ const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long shutdown waits for the consumer to finish its batch.
 const CONSUMER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// At most this many suggestions.
+const SUGGESTIONS: usize = 10;
 
 pub struct SearchService {
     dir: PathBuf,
@@ -172,6 +175,14 @@ impl SearchService {
         metrics::histogram!("mercato_search_latency_seconds")
             .record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Completions of what a customer is typing: at most 10.
+    pub async fn suggest(&self, text: String) -> Result<Suggestions, ApiError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.suggest(&text, SUGGESTIONS))
+            .await
+            .map_err(ApiError::internal)?
     }
 
     /// Indexes a product's new state, described by an event of `version`,

@@ -287,6 +287,7 @@ mod tests {
             price: Money::new(1, Currency::parse("EUR").expect("currency")),
             skus: skus.iter().map(|s| s.to_string()).collect(),
             created_at: Utc::now(),
+            attributes: Vec::new(),
         }
     }
 

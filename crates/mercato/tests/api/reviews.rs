@@ -298,7 +298,11 @@ async fn search_results_carry_the_rating_within_two_seconds() {
     let product = app.create_product(&seller, &category, &[(&sku, 900)]).await;
     let product = product["id"].as_str().expect("id").to_owned();
     let stocked = app
-        .put(&format!("/inventory/{sku}"), Some(&seller.token), json!({"quantity": 3}))
+        .put(
+            &format!("/inventory/{sku}"),
+            Some(&seller.token),
+            json!({"quantity": 3}),
+        )
         .await;
     assert_eq!(stocked.status, StatusCode::OK);
     let buyer = app.register("customer").await;
@@ -309,11 +313,15 @@ async fn search_results_carry_the_rating_within_two_seconds() {
     let r = review(&app, &buyer, &product, written(5, "Perfect")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let hit = app
-        .eventually("the rating to reach search", Duration::from_secs(2), || async {
-            let found = app.get(&format!("/search?category={category}"), None).await;
-            let hit = found.body["items"][0].clone();
-            (hit["rating"]["count"] == 1).then_some(hit)
-        })
+        .eventually(
+            "the rating to reach search",
+            Duration::from_secs(2),
+            || async {
+                let found = app.get(&format!("/search?category={category}"), None).await;
+                let hit = found.body["items"][0].clone();
+                (hit["rating"]["count"] == 1).then_some(hit)
+            },
+        )
         .await;
     assert_eq!(hit["product_id"], product.as_str());
     assert_eq!(hit["rating"], json!({"average": 5.0, "count": 1}));

@@ -495,3 +495,131 @@ async fn the_index_is_rebuilt_from_the_event_log() {
     app.stop().await;
     drop(dir);
 }
+
+/// A product of one variant with attributes, and `stock` units of it.
+async fn attributed(
+    app: &TestApp,
+    seller: &User,
+    title: &str,
+    category: &str,
+    price: i64,
+    color: &str,
+    stock: i64,
+) -> String {
+    let sku = unique("SKU");
+    let r = app
+        .post(
+            "/products",
+            Some(&seller.token),
+            json!({"title": title, "description": "For tests", "category": category,
+                   "variants": [{"sku": sku, "price": {"amount": price, "currency": "EUR"},
+                                 "attributes": {"color": color}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    if stock > 0 {
+        let s = app
+            .put(
+                &format!("/inventory/{sku}"),
+                Some(&seller.token),
+                json!({"quantity": stock}),
+            )
+            .await;
+        assert_eq!(s.status, StatusCode::OK, "{:?}", s.body);
+    }
+    r.body["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn sorts_stock_and_attribute_filters_facets_and_cursor_pages() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let category = unique("lamps").to_lowercase();
+    let cheap = attributed(&app, &seller, "Reading lamp", &category, 900, "Red", 0).await;
+    let middle = attributed(&app, &seller, "Floor lamp", &category, 3000, "red", 2).await;
+    let dear = attributed(&app, &seller, "Chandelier", &category, 12000, "gold", 1).await;
+    // Stock travels by event: wait for it before asking for stock.
+    search_until(
+        &app,
+        "stock to be searchable",
+        &[("category", &category), ("in_stock", "true")],
+        |b| total(b) == 2,
+    )
+    .await;
+    let by_price = search(&app, &[("category", &category), ("sort", "price_asc")]).await;
+    assert_eq!(ids(&by_price.body), [&cheap, &middle, &dear]);
+    let dearest = search(&app, &[("category", &category), ("sort", "price_desc")]).await;
+    assert_eq!(ids(&dearest.body), [&dear, &middle, &cheap]);
+    // Attribute values match without case; facets count them per value.
+    let red = search(&app, &[("category", &category), ("attr.color", "RED")]).await;
+    assert_eq!(total(&red.body), 2, "{:?}", red.body);
+    let facets = &by_price.body["facets"];
+    assert_eq!(facets["attr.color"], json!({"red": 2, "gold": 1}));
+    let buckets: Vec<u64> = facets["price"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| b["count"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(buckets, [1, 0, 1, 0, 1]);
+    // Pages of one, by cursor.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..4 {
+        let page = search(
+            &app,
+            &[
+                ("category", &category),
+                ("sort", "price_asc"),
+                ("limit", "1"),
+                ("cursor", &cursor),
+            ],
+        )
+        .await;
+        seen.extend(ids(&page.body).into_iter().map(str::to_owned));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [cheap.clone(), middle, dear]);
+    // Nothing is rated yet.
+    let rated = search(&app, &[("category", &category), ("min_rating", "1")]).await;
+    assert_eq!(total(&rated.body), 0);
+    for (query, status) in [
+        ("sort=cheapest", StatusCode::UNPROCESSABLE_ENTITY),
+        ("in_stock=yes", StatusCode::BAD_REQUEST),
+        ("min_rating=6", StatusCode::UNPROCESSABLE_ENTITY),
+        ("min_rating=high", StatusCode::BAD_REQUEST),
+        ("cursor=%21", StatusCode::BAD_REQUEST),
+    ] {
+        let r = app.get(&format!("/search?{query}"), None).await;
+        assert_eq!(r.status, status, "{query}: {:?}", r.body);
+    }
+    // Suggestions complete categories and titles, typos too.
+    let s = app
+        .get(&format!("/search/suggest?q={}", &category[..8]), None)
+        .await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert!(
+        s.body["suggestions"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|x| x["kind"] == "category" && x["text"] == category.as_str()),
+        "{:?}",
+        s.body
+    );
+    let s = app.get("/search/suggest?q=chandelir", None).await;
+    assert!(
+        s.body["suggestions"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|x| x["product_id"] == cheap.as_str() || x["text"] == "Chandelier"),
+        "{:?}",
+        s.body
+    );
+    let empty = app.get("/search/suggest?q=", None).await;
+    assert_eq!(empty.body, json!({"suggestions": []}));
+}

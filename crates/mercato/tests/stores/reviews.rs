@@ -49,6 +49,10 @@ async fn twenty_racing_reviews_all_count_and_each_change_is_told_in_order() {
     for s in stores(mercato_reviews::NAME, &mercato_reviews::MIGRATIONS).await {
         let store = Arc::new(ReviewsStore::new(s.db.clone(), Outbox::new()));
         let (product, seller) = (Uuid::now_v7(), Uuid::now_v7());
+        store
+            .record_product(product, seller, 1)
+            .await
+            .expect("seller known");
         let mut tasks = Vec::new();
         for i in 0..20 {
             let store = store.clone();
@@ -184,6 +188,26 @@ async fn purchases_count_once_and_end_with_their_order() {
             "{:?}",
             s.backend
         );
+        // A withdrawal that arrives before the confirmation holds.
+        let (late, later_event) = (Uuid::now_v7(), Uuid::now_v7());
+        store.withdraw_purchase(late).await.expect("withdraw first");
+        store
+            .record_purchase("test", later_event, late, customer, &[product])
+            .await
+            .expect("late confirmation");
+        assert!(
+            !store.bought(customer, product).await.expect("bought"),
+            "{:?}",
+            s.backend
+        );
+        // An erased author's name does not come back with a late event.
+        store.record_author(customer, "Ada").await.expect("named");
+        store.erase_author(customer).await.expect("erased");
+        store
+            .record_author(customer, "Ada")
+            .await
+            .expect("late event");
+        assert_eq!(store.author_name(customer).await.expect("name"), None);
         // Who sells it: the newest version wins.
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         store.record_product(product, a, 2).await.expect("v2");
