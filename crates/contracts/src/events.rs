@@ -388,6 +388,18 @@ pub struct RatingChanged {
 }
 event!(RatingChanged, "rating.changed");
 
+// recommendations
+
+/// A subject saw an experiment's variant for the first time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentExposed {
+    pub experiment: String,
+    /// A user id, or the subject a client gave (a session id).
+    pub subject: String,
+    pub variant: String,
+}
+event!(ExperimentExposed, "experiment.exposed");
+
 // notifications
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -203,6 +203,7 @@ fn decode_everything(value: &Value) {
         ReviewPublished,
         ReviewRemoved,
         RatingChanged,
+        ExperimentExposed,
         NotificationSent,
         NotificationFailed,
     );

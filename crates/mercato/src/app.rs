@@ -40,6 +40,7 @@ pub struct Contexts {
     pub pricing: Arc<mercato_pricing::PricingService>,
     pub subscriptions: Arc<mercato_subscriptions::SubscriptionsService>,
     pub reviews: Arc<mercato_reviews::ReviewsService>,
+    pub recommendations: Arc<mercato_recommendations::RecommendationsService>,
     /// The built-in test payment provider (idle when a real one is configured).
     pub test_provider: mercato_payments::testprovider::TestProvider,
 }
@@ -143,6 +144,7 @@ pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<
         StreamSpec::new("pricing", &["promotion"]),
         StreamSpec::new("subscriptions", &["subscription"]),
         StreamSpec::new("reviews", &["review", "rating"]),
+        StreamSpec::new("recommendations", &["experiment"]),
     ];
     JetStreamBus::connect(config)
         .await
@@ -683,6 +685,37 @@ pub(crate) async fn build_reviews(
     })
 }
 
+/// Recommendations and experiments, with the consumer that builds the model.
+pub(crate) async fn build_recommendations(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_recommendations::RecommendationsService>> {
+    let mut tasks = Vec::new();
+    let (db, outbox) = store_with_relay(
+        settings,
+        shared,
+        mercato_recommendations::NAME,
+        &mercato_recommendations::MIGRATIONS,
+        &mut tasks,
+    )
+    .await?;
+    let service = Arc::new(mercato_recommendations::RecommendationsService::new(
+        mercato_recommendations::store::RecommendationsStore::new(db.clone(), outbox),
+    ));
+    tasks.push(
+        shared
+            .bus
+            .subscribe(service.subscription(), shared.shutdown.clone()),
+    );
+    Ok(Parts {
+        api: mercato_recommendations::routes::router(service.clone()),
+        internal: None,
+        service,
+        db,
+        tasks,
+    })
+}
+
 /// Search: a read model on local disk in every mode (one index per replica).
 /// `instance` names the replica in distributed mode, where each reads
 /// through a consumer of its own (`search-<instance>`); `None` in embedded
@@ -955,6 +988,10 @@ impl Application {
             build_subscriptions(&settings, &shared, orders.clone()).await?,
         );
         let reviews = all.add("reviews", build_reviews(&settings, &shared).await?);
+        let recommendations = all.add(
+            "recommendations",
+            build_recommendations(&settings, &shared).await?,
+        );
         let search = all.add("search", build_search(&settings, &shared, None).await?);
         let notifications = all.add(
             "notifications",
@@ -987,6 +1024,7 @@ impl Application {
                 pricing,
                 subscriptions,
                 reviews,
+                recommendations,
                 test_provider,
             },
         })

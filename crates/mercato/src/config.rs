@@ -270,10 +270,11 @@ pub struct ServicesSettings {
     pub pricing: Option<String>,
     pub subscriptions: Option<String>,
     pub reviews: Option<String>,
+    pub recommendations: Option<String>,
 }
 
 /// The contexts `serve --service` runs, in the order they are listed.
-pub const CONTEXTS: [&str; 11] = [
+pub const CONTEXTS: [&str; 12] = [
     "identity",
     "catalog",
     "search",
@@ -285,6 +286,7 @@ pub const CONTEXTS: [&str; 11] = [
     "pricing",
     "subscriptions",
     "reviews",
+    "recommendations",
 ];
 
 impl ServicesSettings {
@@ -302,6 +304,7 @@ impl ServicesSettings {
             "pricing" => &self.pricing,
             "subscriptions" => &self.subscriptions,
             "reviews" => &self.reviews,
+            "recommendations" => &self.recommendations,
             _ => &None,
         };
         list.as_deref()

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What `--service` accepts.
-pub const SERVICES: [&str; 12] = [
+pub const SERVICES: [&str; 13] = [
     "identity",
     "catalog",
     "search",
@@ -36,6 +36,7 @@ pub const SERVICES: [&str; 12] = [
     "pricing",
     "subscriptions",
     "reviews",
+    "recommendations",
     "gateway",
 ];
 
@@ -271,6 +272,9 @@ async fn build_context(
         }
         "notifications" => {
             all.add(name, app::build_notifications(settings, &shared).await?);
+        }
+        "recommendations" => {
+            all.add(name, app::build_recommendations(settings, &shared).await?);
         }
         "reviews" => {
             all.add(name, app::build_reviews(settings, &shared).await?);

@@ -57,12 +57,17 @@ pub fn owner(path: &str) -> Option<&'static str> {
     let first = segments.next()?;
     let second = segments.next();
     // A product's reviews and rating are the reviews context's.
-    if first == "products" && matches!(segments.next(), Some("reviews" | "rating")) {
-        return Some("reviews");
+    match (first, segments.next()) {
+        ("products", Some("reviews" | "rating")) => return Some("reviews"),
+        ("products", Some("recommendations")) => return Some("recommendations"),
+        _ => {}
     }
     Some(match (first, second) {
         ("auth" | "me", _) | ("admin", Some("users")) => "identity",
         ("reviews" | "sellers", _) | ("admin", Some("reviews")) => "reviews",
+        ("recommendations" | "experiments", _) | ("admin", Some("experiments")) => {
+            "recommendations"
+        }
         ("products" | "categories", _) => "catalog",
         ("search", _) => "search",
         ("cart", _) => "cart",
@@ -693,6 +698,13 @@ mod tests {
         assert_eq!(owner("/reviews/1/votes"), Some("reviews"));
         assert_eq!(owner("/admin/reviews"), Some("reviews"));
         assert_eq!(owner("/sellers/1/rating"), Some("reviews"));
+        assert_eq!(
+            owner("/products/1/recommendations"),
+            Some("recommendations")
+        );
+        assert_eq!(owner("/recommendations"), Some("recommendations"));
+        assert_eq!(owner("/experiments/x/assignment"), Some("recommendations"));
+        assert_eq!(owner("/admin/experiments/x"), Some("recommendations"));
         assert_eq!(owner("/cart/promotions"), Some("cart"));
         assert_eq!(owner("/checkout/quote"), Some("orders"));
         assert_eq!(owner("/nothing"), None);

@@ -142,7 +142,7 @@ async fn create_review(
     params(("id" = String, Path, description = "Product id"), ReviewListQuery),
     responses(
         (status = 200, description = "A page of published reviews", body = Page<Review>),
-        (status = 400, description = "`invalid_cursor`; `invalid_query`: a rating that is not an integer", body = ErrorBody),
+        (status = 400, description = "`invalid_cursor`: not base64url; `invalid_query`: a rating that is not an integer", body = ErrorBody),
         (status = 404, description = "`not_found`: not a product id", body = ErrorBody),
         (status = 422, description = "`validation_failed`: an unknown sort, a rating outside 1 to 5, a limit below 1", body = ErrorBody),
     ))]

@@ -111,13 +111,7 @@ impl ReviewsService {
         rating: Option<i64>,
         page: &PageRequest,
     ) -> Result<Page<Review>, ApiError> {
-        let after =
-            match page.after.as_deref() {
-                None => None,
-                Some(raw) => Some(ReviewCursor::parse(raw).ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "cursor is not valid")
-                })?),
-            };
+        let after = page.after.as_deref().map(ReviewCursor::parse);
         Ok(self
             .store
             .for_product(product_id, sort, rating, after.as_ref(), page.limit)

@@ -96,18 +96,18 @@ impl ReviewCursor {
         }
     }
 
-    /// A decoded cursor: `key|id`, or an id alone; `None` when it is
-    /// neither.
-    pub fn parse(raw: &str) -> Option<Self> {
+    /// A decoded cursor: `key|id`, or an id alone. One the list did not
+    /// issue still sorts somewhere (its key ignored when it is no number).
+    pub fn parse(raw: &str) -> Self {
         match raw.split_once('|') {
-            Some((key, id)) => Some(Self {
-                key: Some(key.parse().ok()?),
+            Some((key, id)) => Self {
+                key: key.parse().ok(),
                 id: id.to_owned(),
-            }),
-            None => Some(Self {
+            },
+            None => Self {
                 key: None,
                 id: raw.to_owned(),
-            }),
+            },
         }
     }
 }

@@ -273,13 +273,10 @@ impl RawSearchQuery {
                 Some(r)
             }
         };
+        // A cursor this search did not issue is a page past the deepest.
         let offset = match mercato_kernel::page::cursor(self.cursor.as_deref())? {
             None => 0,
-            Some(c) => c
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= MAX_OFFSET)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))?,
+            Some(c) => c.parse::<usize>().map_or(MAX_OFFSET, |n| n.min(MAX_OFFSET)),
         };
         Ok(SearchRequest {
             text,

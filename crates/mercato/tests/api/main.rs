@@ -15,6 +15,7 @@ mod openapi;
 mod orders;
 mod platform;
 mod pricing;
+mod recommendations;
 mod redis;
 mod returns;
 mod reviews;

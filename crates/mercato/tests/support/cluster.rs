@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SERVICES: [&str; 11] = [
+pub const SERVICES: [&str; 12] = [
     "identity",
     "catalog",
     "search",
@@ -29,6 +29,7 @@ pub const SERVICES: [&str; 11] = [
     "pricing",
     "subscriptions",
     "reviews",
+    "recommendations",
 ];
 
 pub const JWT_SECRET: &str = "a-jwt-secret-shared-by-every-service";
