@@ -13,5 +13,6 @@ mod identity;
 mod notifications;
 mod orders_payments;
 mod pricing;
+mod recommendations;
 mod reviews;
 mod subscriptions;
