@@ -81,6 +81,10 @@ STATE_DEPENDENT = {
         "shipping_unavailable",
         "duplicate_sku",
     },
+    # Who is assigned: the signed-in user, else the subject given.
+    "GET /api/v1/experiments/{key}/assignment": {"subject_required"},
+    # Two variants of one name (a rule between items).
+    "POST /api/v1/admin/experiments": {"duplicate_variant"},
     # A user keeps at most 20 addresses.
     "POST /api/v1/me/addresses": {"too_many_addresses"},
     # Every variant of a product is priced in one currency, and has at most

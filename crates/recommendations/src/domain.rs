@@ -29,6 +29,7 @@ pub struct Recommendations {
 
 /// One arm of an experiment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ExperimentVariant)]
 pub struct Variant {
     /// 1 to 64 characters.
     #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "control")]

@@ -28,27 +28,24 @@ pub fn router(service: Arc<RecommendationsService>) -> OpenApiRouter {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LimitQuery {
-    /// How many, 1 to 50 (default 10).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 50, default = 10)]
+    /// How many, at least 1 (default 10); values above 50 are served as 50.
+    #[param(value_type = Option<i64>, minimum = 1, default = 10)]
     pub limit: Option<String>,
 }
 
+/// The `limit` parameter: 10 when absent; above 50 served as 50.
 fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
-    match raw {
-        None | Some("") => Ok(10),
-        Some(raw) => {
-            let n: i64 = raw.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("limit must be an integer, got {raw:?}"),
-                )
-            })?;
-            match usize::try_from(n) {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(ApiError::validation("limit must be 1 to 50")),
-            }
-        }
-    }
+    let n = match raw {
+        None | Some("") => None,
+        Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be an integer, got {raw:?}"),
+            )
+        })?),
+    };
+    let max = u32::try_from(MAX_LIMIT).unwrap_or(50);
+    Ok(mercato_kernel::page::page_limit(n, 10, max)? as usize)
 }
 
 /// What to show beside a product: products bought together with it, then
@@ -59,7 +56,7 @@ fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
         (status = 200, description = "Recommendations, best first", body = Recommendations),
         (status = 400, description = "`invalid_query`: a limit that is not an integer", body = ErrorBody),
         (status = 404, description = "`not_found`: not a product id", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: a limit outside 1 to 50", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn for_product(
     State(service): State<AppState>,
@@ -80,7 +77,7 @@ async fn for_product(
         (status = 200, description = "Recommendations, best first", body = Recommendations),
         (status = 400, description = "`invalid_query`: a limit that is not an integer", body = ErrorBody),
         (status = 401, description = "`unauthorized`: a token that is not valid", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: a limit outside 1 to 50", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn for_caller(
     State(service): State<AppState>,
@@ -144,7 +141,7 @@ pub struct AssignmentQuery {
         (status = 200, description = "The variant", body = Assignment),
         (status = 401, description = "`unauthorized`: a token that is not valid", body = ErrorBody),
         (status = 404, description = "`not_found`: no such experiment", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: nobody signed in and no subject", body = ErrorBody),
+        (status = 422, description = "`subject_required`: nobody signed in and no subject", body = ErrorBody),
     ))]
 async fn assignment(
     State(service): State<AppState>,

@@ -136,11 +136,13 @@ impl RecommendationsService {
     ) -> Result<Assignment, ApiError> {
         let subject = match (caller, subject) {
             (Some(c), _) => c.user_id.to_string(),
+            // Apart from users': a client cannot pass for one.
             (None, Some(s)) if !s.trim().is_empty() && s.chars().count() <= 128 => {
-                s.trim().to_owned()
+                format!("anonymous:{}", s.trim())
             }
             (None, _) => {
-                return Err(ApiError::validation(
+                return Err(ApiError::unprocessable(
+                    "subject_required",
                     "sign in, or give subject (1 to 128 characters)",
                 ))
             }
@@ -222,7 +224,13 @@ impl EventHandler for Model {
                 let lines: Vec<(Uuid, i64)> =
                     e.items.iter().map(|l| (l.product_id, l.quantity)).collect();
                 self.0
-                    .record_order(CONSUMER, event.id, e.customer_id, &lines)
+                    .record_order(
+                        CONSUMER,
+                        event.id,
+                        &event.occurred_at,
+                        e.customer_id,
+                        &lines,
+                    )
                     .await
             }
             _ => Ok(()),

@@ -74,6 +74,11 @@ impl RecommendationsStore {
         .execute(tx.conn())
         .await?;
         if kept.rows_affected() == 1 {
+            // Variants may have gone: their stock is no longer the product's.
+            sqlx::query("UPDATE rec_skus SET product_id = '' WHERE product_id = $1")
+                .bind(p.id.to_string())
+                .execute(tx.conn())
+                .await?;
             for v in &p.variants {
                 sqlx::query(
                     "INSERT INTO rec_skus (sku, product_id) VALUES ($1, $2)
@@ -89,10 +94,14 @@ impl RecommendationsStore {
         Ok(())
     }
 
-    /// An archived product is recommended no more.
+    /// An archived product is recommended no more, also when the archive
+    /// arrives before the product's earlier events (their version is lower).
     pub async fn archive_product(&self, product_id: Uuid, version: i64) -> anyhow::Result<()> {
         let query = sqlx::query(
-            "UPDATE rec_products SET active = 0, version = $2 WHERE product_id = $1 AND version <= $2",
+            "INSERT INTO rec_products (product_id, title, category, price_amount, currency, active, version)
+             VALUES ($1, '', '', 0, 'EUR', 0, $2)
+             ON CONFLICT (product_id) DO UPDATE SET active = 0, version = $2
+             WHERE rec_products.version <= $2",
         )
         .bind(product_id.to_string())
         .bind(version);
@@ -126,6 +135,7 @@ impl RecommendationsStore {
         &self,
         consumer: &str,
         event_id: Uuid,
+        occurred_at: &chrono::DateTime<chrono::Utc>,
         customer_id: Uuid,
         lines: &[(Uuid, i64)],
     ) -> anyhow::Result<()> {
@@ -135,14 +145,18 @@ impl RecommendationsStore {
             return Ok(());
         }
         let customer = customer_id.to_string();
-        let mut products = BTreeSet::new();
+        // Each product once, in one order for every writer (no deadlock).
+        let mut units_of: BTreeMap<String, i64> = BTreeMap::new();
         for (product, units) in lines {
-            products.insert(product.to_string());
+            *units_of.entry(product.to_string()).or_insert(0) += units;
+        }
+        let products: BTreeSet<String> = units_of.keys().cloned().collect();
+        for (product, units) in &units_of {
             sqlx::query(
                 "INSERT INTO rec_sales (product_id, units) VALUES ($1, $2)
                  ON CONFLICT (product_id) DO UPDATE SET units = rec_sales.units + $2",
             )
-            .bind(product.to_string())
+            .bind(product)
             .bind(*units)
             .execute(tx.conn())
             .await?;
@@ -171,11 +185,13 @@ impl RecommendationsStore {
             "INSERT INTO conversions (experiment, subject, variant, at)
              SELECT x.experiment, x.subject, x.variant, $2 FROM exposures x
              JOIN experiments e ON e.experiment_key = x.experiment
-             WHERE x.subject = $1 AND e.goal = 'order_confirmed'
+             WHERE x.subject = $1 AND e.goal = 'order_confirmed' AND x.at <= $3
              ON CONFLICT DO NOTHING",
         )
         .bind(&customer)
         .bind(&now)
+        // Only orders placed after the exposure count.
+        .bind(time::to_db(occurred_at))
         .execute(tx.conn())
         .await?;
         tx.commit().await?;

@@ -273,10 +273,13 @@ impl RawSearchQuery {
                 Some(r)
             }
         };
-        // A cursor this search did not issue is a page past the deepest.
+        // A cursor this search did not issue, or one past the deepest
+        // page, asks for a page past the end: no items.
         let offset = match mercato_kernel::page::cursor(self.cursor.as_deref())? {
             None => 0,
-            Some(c) => c.parse::<usize>().map_or(MAX_OFFSET, |n| n.min(MAX_OFFSET)),
+            Some(c) => c
+                .parse::<usize>()
+                .map_or(MAX_OFFSET + 1, |n| n.min(MAX_OFFSET + 1)),
         };
         Ok(SearchRequest {
             text,

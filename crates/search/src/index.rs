@@ -212,6 +212,13 @@ impl SearchIndex {
         let query = plan.whole();
         let page = TopDocs::with_limit(req.limit.max(1)).and_offset(req.offset);
         let (addresses, (total, facets)) = match req.sort {
+            // Past the deepest page: the counts, no items.
+            _ if req.offset > MAX_OFFSET => (
+                Vec::new(),
+                searcher
+                    .search(&query, &(Count, FacetCounts))
+                    .map_err(internal)?,
+            ),
             SearchSort::Relevance => {
                 let top = page.tweak_score(|segment: &SegmentReader| {
                     // Ties in relevance go to the newest product.
@@ -308,24 +315,25 @@ impl SearchIndex {
     pub fn suggest(&self, text: &str, limit: usize) -> Result<Suggestions, ApiError> {
         let internal = |e: tantivy::TantivyError| ApiError::internal(format!("suggest: {e}"));
         let searcher = self.reader.searcher();
-        let req = SearchRequest::text(text, limit);
-        let plan = QueryPlan::new(&self.fields, &req)?;
-        let query = plan.whole();
-        let (top, categories) = searcher
-            .search(
-                &query,
-                &(
-                    TopDocs::with_limit(limit.max(1)).order_by_score(),
-                    CategoryCounts,
-                ),
-            )
+        let mut words = terms(text);
+        if words.is_empty() {
+            return Ok(Suggestions::default());
+        }
+        words.truncate(MAX_QUERY_TERMS);
+        // Titles only: every word, the last one also as a beginning.
+        let last = words.len() - 1;
+        let query = BooleanQuery::new(
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (Occur::Must, title_query(&self.fields, w, i == last)))
+                .collect(),
+        );
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(limit.max(1)).order_by_score())
             .map_err(internal)?;
-        // Categories whose name begins like the text, then those of the
-        // products that match it, most products first.
-        let mut names = self.categories_from(&searcher, text).map_err(internal)?;
-        let mut matching: Vec<(String, u64)> = categories.into_iter().collect();
-        matching.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        names.extend(matching.into_iter().map(|(name, _)| name));
+        // Categories whose name begins like the text.
+        let names = self.categories_from(&searcher, text).map_err(internal)?;
         let mut suggestions: Vec<Suggestion> = Vec::new();
         for name in names {
             let slug = mercato_kernel::slug::slugify(&name);
@@ -507,6 +515,37 @@ pub fn term_query(fields: &Fields, term: &str, is_last: bool) -> Box<dyn Query> 
     Box::new(BooleanQuery::new(alternatives))
 }
 
+/// A word in the title: exactly, within its typo tolerance, and as the
+/// beginning of a longer word when it is the last one typed.
+fn title_query(fields: &Fields, term: &str, is_last: bool) -> Box<dyn Query> {
+    let t = Term::from_field_text(fields.title, term);
+    let mut alternatives: Vec<(Occur, Box<dyn Query>)> = vec![(
+        Occur::Should,
+        Box::new(BoostQuery::new(
+            Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs)),
+            EXACT_BOOST,
+        )),
+    )];
+    let distance = typo_tolerance(term);
+    if distance > 0 {
+        alternatives.push((
+            Occur::Should,
+            Box::new(FuzzyTermQuery::new(t.clone(), distance, true)),
+        ));
+    }
+    if is_last {
+        alternatives.push((
+            Occur::Should,
+            Box::new(FuzzyTermQuery::new_prefix(t, 0, true)),
+        ));
+    }
+    Box::new(BooleanQuery::new(alternatives))
+}
+
+/// At most this many values of one attribute in the facets: the most
+/// frequent.
+const MAX_ATTRIBUTE_VALUES: usize = 20;
+
 /// Counts matching documents per category, from the category fast field.
 pub struct CategoryCounts;
 
@@ -660,6 +699,16 @@ impl Collector for FacetCounts {
         let mut out = FacetFruit::default();
         for segment in segments {
             out.merge(segment);
+        }
+        // A model number or an ISBN would list every product: the most
+        // frequent values only.
+        for values in out.attributes.values_mut() {
+            if values.len() > MAX_ATTRIBUTE_VALUES {
+                let mut ranked: Vec<(String, u64)> = std::mem::take(values).into_iter().collect();
+                ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                ranked.truncate(MAX_ATTRIBUTE_VALUES);
+                *values = ranked.into_iter().collect();
+            }
         }
         Ok(out)
     }
@@ -891,13 +940,20 @@ mod tests {
         let s = f.index.suggest("Kitc", 10).expect("suggest");
         assert_eq!(s.suggestions[0].text, "kitchen", "{s:?}");
         assert_eq!(s.suggestions[0].kind, "category");
+        // Titles only, not descriptions; punctuation alone suggests nothing.
         let s = f.index.suggest("tea", 10).expect("suggest");
-        assert_eq!(s.suggestions[0].kind, "category");
-        assert_eq!(s.suggestions[0].text, "kitchen");
+        assert!(s.suggestions.is_empty(), "{s:?}");
+        let s = f.index.suggest("kett", 10).expect("suggest");
         assert!(s
             .suggestions
             .iter()
             .any(|x| x.text == "Stainless kettle" && x.product_id.is_some()));
+        assert!(f
+            .index
+            .suggest("!!!", 10)
+            .expect("suggest")
+            .suggestions
+            .is_empty());
         // A typo and an unfinished word still find it.
         let s = f.index.suggest("keybaord", 10).expect("suggest");
         assert!(

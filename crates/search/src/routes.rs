@@ -36,7 +36,7 @@ pub fn router(service: Arc<SearchService>) -> OpenApiRouter {
     params(RawSearchQuery),
     responses(
         (status = 200, description = "The best matches, their number, facets and the next page's cursor", body = SearchResults),
-        (status = 400, description = "`invalid_query`: a number parameter is not a number, `in_stock` not `true` or `false`; `invalid_cursor`: not a cursor of this search", body = ErrorBody),
+        (status = 400, description = "`invalid_query`: a number parameter is not a number, `in_stock` not `true` or `false`; `invalid_cursor`: not base64url (a cursor this search did not issue pages past the end)", body = ErrorBody),
         (status = 422, description = "`query_too_long`: `q` is over 256 characters; `validation_failed`: a negative price, a limit below 1, an unknown sort, a rating outside 0 to 5, an attribute filter without a name or value, more than 10 of them", body = ErrorBody),
     ))]
 async fn search(

@@ -57,7 +57,13 @@ async fn orders_count_once_and_pairs_both_ways() {
         let (customer, event) = (Uuid::now_v7(), Uuid::now_v7());
         for _ in 0..2 {
             store
-                .record_order("test", event, customer, &[(pot.id, 1), (cups.id, 2)])
+                .record_order(
+                    "test",
+                    event,
+                    &time::now(),
+                    customer,
+                    &[(pot.id, 1), (cups.id, 2)],
+                )
                 .await
                 .expect("order");
         }
@@ -136,7 +142,13 @@ async fn exposures_and_conversions_count_once_per_subject() {
             .expect("exposed");
         for event in [Uuid::now_v7(), Uuid::now_v7()] {
             store
-                .record_order("test", event, customer, &[(Uuid::now_v7(), 1)])
+                .record_order(
+                    "test",
+                    event,
+                    &time::now(),
+                    customer,
+                    &[(Uuid::now_v7(), 1)],
+                )
                 .await
                 .expect("order");
         }
