@@ -141,7 +141,7 @@ pub struct AssignmentQuery {
         (status = 200, description = "The variant", body = Assignment),
         (status = 401, description = "`unauthorized`: a token that is not valid", body = ErrorBody),
         (status = 404, description = "`not_found`: no such experiment", body = ErrorBody),
-        (status = 422, description = "`subject_required`: nobody signed in and no subject", body = ErrorBody),
+        (status = 422, description = "`subject_required`: nobody signed in and no subject; `validation_failed`: a subject out of its rules", body = ErrorBody),
     ))]
 async fn assignment(
     State(service): State<AppState>,

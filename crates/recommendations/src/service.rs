@@ -134,6 +134,13 @@ impl RecommendationsService {
         key: &str,
         subject: Option<String>,
     ) -> Result<Assignment, ApiError> {
+        if let Some(s) = &subject {
+            if s.trim().is_empty() || s.chars().count() > 128 {
+                return Err(ApiError::validation(
+                    "subject must be 1 to 128 characters, not only white space",
+                ));
+            }
+        }
         let subject = match (caller, subject) {
             (Some(c), _) => c.user_id.to_string(),
             // Apart from users': a client cannot pass for one.
