@@ -1,6 +1,7 @@
 //! Demo data: a seller, a customer, a few products, a promotion code, two
-//! shipping methods and two tax rates, loaded by `mercato serve --demo`.
-//! Loading twice changes nothing.
+//! shipping methods and two tax rates, three shoppers' orders with their
+//! reviews, and an experiment, loaded by `mercato serve --demo`. Loading
+//! twice changes nothing.
 
 use crate::app::Contexts;
 use mercato_catalog::domain::{CatalogCommand, NewVariant};
@@ -8,6 +9,7 @@ use mercato_identity::service::{Registration, Session};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::{Currency, Money};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub const SELLER_EMAIL: &str = "seller@demo.mercato.dev";
 pub const CUSTOMER_EMAIL: &str = "customer@demo.mercato.dev";
@@ -130,8 +132,9 @@ pub async fn load(ctx: &Contexts) -> anyhow::Result<String> {
         }
     }
     pricing(ctx, &eur).await?;
+    engagement(ctx).await?;
     Ok(format!(
-        "Demo data loaded.\n  seller:   {SELLER_EMAIL} / {PASSWORD}\n  customer: {CUSTOMER_EMAIL} / {PASSWORD}\n  customer token: {}\n  promotion code: {PROMOTION_CODE} (10 % off)\n",
+        "Demo data loaded.\n  seller:   {SELLER_EMAIL} / {PASSWORD}\n  customer: {CUSTOMER_EMAIL} / {PASSWORD}\n  customer token: {}\n  promotion code: {PROMOTION_CODE} (10 % off)\n  experiment: {EXPERIMENT_KEY}\n",
         customer.access_token
     ))
 }
@@ -189,5 +192,132 @@ async fn pricing(ctx: &Contexts, eur: &Currency) -> anyhow::Result<()> {
                 .map_err(|e| failed("tax rate", e))?;
         }
     }
+    Ok(())
+}
+
+/// The experiment the demo starts.
+pub const EXPERIMENT_KEY: &str = "checkout-button";
+
+/// Demo shoppers and the two SKUs each buys together: enough orders for
+/// recommendations to show, each followed by a review.
+const SHOPPERS: [(&str, &str, [&str; 2], i64); 3] = [
+    (
+        "ada@demo.mercato.dev",
+        "Ada",
+        ["CUP-ESP-WHT", "KETTLE-GOOSE"],
+        5,
+    ),
+    (
+        "grace@demo.mercato.dev",
+        "Grace",
+        ["CUP-ESP-BLK", "KETTLE-GOOSE"],
+        4,
+    ),
+    (
+        "alan@demo.mercato.dev",
+        "Alan",
+        ["BEANIE-GRY", "TOTE-NAT"],
+        5,
+    ),
+];
+
+/// Orders, reviews of what they bought, and an experiment: once (the
+/// experiment marks it done).
+async fn engagement(ctx: &Contexts) -> anyhow::Result<()> {
+    use mercato_orders::service::{AddressChoice, CheckoutRequest, Destination};
+    if ctx
+        .recommendations
+        .store()
+        .experiment(EXPERIMENT_KEY)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let failed =
+        |what: &str, e: mercato_kernel::ApiError| anyhow::anyhow!("demo {what}: {}", e.message);
+    for (email, name, skus, rating) in SHOPPERS {
+        let session = ensure_user(ctx, email, name, Role::Customer).await?;
+        let customer = Caller {
+            user_id: session.user.id,
+            role: Role::Customer,
+        };
+        for sku in skus {
+            ctx.cart
+                .add_item(customer.user_id, sku, 1)
+                .await
+                .map_err(|e| failed("cart", e))?;
+        }
+        let placed = ctx
+            .orders
+            .checkout(
+                customer,
+                CheckoutRequest {
+                    idempotency_key: format!("demo-order-{email}"),
+                    request_body: email.as_bytes().to_vec(),
+                    payment_token: "tok_visa".into(),
+                    destination: Destination {
+                        address: AddressChoice::Given(mercato_orders::domain::ShippingAddress {
+                            name: name.to_owned(),
+                            line1: "1 Market Street".into(),
+                            line2: None,
+                            city: "Berlin".into(),
+                            postal_code: "10115".into(),
+                            country: "DE".into(),
+                        }),
+                        shipping_method: None,
+                    },
+                },
+            )
+            .await
+            .map_err(|e| failed("checkout", e))?;
+        let id: uuid::Uuid = serde_json::from_str::<serde_json::Value>(&placed.body)?["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("demo checkout answered without an order id"))?;
+        let order = ctx
+            .orders
+            .get_settled(customer, id, Duration::from_secs(10))
+            .await
+            .map_err(|e| failed("order", e))?;
+        let products: std::collections::BTreeSet<uuid::Uuid> =
+            order.items.iter().map(|l| l.product_id).collect();
+        for product in products {
+            // The purchase reaches reviews by event.
+            for _ in 0..100 {
+                if ctx
+                    .reviews
+                    .store()
+                    .bought(customer.user_id, product)
+                    .await?
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let review = mercato_reviews::service::NewReview {
+                rating,
+                title: "Just as described".into(),
+                body: format!("{name} uses it every day."),
+            };
+            match ctx.reviews.create(customer, product, review).await {
+                Ok(_) => {}
+                Err(e) if e.code == "review_exists" => {}
+                Err(e) => return Err(failed("review", e)),
+            }
+        }
+    }
+    let admin = Caller {
+        user_id: uuid::Uuid::nil(),
+        role: Role::Admin,
+    };
+    let arms = ["control", "green"].map(|name| mercato_recommendations::domain::Variant {
+        name: name.to_owned(),
+        weight: 1,
+    });
+    ctx.recommendations
+        .create_experiment(admin, EXPERIMENT_KEY.to_owned(), arms.to_vec(), None)
+        .await
+        .map_err(|e| failed("experiment", e))?;
     Ok(())
 }

@@ -123,6 +123,9 @@ impl Cluster {
             ("MERCATO_AUTH__PASSWORD_ITERATIONS".into(), "1".into()),
             ("MERCATO_HTTP__RATE_LIMIT_PER_SECOND".into(), "0".into()),
             ("MERCATO_LOG".into(), "warn".into()),
+            // Some 16 processes per cluster, and two clusters may run at
+            // once, on one PostgreSQL of 100 connections.
+            ("MERCATO_STORE__MAX_CONNECTIONS".into(), "3".into()),
             // Renewals and their retries within a test's patience.
             ("MERCATO_SUBSCRIPTIONS__POLL_MS".into(), "100".into()),
             (
