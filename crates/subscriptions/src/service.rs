@@ -414,7 +414,8 @@ impl SubscriptionsService {
             Err(RenewError::Orders(e)) => {
                 tracing::warn!(subscription_id = %id, error = %e, "a renewal is not placed yet; the scheduler tries again");
             }
-            Err(RenewError::Store(e)) => return Err(ApiError::internal(e)),
+            // A busy store is a 503 to retry; anything else a 500.
+            Err(RenewError::Store(e)) => return Err(e.into()),
         }
         Ok(self.visible(&caller, id).await?.view)
     }

@@ -419,8 +419,9 @@ async fn demo_data_stocks_every_demo_sku_once() {
     let Some(ctx) = app.contexts.clone() else {
         return;
     };
+    // A SKU no demo shopper buys.
     mercato::demo::load(&ctx).await.expect("demo loads");
-    let s = stock(&app, "KETTLE-GOOSE").await;
+    let s = stock(&app, "BEANIE-NVY").await;
     assert_eq!(
         s["warehouses"],
         json!([{"warehouse": "main", "on_hand": mercato::demo::DEMO_STOCK, "reserved": 0}])
@@ -428,19 +429,24 @@ async fn demo_data_stocks_every_demo_sku_once() {
     ctx.inventory
         .reserve(
             Uuid::now_v7(),
-            &one("KETTLE-GOOSE", 1),
+            &one("BEANIE-NVY", 1),
             Duration::from_secs(600),
         )
         .await
         .expect("reserve");
     mercato::demo::load(&ctx).await.expect("demo loads again");
-    let s = stock(&app, "KETTLE-GOOSE").await;
+    let s = stock(&app, "BEANIE-NVY").await;
     assert_eq!(
         (s["available"].as_i64(), s["reserved"].as_i64()),
         (Some(mercato::demo::DEMO_STOCK - 1), Some(1))
     );
     assert_eq!(
-        stock(&app, "TOTE-NAT").await["available"],
+        stock(&app, "BEANIE-NVY").await["warehouses"][0]["on_hand"],
         mercato::demo::DEMO_STOCK
+    );
+    // One tote was sold to a demo shopper, once: a reload sells no more.
+    assert_eq!(
+        stock(&app, "TOTE-NAT").await["available"],
+        mercato::demo::DEMO_STOCK - 1
     );
 }
