@@ -1,0 +1,20 @@
+# Sourced by scripts/cluster and scripts/soak: how many connections each
+# process of a local cluster may open to PostgreSQL. The busy contexts get
+# more, the quiet ones few: about 88 in all, under the server's default
+# max_connections of 100 (sixteen processes at the default of 10 each would
+# pass it). MERCATO_STORE__MAX_CONNECTIONS, when set, is taken for every
+# process instead.
+pool_of() {
+  if [ -n "${MERCATO_STORE__MAX_CONNECTIONS:-}" ]; then
+    echo "$MERCATO_STORE__MAX_CONNECTIONS"
+    return
+  fi
+  case "$1" in
+    catalog) echo 12 ;;
+    orders) echo 10 ;;
+    cart | identity) echo 8 ;;
+    inventory) echo 6 ;;
+    payments) echo 5 ;;
+    *) echo 3 ;;
+  esac
+}
