@@ -56,6 +56,16 @@ pub struct Application {
     pub contexts: Contexts,
 }
 
+/// Connections of a context's SQLite file: a thread and a page cache each.
+/// Writes take turns whatever their number; the contexts that serve many
+/// reads or take part in every checkout get more.
+fn sqlite_connections(context: &str) -> u32 {
+    match context {
+        "catalog" | "cart" | "inventory" | "orders" | "payments" | "identity" | "events" => 8,
+        _ => 3,
+    }
+}
+
 /// Opens a context's store and brings its schema up to date.
 async fn open_store(
     settings: &Settings,
@@ -74,7 +84,7 @@ async fn open_store(
                 settings.data_dir.join(format!("{context}.db")).display()
             ),
             schema: None,
-            max_connections: 8,
+            max_connections: sqlite_connections(context),
         },
     };
     let db = Db::connect(&config)
