@@ -51,6 +51,20 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// A stored answer goes out as it was stored: its status, its JSON body.
+impl axum::response::IntoResponse for StoredResponse {
+    fn into_response(self) -> axum::response::Response {
+        let status =
+            axum::http::StatusCode::from_u16(self.status).unwrap_or(axum::http::StatusCode::OK);
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
 /// Looks a key up: `Ok(None)` when it is new, the stored answer when the same
 /// request was seen, 409 when the key was used for a different request.
 pub async fn lookup(

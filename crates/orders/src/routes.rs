@@ -2,9 +2,7 @@
 
 use crate::domain::{CheckoutQuote, Order, OrderStatus, ShippingAddress};
 use crate::returns::{Return, ReturnItem};
-use crate::service::{
-    AddressChoice, Answer, CheckoutRequest, Destination, OrdersService, PartialRefund,
-};
+use crate::service::{AddressChoice, CheckoutRequest, Destination, OrdersService, PartialRefund};
 use crate::watch::MAX_WAIT_SECS;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -176,11 +174,6 @@ fn order_id(raw: &str) -> Result<Uuid, ApiError> {
     mercato_kernel::id::parse_id(raw).ok_or_else(|| ApiError::not_found("order"))
 }
 
-fn json_answer(a: Answer) -> Response {
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, "application/json")], a.body).into_response()
-}
-
 /// Place an order from the cart. Answers at once with the `pending` order;
 /// the checkout saga confirms or cancels it within seconds.
 #[utoipa::path(post, path = "/checkout", tag = "orders", security(("bearer" = [])),
@@ -223,7 +216,7 @@ async fn checkout(
             },
         )
         .await?;
-    Ok(json_answer(answer))
+    Ok(answer.into_response())
 }
 
 /// What a checkout of the cart to this address would charge, exactly:
@@ -455,9 +448,10 @@ async fn refund_order(
 ) -> ApiResult<Response> {
     let key = require_key(&headers)?;
     let part = body.map(RefundBody::into_part).transpose()?.flatten();
-    Ok(json_answer(
-        service.refund(caller, order_id(&id)?, &key, part).await?,
-    ))
+    Ok(service
+        .refund(caller, order_id(&id)?, &key, part)
+        .await?
+        .into_response())
 }
 
 fn return_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -627,11 +621,10 @@ async fn receive_return(
             "warehouse must be 1 to 64 characters of a-z, 0-9, '_' or '-'",
         ));
     }
-    Ok(json_answer(
-        service
-            .receive_return(caller, return_id(&id)?, &key, warehouse)
-            .await?,
-    ))
+    Ok(service
+        .receive_return(caller, return_id(&id)?, &key, warehouse)
+        .await?
+        .into_response())
 }
 
 /// Refuse a requested return (a seller of its order's lines or an admin).

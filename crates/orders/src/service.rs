@@ -160,10 +160,7 @@ fn verdict_or_dependency(e: ClientError) -> ApiError {
 }
 
 /// An answer that may be a replay.
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
+pub type Answer = StoredResponse;
 
 fn dependency(e: mercato_contracts::clients::ClientError) -> ApiError {
     tracing::warn!(error = %e, "a dependency of orders failed");

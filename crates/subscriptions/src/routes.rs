@@ -1,9 +1,9 @@
 //! `/subscriptions`.
 
 use crate::domain::{Interval, Subscription, SubscriptionItem};
-use crate::service::{Answer, NewRequest, SubscriptionsService};
+use crate::service::{NewRequest, SubscriptionsService};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use mercato_contracts::types::ShippingAddress;
 use mercato_kernel::auth::Caller;
@@ -61,11 +61,6 @@ fn subscription_id(raw: &str) -> Result<Uuid, ApiError> {
     mercato_kernel::id::parse_id(raw).ok_or_else(|| ApiError::not_found("subscription"))
 }
 
-fn json_answer(a: Answer) -> Response {
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, "application/json")], a.body).into_response()
-}
-
 /// Subscribe: the first order is placed at once (its id is the first of
 /// `orders`), then one per `interval`, each through the checkout saga with
 /// the cheapest shipping to the address and its tax.
@@ -101,7 +96,7 @@ async fn create_subscription(
             },
         )
         .await?;
-    Ok(json_answer(answer))
+    Ok(answer.into_response())
 }
 
 /// The caller's subscriptions, newest first (admins: every one).

@@ -63,10 +63,7 @@ pub struct NewRequest {
 }
 
 /// An answer that may be a replay.
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
+pub type Answer = StoredResponse;
 
 pub struct SubscriptionsService {
     store: SubscriptionsStore,
@@ -238,10 +235,7 @@ impl SubscriptionsService {
         }
         metrics::counter!("mercato_subscriptions_total", "event" => "created").increment(1);
         tracing::info!(subscription_id = %view.id, customer_id = %view.customer_id, interval = view.interval.as_str(), "subscribed");
-        Ok(Answer {
-            status: answer.status,
-            body: answer.body,
-        })
+        Ok(answer)
     }
 
     /// The stored answer of a key: at once, or once the request that holds
@@ -257,10 +251,7 @@ impl SubscriptionsService {
         } else {
             stored
         };
-        Ok(Some(Answer {
-            status: stored.status,
-            body: stored.body,
-        }))
+        Ok(Some(stored))
     }
 
     /// Asks orders to place a claimed period order and records what it
