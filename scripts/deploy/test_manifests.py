@@ -16,7 +16,7 @@ import manifests
 
 CONTEXTS = {"gateway", "identity", "catalog", "search", "cart", "inventory",
             "orders", "payments", "notifications", "pricing", "subscriptions",
-            "reviews", "recommendations"}
+            "reviews", "recommendations", "analytics"}
 TWO_REPLICAS_FROM_THE_START = {"orders", "inventory", "payments", "subscriptions"}
 DATA_DIR = "/var/lib/mercato"
 # The TEST card network (`mercato test-provider`) that the payments replicas

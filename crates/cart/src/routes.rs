@@ -4,6 +4,9 @@ use crate::domain::Cart;
 use crate::service::CartService;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::AppendHeaders;
+use mercato_contracts::interactions::Observed;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Json, Path};
@@ -93,10 +96,18 @@ async fn add_item(
     State(service): State<AppState>,
     Customer(customer): Customer,
     Json(body): Json<AddItemRequest>,
-) -> ApiResult<Json<Cart>> {
-    Ok(Json(
-        service.add_item(customer, &body.sku, body.quantity).await?,
-    ))
+) -> ApiResult<(AppendHeaders<Option<(HeaderName, HeaderValue)>>, Json<Cart>)> {
+    let cart = service.add_item(customer, &body.sku, body.quantity).await?;
+    let seen = cart
+        .items
+        .iter()
+        .find(|line| line.sku == body.sku)
+        .map(|line| Observed::CartAdded {
+            product_id: line.product_id,
+            sku: line.sku.clone(),
+            quantity: body.quantity,
+        });
+    Ok((AppendHeaders(seen.and_then(|s| s.header())), Json(cart)))
 }
 
 /// Set the quantity of a SKU in the cart.

@@ -4,7 +4,9 @@ use crate::domain::{CatalogCommand, NewVariant};
 use crate::service::CatalogService;
 use crate::store::{Category, ProductFilter};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::AppendHeaders;
+use mercato_contracts::interactions::Observed;
 use mercato_contracts::types::{Image, Product, ProductStatus};
 use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
@@ -246,8 +248,15 @@ async fn list_products(
 async fn get_product(
     State(service): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Arc<Product>>> {
-    Ok(Json(service.get(product_id(&id)?).await?))
+) -> ApiResult<(
+    AppendHeaders<Option<(HeaderName, HeaderValue)>>,
+    Json<Arc<Product>>,
+)> {
+    let product = service.get(product_id(&id)?).await?;
+    let seen = Observed::ProductViewed {
+        product_id: product.id,
+    };
+    Ok((AppendHeaders(seen.header()), Json(product)))
 }
 
 /// Change a product (its seller or an admin).

@@ -400,6 +400,48 @@ pub struct ExperimentExposed {
 }
 event!(ExperimentExposed, "experiment.exposed");
 
+// interactions, recorded by the gateway (see crate::interactions)
+
+/// A visitor opened a product's page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductViewed {
+    pub customer_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub product_id: Uuid,
+}
+event!(ProductViewed, "interaction.product_viewed");
+
+/// A visitor searched for words; `results` is how many products matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchPerformed {
+    pub customer_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub query: String,
+    pub results: u64,
+}
+event!(SearchPerformed, "interaction.searched");
+
+/// A customer put a SKU in their cart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartItemAdded {
+    pub customer_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub product_id: Uuid,
+    pub sku: String,
+    pub quantity: i64,
+}
+event!(CartItemAdded, "interaction.cart_added");
+
+/// A customer checked out: the order is placed, its saga running. A client
+/// repeating the checkout with its key records it again, for the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutStarted {
+    pub customer_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    pub order_id: Uuid,
+}
+event!(CheckoutStarted, "interaction.checkout_started");
+
 // notifications
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,5 +7,6 @@
 pub mod clients;
 pub mod events;
 pub mod http;
+pub mod interactions;
 pub mod internal;
 pub mod types;

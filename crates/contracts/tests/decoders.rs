@@ -204,6 +204,10 @@ fn decode_everything(value: &Value) {
         ReviewRemoved,
         RatingChanged,
         ExperimentExposed,
+        ProductViewed,
+        SearchPerformed,
+        CartItemAdded,
+        CheckoutStarted,
         NotificationSent,
         NotificationFailed,
     );
@@ -238,6 +242,8 @@ fn decode_everything(value: &Value) {
         PlaceOrder,
         PlacedOrder,
         mercato_contracts::clients::CartContents,
+        mercato_contracts::interactions::Observed,
+        mercato_contracts::interactions::Visitor,
     );
 }
 

@@ -6,9 +6,12 @@
 //! the request causes, a tracing span, access-token verification, Prometheus
 //! request metrics by route and status, a body size limit, a request
 //! time-out, CORS, and JSON errors for everything, including unknown routes.
+//! At the public edge it records the interactions the contexts observed
+//! (see [`capture`]).
 //! It also serves `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and
 //! `/docs`.
 
+pub mod capture;
 mod docs;
 mod observe;
 mod openapi;
@@ -46,6 +49,8 @@ pub struct GatewayConfig {
     pub cors_allow_credentials: bool,
     /// Limits on `/api/v1` requests per client; `None` for none.
     pub rate_limit: Option<ratelimit::RateLimit>,
+    /// Interaction capture: the public edge, or a context behind one.
+    pub capture: capture::Capture,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +62,7 @@ impl Default for GatewayConfig {
             cors_origins: vec!["*".to_owned()],
             cors_allow_credentials: false,
             rate_limit: None,
+            capture: capture::Capture::Edge(None),
         }
     }
 }
@@ -104,6 +110,13 @@ pub fn build(
     let timeouts = observe::Timeouts {
         request: config.request_timeout,
         body_read: config.body_read_timeout,
+    };
+    let api_router = match &config.capture {
+        capture::Capture::Relay => api_router,
+        capture::Capture::Edge(recorder) => api_router.layer(axum::middleware::from_fn_with_state(
+            recorder.clone(),
+            capture::capture,
+        )),
     };
     let api_router = api_router.layer(axum::middleware::from_fn_with_state(keys, authenticate));
     let api_router = match &config.rate_limit {
@@ -201,6 +214,7 @@ fn cors(origins: &[String], allow_credentials: bool) -> CorsLayer {
             axum::http::header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-request-id"),
+            mercato_contracts::interactions::SESSION_HEADER,
         ])
         .expose_headers([
             HeaderName::from_static("x-request-id"),

@@ -41,6 +41,7 @@ pub struct Contexts {
     pub subscriptions: Arc<mercato_subscriptions::SubscriptionsService>,
     pub reviews: Arc<mercato_reviews::ReviewsService>,
     pub recommendations: Arc<mercato_recommendations::RecommendationsService>,
+    pub analytics: Arc<mercato_analytics::AnalyticsService>,
     /// The built-in test payment provider (idle when a real one is configured).
     pub test_provider: mercato_payments::testprovider::TestProvider,
 }
@@ -155,6 +156,8 @@ pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<
         StreamSpec::new("subscriptions", &["subscription"]),
         StreamSpec::new("reviews", &["review", "rating"]),
         StreamSpec::new("recommendations", &["experiment"]),
+        // Recorded by the gateway (see mercato_gateway::capture).
+        StreamSpec::new("interactions", &["interaction"]),
     ];
     JetStreamBus::connect(config)
         .await
@@ -726,6 +729,69 @@ pub(crate) async fn build_recommendations(
     })
 }
 
+/// Analytics, with the consumer that keeps what its reports are computed
+/// from. It publishes nothing: no outbox relay.
+pub(crate) async fn build_analytics(
+    settings: &Settings,
+    shared: &Shared,
+) -> anyhow::Result<Parts<mercato_analytics::AnalyticsService>> {
+    let db = open_store(
+        settings,
+        mercato_analytics::NAME,
+        &mercato_analytics::MIGRATIONS,
+    )
+    .await?;
+    let service = Arc::new(mercato_analytics::AnalyticsService::new(
+        mercato_analytics::store::AnalyticsStore::new(db.clone()),
+    ));
+    let tasks = vec![shared
+        .bus
+        .subscribe(service.subscription(), shared.shutdown.clone())];
+    Ok(Parts {
+        api: mercato_analytics::routes::router(service.clone()),
+        internal: None,
+        service,
+        db,
+        tasks,
+    })
+}
+
+/// Interaction capture at the public edge: a recorder publishing to the
+/// bus `bus` resolves to, unless `analytics.capture` is off.
+pub(crate) fn edge_capture(
+    settings: &Settings,
+    bus: impl Future<Output = Arc<dyn EventBus>> + Send + 'static,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> mercato_gateway::capture::Capture {
+    if !settings.analytics.capture {
+        return mercato_gateway::capture::Capture::Edge(None);
+    }
+    let (recorder, task) = mercato_gateway::capture::Recorder::start(
+        bus,
+        settings.analytics.capture_buffer,
+        shutdown.clone(),
+    );
+    tasks.push(task);
+    mercato_gateway::capture::Capture::Edge(Some(recorder))
+}
+
+/// JetStream, once it can be reached: tried again with backoff (1 s, at
+/// most 30 s between attempts) until it answers.
+pub(crate) async fn jetstream_eventually(url: String, settings: Settings) -> Arc<dyn EventBus> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match jetstream(&url, &settings).await {
+            Ok(bus) => return Arc::new(bus),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64, "the bus is not reachable yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// Search: a read model on local disk in every mode (one index per replica).
 /// `instance` names the replica in distributed mode, where each reads
 /// through a consumer of its own (`search-<instance>`); `None` in embedded
@@ -923,6 +989,7 @@ pub(crate) fn gateway_config(
         cors_origins: settings.http.cors_origins.clone(),
         cors_allow_credentials: settings.http.cors_allow_credentials,
         rate_limit: rate_limit(settings, redis),
+        capture: mercato_gateway::capture::Capture::Edge(None),
     }
 }
 
@@ -1002,13 +1069,21 @@ impl Application {
             "recommendations",
             build_recommendations(&settings, &shared).await?,
         );
+        let analytics = all.add("analytics", build_analytics(&settings, &shared).await?);
         let search = all.add("search", build_search(&settings, &shared, None).await?);
         let notifications = all.add(
             "notifications",
             build_notifications(&settings, &shared).await?,
         );
 
-        let gateway = gateway_config(&settings, shared.redis.as_ref());
+        let mut gateway = gateway_config(&settings, shared.redis.as_ref());
+        let capture_bus = bus.clone();
+        gateway.capture = edge_capture(
+            &settings,
+            async move { capture_bus },
+            &shutdown,
+            &mut all.tasks,
+        );
         let (router, tasks, stores) = all.router(&settings, &gateway, keys)?;
         let listener = TcpListener::bind(settings.addr)
             .await
@@ -1035,6 +1110,7 @@ impl Application {
                 subscriptions,
                 reviews,
                 recommendations,
+                analytics,
                 test_provider,
             },
         })

@@ -27,6 +27,7 @@ pub struct Settings {
     pub orders: OrdersSettings,
     pub subscriptions: SubscriptionsSettings,
     pub reviews: ReviewsSettings,
+    pub analytics: AnalyticsSettings,
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
     pub cart: CartSettings,
@@ -198,6 +199,26 @@ impl Default for SubscriptionsSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsSettings {
+    /// Whether the public gateway records interactions (product views,
+    /// searches, cart additions, checkouts) as `interaction.*` events.
+    pub capture: bool,
+    /// Interactions held for publication at most; more are dropped and
+    /// counted while the bus is slow or down.
+    pub capture_buffer: usize,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            capture: true,
+            capture_buffer: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReviewsSettings {
@@ -271,10 +292,11 @@ pub struct ServicesSettings {
     pub subscriptions: Option<String>,
     pub reviews: Option<String>,
     pub recommendations: Option<String>,
+    pub analytics: Option<String>,
 }
 
 /// The contexts `serve --service` runs, in the order they are listed.
-pub const CONTEXTS: [&str; 12] = [
+pub const CONTEXTS: [&str; 13] = [
     "identity",
     "catalog",
     "search",
@@ -287,6 +309,7 @@ pub const CONTEXTS: [&str; 12] = [
     "subscriptions",
     "reviews",
     "recommendations",
+    "analytics",
 ];
 
 impl ServicesSettings {
@@ -305,6 +328,7 @@ impl ServicesSettings {
             "subscriptions" => &self.subscriptions,
             "reviews" => &self.reviews,
             "recommendations" => &self.recommendations,
+            "analytics" => &self.analytics,
             _ => &None,
         };
         list.as_deref()
@@ -530,6 +554,7 @@ impl Default for Settings {
             orders: OrdersSettings::default(),
             subscriptions: SubscriptionsSettings::default(),
             reviews: ReviewsSettings::default(),
+            analytics: AnalyticsSettings::default(),
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
             cart: CartSettings::default(),

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What `--service` accepts.
-pub const SERVICES: [&str; 13] = [
+pub const SERVICES: [&str; 14] = [
     "identity",
     "catalog",
     "search",
@@ -37,6 +37,7 @@ pub const SERVICES: [&str; 13] = [
     "subscriptions",
     "reviews",
     "recommendations",
+    "analytics",
     "gateway",
 ];
 
@@ -279,6 +280,9 @@ async fn build_context(
         "reviews" => {
             all.add(name, app::build_reviews(settings, &shared).await?);
         }
+        "analytics" => {
+            all.add(name, app::build_analytics(settings, &shared).await?);
+        }
         "subscriptions" => {
             // Placing an order prices it first: catalog and pricing calls.
             let place = ServiceConfig {
@@ -295,7 +299,9 @@ async fn build_context(
     }
     let mut gateway = app::gateway_config(settings, shared.redis.as_ref());
     // Every request here comes from a gateway, which limits each client;
-    // limiting by address here would throttle all clients as one.
+    // limiting by address here would throttle all clients as one; and it
+    // records the interactions this context observes.
     gateway.rate_limit = None;
+    gateway.capture = mercato_gateway::capture::Capture::Relay;
     all.router(settings, &gateway, keys)
 }

@@ -48,8 +48,13 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The request headers a context needs; everything else stays at the gateway.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] =
-    [header::AUTHORIZATION, header::CONTENT_TYPE, IDEMPOTENCY_KEY];
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    IDEMPOTENCY_KEY,
+    mercato_contracts::interactions::SESSION_HEADER,
+];
 
 /// The context that owns a public path (relative to `/api/v1`).
 pub fn owner(path: &str) -> Option<&'static str> {
@@ -68,6 +73,7 @@ pub fn owner(path: &str) -> Option<&'static str> {
         ("recommendations" | "experiments", _) | ("admin", Some("experiments")) => {
             "recommendations"
         }
+        ("events", _) | ("admin" | "seller", Some("reports")) => "analytics",
         ("products" | "categories", _) => "catalog",
         ("search", _) => "search",
         ("cart", _) => "cart",
@@ -238,7 +244,18 @@ pub(crate) fn build(
         .with_state(proxy.clone());
     // With Redis, every gateway replica draws on the same buckets.
     let redis = crate::app::redis_connection(settings)?;
-    let gateway = crate::app::gateway_config(settings, redis.as_ref());
+    let mut gateway = crate::app::gateway_config(settings, redis.as_ref());
+    let mut tasks = Vec::new();
+    match &settings.bus.nats_url {
+        Some(url) => {
+            let bus = crate::app::jetstream_eventually(url.clone(), settings.clone());
+            gateway.capture = crate::app::edge_capture(settings, bus, &shutdown, &mut tasks);
+        }
+        None if settings.analytics.capture => {
+            tracing::warn!("no bus.nats_url (MERCATO_BUS__NATS_URL): interactions are not recorded")
+        }
+        None => {}
+    }
     // Ready once every context has had a ready replica: from then on a
     // context without one is reported (`degraded`) but keeps the gateway in
     // rotation, since it still serves every other context, and that
@@ -269,8 +286,8 @@ pub(crate) fn build(
         mercato_gateway::Probes::new(vec![("contexts".to_owned(), started)]).with_optional(probes);
     let openapi_doc = axum::routing::get(merged_openapi).with_state(proxy.clone());
     let router = mercato_gateway::build(&gateway, api, keys, probes, Some(openapi_doc));
-    let health = tokio::spawn(check_health(proxy, shutdown));
-    Ok((router, vec![health]))
+    tasks.push(tokio::spawn(check_health(proxy, shutdown)));
+    Ok((router, tasks))
 }
 
 /// Marks each replica ready or not by its `/readyz`, every [`HEALTH_INTERVAL`].
@@ -705,6 +722,9 @@ mod tests {
         assert_eq!(owner("/recommendations"), Some("recommendations"));
         assert_eq!(owner("/experiments/x/assignment"), Some("recommendations"));
         assert_eq!(owner("/admin/experiments/x"), Some("recommendations"));
+        assert_eq!(owner("/events"), Some("analytics"));
+        assert_eq!(owner("/admin/reports/sales"), Some("analytics"));
+        assert_eq!(owner("/seller/reports/funnel"), Some("analytics"));
         assert_eq!(owner("/cart/promotions"), Some("cart"));
         assert_eq!(owner("/checkout/quote"), Some("orders"));
         assert_eq!(owner("/nothing"), None);

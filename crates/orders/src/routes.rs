@@ -7,7 +7,8 @@ use crate::watch::MAX_WAIT_SECS;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
+use mercato_contracts::interactions::Observed;
 use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Created, Json, OptionalJson, Path, Query};
@@ -216,7 +217,18 @@ async fn checkout(
             },
         )
         .await?;
-    Ok(answer.into_response())
+    // A repeated checkout (same key) is seen again, for the same order.
+    let seen = (answer.status == 202)
+        .then(|| serde_json::from_str::<OrderId>(&answer.body).ok())
+        .flatten()
+        .map(|o| Observed::CheckoutStarted { order_id: o.id });
+    Ok((AppendHeaders(seen.and_then(|s| s.header())), answer).into_response())
+}
+
+/// The id of an order answered as JSON.
+#[derive(Deserialize)]
+struct OrderId {
+    id: Uuid,
 }
 
 /// What a checkout of the cart to this address would charge, exactly:

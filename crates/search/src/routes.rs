@@ -3,7 +3,9 @@
 use crate::domain::{attribute_filters, RawSearchQuery, SearchResults, Suggestions};
 use crate::service::SearchService;
 use axum::extract::State;
-use axum::http::Uri;
+use axum::http::{HeaderName, HeaderValue, Uri};
+use axum::response::AppendHeaders;
+use mercato_contracts::interactions::Observed;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Json, Query};
 use mercato_kernel::ApiError;
@@ -43,14 +45,25 @@ async fn search(
     State(service): State<AppState>,
     uri: Uri,
     Query(q): Query<RawSearchQuery>,
-) -> ApiResult<Json<SearchResults>> {
+) -> ApiResult<(
+    AppendHeaders<Option<(HeaderName, HeaderValue)>>,
+    Json<SearchResults>,
+)> {
     let mut req = q.validate()?;
     // `attr.<name>` parameters have names of the shop's choosing.
     let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map(|q| q.0)
         .unwrap_or_default();
     req.attributes = attribute_filters(&pairs)?;
-    Ok(Json(service.search(req).await?))
+    let first_page = req.offset == 0;
+    let query = req.text.trim().to_owned();
+    let results = service.search(req).await?;
+    // A search is what a visitor typed, once: not browsing, not a next page.
+    let seen = (first_page && !query.is_empty()).then_some(Observed::Searched {
+        query,
+        results: results.total,
+    });
+    Ok((AppendHeaders(seen.and_then(|s| s.header())), Json(results)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod analytics;
 mod bus;
 mod cancellation;
 mod cart;
