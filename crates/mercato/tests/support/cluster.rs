@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SERVICES: [&str; 12] = [
+pub const SERVICES: [&str; 13] = [
     "identity",
     "catalog",
     "search",
@@ -30,6 +30,7 @@ pub const SERVICES: [&str; 12] = [
     "subscriptions",
     "reviews",
     "recommendations",
+    "analytics",
 ];
 
 pub const JWT_SECRET: &str = "a-jwt-secret-shared-by-every-service";
