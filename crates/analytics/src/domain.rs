@@ -19,13 +19,35 @@ pub struct Range {
     pub to: Timestamp,
 }
 
+/// What a range bound looks like: a date the calendar has, or an instant as
+/// [`mercato_kernel::time::INSTANT_PATTERN`] says (the same with its time of
+/// day optional). The same text is the `pattern` of `from` and `to` in the
+/// OpenAPI document.
+pub const BOUND_PATTERN: &str = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$";
+
+/// `2026-12-01`, exactly.
+fn date(raw: &str) -> Option<NaiveDate> {
+    let b = raw.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| raw.get(r).and_then(|s| s.parse::<u32>().ok());
+    NaiveDate::from_ymd_opt(i32::try_from(n(0..4)?).ok()?, n(5..7)?, n(8..10)?)
+}
+
 /// A range bound as a client gives it: a date (`2026-12-01`, the start of
 /// that day in UTC; for `to`, the end of it) or an RFC 3339 instant.
 fn bound(name: &str, raw: Option<&str>, end: bool) -> Result<Option<Timestamp>, ApiError> {
-    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+    let Some(raw) = raw else {
         return Ok(None);
     };
-    if let Ok(day) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+    if let Some(day) = date(raw) {
         let day = if end {
             day.checked_add_days(Days::new(1))
         } else {
@@ -53,12 +75,16 @@ impl Range {
                 .unwrap_or(to),
         };
         if from >= to {
-            return Err(ApiError::validation("from must be before to"));
+            return Err(ApiError::unprocessable(
+                "invalid_range",
+                "from must be before to",
+            ));
         }
         if (to - from).num_days() > MAX_RANGE_DAYS {
-            return Err(ApiError::validation(format!(
-                "a report covers at most {MAX_RANGE_DAYS} days"
-            )));
+            return Err(ApiError::unprocessable(
+                "invalid_range",
+                format!("a report covers at most {MAX_RANGE_DAYS} days"),
+            ));
         }
         Ok(Range { from, to })
     }
@@ -76,7 +102,7 @@ pub enum Interval {
 impl Interval {
     pub fn parse(raw: Option<&str>) -> Result<Interval, ApiError> {
         match raw.unwrap_or("day") {
-            "" | "day" => Ok(Interval::Day),
+            "day" => Ok(Interval::Day),
             "week" => Ok(Interval::Week),
             "month" => Ok(Interval::Month),
             other => Err(ApiError::bad_request(
@@ -379,8 +405,22 @@ mod tests {
             Range::parse(Some("2026-12-02"), Some("2026-12-01"), now)
                 .expect_err("refused")
                 .code,
-            "validation_failed"
+            "invalid_range"
         );
+        assert!(Range::parse(Some(""), None, now).is_err());
+        assert!(Range::parse(Some("2026-2-01"), None, now).is_err());
+        assert!(Range::parse(Some("2026-02-30"), None, now).is_err());
+    }
+
+    /// The document states the bounds the server takes: the kernel's
+    /// instants, with the time of day optional.
+    #[test]
+    fn the_bound_pattern_is_the_kernels_with_an_optional_time() {
+        let instant = mercato_kernel::time::INSTANT_PATTERN;
+        let optional = instant
+            .replace(r")T(?:[01]\d", r")(?:T(?:[01]\d")
+            .replace(r":[0-5]\d)$", r":[0-5]\d))?$");
+        assert_eq!(optional, BOUND_PATTERN);
     }
 
     #[test]

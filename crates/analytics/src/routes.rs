@@ -101,9 +101,15 @@ async fn record_event(
 pub struct RangeQuery {
     /// From this date (`2026-11-01`, UTC) or instant (RFC 3339), included;
     /// default 30 days before `to`.
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub from: Option<String>,
     /// To this date (the whole day included) or instant (excluded); default
-    /// now. At most 3,660 days after `from`.
+    /// now. At most 3,660 days after `from` (422 `invalid_range`).
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub to: Option<String>,
 }
 
@@ -116,9 +122,15 @@ fn range(from: &Option<String>, to: &Option<String>) -> Result<Range, ApiError> 
 pub struct SalesQuery {
     /// From this date (`2026-11-01`, UTC) or instant (RFC 3339), included;
     /// default 30 days before `to`.
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub from: Option<String>,
     /// To this date (the whole day included) or instant (excluded); default
-    /// now. At most 3,660 days after `from`.
+    /// now. At most 3,660 days after `from` (422 `invalid_range`).
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub to: Option<String>,
     /// `day` (default), `week` (from Monday) or `month`.
     #[param(pattern = "^(day|week|month)$")]
@@ -130,9 +142,15 @@ pub struct SalesQuery {
 pub struct TopQuery {
     /// From this date (`2026-11-01`, UTC) or instant (RFC 3339), included;
     /// default 30 days before `to`.
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub from: Option<String>,
     /// To this date (the whole day included) or instant (excluded); default
-    /// now. At most 3,660 days after `from`.
+    /// now. At most 3,660 days after `from` (422 `invalid_range`).
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub to: Option<String>,
     /// How many, at least 1 (default 10); values above 100 are served as 100.
     #[param(value_type = Option<i64>, minimum = 1, default = 10)]
@@ -144,9 +162,15 @@ pub struct TopQuery {
 pub struct SearchTermsQuery {
     /// From this date (`2026-11-01`, UTC) or instant (RFC 3339), included;
     /// default 30 days before `to`.
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub from: Option<String>,
     /// To this date (the whole day included) or instant (excluded); default
-    /// now. At most 3,660 days after `from`.
+    /// now. At most 3,660 days after `from` (422 `invalid_range`).
+    #[param(
+        pattern = r"^(?:\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))|(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d))?$"
+    )]
     pub to: Option<String>,
     /// `true`: only words no search for found anything.
     #[param(value_type = Option<bool>)]
@@ -174,7 +198,7 @@ fn limit(raw: Option<&str>, default: u32) -> Result<i64, ApiError> {
 
 fn flag(raw: Option<&str>) -> Result<bool, ApiError> {
     match raw {
-        None | Some("") | Some("false") => Ok(false),
+        None | Some("false") => Ok(false),
         Some("true") => Ok(true),
         Some(other) => Err(ApiError::bad_request(
             "invalid_query",
@@ -281,7 +305,7 @@ async fn search_terms(
         (status = 400, description = "`invalid_query`: a date, interval or limit that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, or a range over 3,660 days", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days", body = ErrorBody),
     ))]
 async fn admin_sales(
     State(service): State<AppState>,
@@ -301,7 +325,7 @@ async fn admin_sales(
         (status = 400, description = "`invalid_query`: a date or limit that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, a range over 3,660 days, or a limit below 1", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days; `validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn admin_top_products(
     State(service): State<AppState>,
@@ -321,7 +345,7 @@ async fn admin_top_products(
         (status = 400, description = "`invalid_query`: a date that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, or a range over 3,660 days", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days", body = ErrorBody),
     ))]
 async fn admin_funnel(
     State(service): State<AppState>,
@@ -341,7 +365,7 @@ async fn admin_funnel(
         (status = 400, description = "`invalid_query`: a date, flag or limit that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, a range over 3,660 days, or a limit below 1", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days; `validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn admin_search_terms(
     State(service): State<AppState>,
@@ -361,7 +385,7 @@ async fn admin_search_terms(
         (status = 400, description = "`invalid_query`: a date or limit that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, a range over 3,660 days, or a limit below 1", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days; `validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn admin_client_events(
     State(service): State<AppState>,
@@ -385,7 +409,7 @@ async fn admin_client_events(
         (status = 400, description = "`invalid_query`: a date or interval that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: sellers only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, or a range over 3,660 days", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days", body = ErrorBody),
     ))]
 async fn seller_sales(
     State(service): State<AppState>,
@@ -404,7 +428,7 @@ async fn seller_sales(
         (status = 400, description = "`invalid_query`: a date or limit that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: sellers only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, a range over 3,660 days, or a limit below 1", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days; `validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn seller_top_products(
     State(service): State<AppState>,
@@ -424,7 +448,7 @@ async fn seller_top_products(
         (status = 400, description = "`invalid_query`: a date that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: sellers only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, or a range over 3,660 days", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days", body = ErrorBody),
     ))]
 async fn seller_funnel(
     State(service): State<AppState>,
@@ -444,7 +468,7 @@ async fn seller_funnel(
         (status = 400, description = "`invalid_query`: a date, flag or limit that is not one", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden`: sellers only", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: from not before to, a range over 3,660 days, or a limit below 1", body = ErrorBody),
+        (status = 422, description = "`invalid_range`: from not before to, or a range over 3,660 days; `validation_failed`: a limit below 1", body = ErrorBody),
     ))]
 async fn seller_search_terms(
     State(service): State<AppState>,

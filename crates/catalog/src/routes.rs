@@ -379,7 +379,7 @@ mod internal {
     use axum::extract::State;
     use mercato_contracts::clients::CatalogClient;
     use mercato_contracts::internal::api_error;
-    use mercato_contracts::types::SkuInfo;
+    use mercato_contracts::types::{Product, SkuInfo};
     use mercato_kernel::error::ErrorBody;
     use mercato_kernel::http::{Json, Path};
     use mercato_kernel::{ApiError, ApiResult};
@@ -390,6 +390,7 @@ mod internal {
     pub(super) fn router(service: Arc<CatalogService>) -> OpenApiRouter {
         OpenApiRouter::new()
             .routes(routes!(internal_sku))
+            .routes(routes!(internal_product))
             .with_state(service)
     }
 
@@ -408,6 +409,25 @@ mod internal {
         match service.sku(&sku).await.map_err(api_error)? {
             Some(info) => Ok(Json(info)),
             None => Err(ApiError::not_found("sku")),
+        }
+    }
+
+    /// A product as its page shows it (for the storefront).
+    #[utoipa::path(get, path = "/products/{id}", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Product id")),
+        responses(
+            (status = 200, description = "The product"),
+            (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn internal_product(
+        State(service): State<Arc<CatalogService>>,
+        Path(id): Path<String>,
+    ) -> ApiResult<Json<Product>> {
+        let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("product"))?;
+        match service.product(id).await.map_err(api_error)? {
+            Some(product) => Ok(Json(product)),
+            None => Err(ApiError::not_found("product")),
         }
     }
 }

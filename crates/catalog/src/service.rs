@@ -366,6 +366,14 @@ impl CatalogClient for CatalogService {
         self.skus.put(sku, info.clone()).await;
         Ok(info)
     }
+
+    async fn product(&self, id: Uuid) -> ClientResult<Option<Product>> {
+        match self.get(id).await {
+            Ok(product) => Ok(Some(product.as_ref().clone())),
+            Err(e) if e.code == "not_found" => Ok(None),
+            Err(e) => Err(ClientError::Failed("catalog", e.message)),
+        }
+    }
 }
 
 /// The consumer of `rating.changed`.

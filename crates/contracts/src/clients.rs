@@ -2,7 +2,8 @@
 //! owning context (embedded mode) and over HTTP (distributed mode).
 
 use crate::types::{
-    Line, PlaceOrder, PlacedOrder, Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity,
+    Line, PlaceOrder, PlacedOrder, Product, ProductReviews, Quote, QuoteRequest, Recommendation,
+    ShippingAddress, SkuInfo, SkuQuantity, SkuStock,
 };
 use async_trait::async_trait;
 use mercato_kernel::Money;
@@ -53,11 +54,13 @@ pub struct Access {
     pub disabled: bool,
 }
 
-/// Catalog, as cart and orders see it.
+/// Catalog, as cart, orders and the storefront see it.
 #[async_trait]
 pub trait CatalogClient: Send + Sync + 'static {
     /// What a SKU is and costs now; `None` when no product has it.
     async fn sku(&self, sku: &str) -> ClientResult<Option<SkuInfo>>;
+    /// A product as its page shows it; `None` when there is none.
+    async fn product(&self, id: Uuid) -> ClientResult<Option<Product>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,23 @@ pub trait InventoryClient: Send + Sync + 'static {
         lines: &[SkuQuantity],
         warehouse: Option<&str>,
     ) -> ClientResult<()>;
+    /// What of each SKU can be bought now, in the order asked (0 for a SKU
+    /// without stock).
+    async fn stock(&self, skus: &[String]) -> ClientResult<Vec<SkuStock>>;
+}
+
+/// Reviews, as the storefront sees them.
+#[async_trait]
+pub trait ReviewsClient: Send + Sync + 'static {
+    /// A product's rating and its `limit` most helpful published reviews.
+    async fn product_reviews(&self, product_id: Uuid, limit: u32) -> ClientResult<ProductReviews>;
+}
+
+/// Recommendations, as the storefront sees them.
+#[async_trait]
+pub trait RecommendationsClient: Send + Sync + 'static {
+    /// What to show beside a product, best first, at most `limit`.
+    async fn for_product(&self, product_id: Uuid, limit: u32) -> ClientResult<Vec<Recommendation>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

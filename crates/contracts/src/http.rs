@@ -19,15 +19,17 @@
 
 use crate::clients::{
     Access, CartClient, CartContents, CatalogClient, ChargeOutcome, ClientError, ClientResult,
-    IdentityClient, InventoryClient, OrdersClient, PaymentsClient, PricingClient, RedeemOutcome,
-    RefundOutcome, ReserveOutcome,
+    IdentityClient, InventoryClient, OrdersClient, PaymentsClient, PricingClient,
+    RecommendationsClient, RedeemOutcome, RefundOutcome, ReserveOutcome, ReviewsClient,
 };
 use crate::internal::{
     ChargeRequest, ChargeResponse, CheckedOutRequest, RedeemRequest, RedeemResponse,
     RefundPartRequest, RefundResponse, ReserveRequest, ReserveResponse, RestockPartRequest,
+    StockRequest,
 };
 use crate::types::{
-    PlaceOrder, PlacedOrder, Quote, QuoteRequest, ShippingAddress, SkuInfo, SkuQuantity,
+    PlaceOrder, PlacedOrder, Product, ProductReviews, Quote, QuoteRequest, Recommendation,
+    ShippingAddress, SkuInfo, SkuQuantity, SkuStock,
 };
 use async_trait::async_trait;
 use mercato_kernel::internal::REQUEST_ID_HEADER;
@@ -368,6 +370,51 @@ impl CatalogClient for HttpCatalogClient {
         }
         self.0.decode(&answer).map(Some)
     }
+
+    async fn product(&self, id: Uuid) -> ClientResult<Option<Product>> {
+        let id = id.to_string();
+        let answer = self.0.call(Method::GET, &["products", &id], None).await?;
+        if answer.status == StatusCode::NOT_FOUND && answer.error().0 == "not_found" {
+            return Ok(None);
+        }
+        self.0.decode(&answer).map(Some)
+    }
+}
+
+/// [`ReviewsClient`] over HTTP.
+#[derive(Debug)]
+pub struct HttpReviewsClient(pub ServiceClient);
+
+#[async_trait]
+impl ReviewsClient for HttpReviewsClient {
+    async fn product_reviews(&self, product_id: Uuid, limit: u32) -> ClientResult<ProductReviews> {
+        let (id, limit) = (product_id.to_string(), limit.to_string());
+        let answer = self
+            .0
+            .call(Method::GET, &["products", &id, "reviews", &limit], None)
+            .await?;
+        self.0.decode(&answer)
+    }
+}
+
+/// [`RecommendationsClient`] over HTTP.
+#[derive(Debug)]
+pub struct HttpRecommendationsClient(pub ServiceClient);
+
+#[async_trait]
+impl RecommendationsClient for HttpRecommendationsClient {
+    async fn for_product(&self, product_id: Uuid, limit: u32) -> ClientResult<Vec<Recommendation>> {
+        let (id, limit) = (product_id.to_string(), limit.to_string());
+        let answer = self
+            .0
+            .call(
+                Method::GET,
+                &["products", &id, "recommendations", &limit],
+                None,
+            )
+            .await?;
+        self.0.decode(&answer)
+    }
 }
 
 /// [`IdentityClient`] over HTTP.
@@ -482,6 +529,17 @@ impl InventoryClient for HttpInventoryClient {
             )
             .await?;
         self.0.done(&answer)
+    }
+
+    async fn stock(&self, skus: &[String]) -> ClientResult<Vec<SkuStock>> {
+        let body = StockRequest {
+            skus: skus.to_vec(),
+        };
+        let answer = self
+            .0
+            .call(Method::POST, &["stock"], json_body(self.0.name, &body)?)
+            .await?;
+        self.0.decode(&answer)
     }
 }
 

@@ -144,6 +144,12 @@ pub struct RestockPartRequest {
     pub warehouse: Option<String>,
 }
 
+/// `POST /internal/v1/stock`: what of each SKU can be bought now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRequest {
+    pub skus: Vec<String>,
+}
+
 /// `POST /internal/v1/pricing/redemptions/{order_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedeemRequest {

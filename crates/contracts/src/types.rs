@@ -343,3 +343,112 @@ pub struct PlacedOrder {
     #[serde(default)]
     pub cancel_reason: Option<String>,
 }
+
+// reviews
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewStatus {
+    /// Shown, and counted in ratings.
+    Published,
+    /// Waiting for an admin: it tripped moderation.
+    Pending,
+    /// Not shown.
+    Rejected,
+}
+
+impl ReviewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Published => "published",
+            ReviewStatus::Pending => "pending",
+            ReviewStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "published" => ReviewStatus::Published,
+            "pending" => ReviewStatus::Pending,
+            "rejected" => ReviewStatus::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// A review as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Review {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    /// The name the author goes by (`erased` once they erased their account).
+    pub author_name: String,
+    /// 1 to 5.
+    pub rating: i64,
+    pub title: String,
+    pub body: String,
+    pub status: ReviewStatus,
+    /// The author bought the product (only buyers may review).
+    pub verified_purchase: bool,
+    pub helpful_votes: i64,
+    pub unhelpful_votes: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The published reviews of a product, summed up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProductRating {
+    /// The mean rating, to two decimals; 0 without reviews.
+    pub average: f64,
+    pub count: i64,
+    /// How many reviews gave each rating, `"1"` to `"5"`.
+    #[schema(value_type = Object, example = json!({"1": 0, "2": 0, "3": 1, "4": 2, "5": 5}))]
+    pub distribution: BTreeMap<String, i64>,
+}
+
+// recommendations
+
+/// One recommended product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Recommendation {
+    pub product_id: Uuid,
+    pub title: String,
+    /// Its lowest price.
+    pub price: Money,
+    /// How strongly it is recommended: the orders that held both
+    /// (`bought_together`), the share of title words (`similar`), units
+    /// sold (`best_seller`).
+    pub score: f64,
+    /// `bought_together`, `similar` or `best_seller`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Recommendations {
+    pub items: Vec<Recommendation>,
+}
+
+// the storefront
+
+/// What of a SKU can be bought now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SkuStock {
+    pub sku: String,
+    /// Units not reserved; 0 for a SKU without stock.
+    pub available: i64,
+}
+
+/// A product's stock over its SKUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProductStock {
+    /// Units of all its SKUs not reserved.
+    pub available: i64,
+    pub skus: Vec<SkuStock>,
+}
+
+/// A product's rating and its most helpful published reviews.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProductReviews {
+    pub rating: ProductRating,
+    pub reviews: Vec<Review>,
+}

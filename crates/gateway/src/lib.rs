@@ -18,6 +18,7 @@ mod openapi;
 mod probes;
 pub mod ratelimit;
 pub mod server;
+pub mod storefront;
 
 pub use probes::{Probe, Probes};
 pub use server::ConnectionLimits;
@@ -79,10 +80,7 @@ pub fn build(
     probes: Probes,
     openapi_doc: Option<MethodRouter>,
 ) -> Router {
-    let (api_router, openapi) = OpenApiRouter::with_openapi(base_openapi())
-        .nest(API_PREFIX, api)
-        .split_for_parts();
-    let openapi = openapi::complete(openapi);
+    let (api_router, openapi) = split(api);
     let openapi = Arc::new(openapi);
     let metrics = mercato_kernel::telemetry::metrics();
 
@@ -140,6 +138,20 @@ pub fn build(
         .layer(axum::middleware::from_fn(move |req, next| {
             observe::observe(timeouts, req, next)
         }))
+}
+
+/// `api` under `/api/v1`, and its OpenAPI document as `/openapi.json`
+/// serves it: with what every operation can answer through the gateway.
+fn split(api: OpenApiRouter) -> (Router, OpenApi) {
+    let (router, openapi) = OpenApiRouter::with_openapi(base_openapi())
+        .nest(API_PREFIX, api)
+        .split_for_parts();
+    (router, openapi::complete(openapi))
+}
+
+/// The OpenAPI document of `api` as [`build`] serves it.
+pub fn document(api: OpenApiRouter) -> OpenApi {
+    split(api).1
 }
 
 /// Refuses CORS settings a browser would be unsafe with: credentials

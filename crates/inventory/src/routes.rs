@@ -86,8 +86,10 @@ mod internal {
     use axum::http::StatusCode;
     use mercato_contracts::clients::{ClientError, InventoryClient};
     use mercato_contracts::internal::{
-        api_error, ReserveRequest, ReserveResponse, RestockPartRequest, RESERVATION_NOT_COMMITTABLE,
+        api_error, ReserveRequest, ReserveResponse, RestockPartRequest, StockRequest,
+        RESERVATION_NOT_COMMITTABLE,
     };
+    use mercato_contracts::types::SkuStock;
     use mercato_kernel::error::ErrorBody;
     use mercato_kernel::http::{Json, Path};
     use mercato_kernel::{ApiError, ApiResult};
@@ -106,6 +108,7 @@ mod internal {
             .routes(routes!(commit))
             .routes(routes!(restock))
             .routes(routes!(restock_part))
+            .routes(routes!(stock))
             .with_state(service)
     }
 
@@ -205,5 +208,23 @@ mod internal {
             .await
             .map_err(api_error)?;
         Ok(StatusCode::NO_CONTENT)
+    }
+
+    /// What of each SKU can be bought now (for the storefront), at most 100.
+    #[utoipa::path(post, path = "/stock", tag = "internal", security(("service_token" = [])),
+        responses(
+            (status = 200, description = "Each SKU's available units, in the order asked"),
+            (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn stock(
+        State(service): State<AppState>,
+        Json(body): Json<StockRequest>,
+    ) -> ApiResult<Json<Vec<SkuStock>>> {
+        if body.skus.len() > 100 {
+            return Err(ApiError::validation("at most 100 SKUs"));
+        }
+        let stock = InventoryClient::stock(service.as_ref(), &body.skus).await;
+        Ok(Json(stock.map_err(api_error)?))
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use mercato_contracts::clients::{
     CatalogClient, ClientError, ClientResult, InventoryClient, ReserveOutcome,
 };
-use mercato_contracts::types::{SkuInfo, SkuQuantity};
+use mercato_contracts::types::{SkuInfo, SkuQuantity, SkuStock};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::{time, ApiError};
 use std::sync::Arc;
@@ -250,6 +250,18 @@ impl InventoryClient for InventoryService {
             PartResult::Refused(why) => Err(ClientError::Failed("inventory", why)),
         }
     }
+
+    async fn stock(&self, skus: &[String]) -> ClientResult<Vec<SkuStock>> {
+        let mut out = Vec::with_capacity(skus.len());
+        for sku in skus {
+            let stock = self.store.stock(sku).await.map_err(unavailable)?;
+            out.push(SkuStock {
+                sku: sku.clone(),
+                available: stock.available.max(0),
+            });
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +291,14 @@ mod tests {
                 category: String::new(),
                 prices: Vec::new(),
             }))
+        }
+
+        /// Inventory reads SKUs only; this catalog knows no product pages.
+        async fn product(
+            &self,
+            _: Uuid,
+        ) -> ClientResult<Option<mercato_contracts::types::Product>> {
+            Ok(None)
         }
     }
 

@@ -691,7 +691,7 @@ pub(crate) async fn build_reviews(
     }
     Ok(Parts {
         api: mercato_reviews::routes::router(reviews.clone()),
-        internal: None,
+        internal: Some(mercato_reviews::routes::internal_router(reviews.clone())),
         service: reviews,
         db,
         tasks,
@@ -722,7 +722,9 @@ pub(crate) async fn build_recommendations(
     );
     Ok(Parts {
         api: mercato_recommendations::routes::router(service.clone()),
-        internal: None,
+        internal: Some(mercato_recommendations::routes::internal_router(
+            service.clone(),
+        )),
         service,
         db,
         tasks,
@@ -914,6 +916,12 @@ impl Assembly {
         parts.service
     }
 
+    /// Serves the storefront's product pages, made of the contexts it names.
+    pub fn add_storefront(&mut self, storefront: mercato_gateway::storefront::Storefront) {
+        let api = std::mem::replace(&mut self.api, utoipa_axum::router::OpenApiRouter::new());
+        self.api = api.merge(mercato_gateway::storefront::router(Arc::new(storefront)));
+    }
+
     /// Takes in the cart context. With its lines in Redis, no cart can be
     /// read or changed without Redis, so a `PING` to it is part of the
     /// readiness (`cart_redis`): a replica that cannot reach Redis leaves
@@ -1076,6 +1084,13 @@ impl Application {
             build_notifications(&settings, &shared).await?,
         );
 
+        all.add_storefront(mercato_gateway::storefront::Storefront {
+            catalog: catalog.clone(),
+            inventory: inventory.clone(),
+            reviews: reviews.clone(),
+            recommendations: recommendations.clone(),
+            part_timeout: Duration::from_millis(settings.storefront.part_timeout_ms),
+        });
         let mut gateway = gateway_config(&settings, shared.redis.as_ref());
         let capture_bus = bus.clone();
         gateway.capture = edge_capture(

@@ -28,6 +28,7 @@ pub struct Settings {
     pub subscriptions: SubscriptionsSettings,
     pub reviews: ReviewsSettings,
     pub analytics: AnalyticsSettings,
+    pub storefront: StorefrontSettings,
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
     pub cart: CartSettings,
@@ -215,6 +216,22 @@ impl Default for AnalyticsSettings {
         Self {
             capture: true,
             capture_buffer: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorefrontSettings {
+    /// How long each part of `GET /storefront/products/{id}` may take
+    /// before it is left out (`null`).
+    pub part_timeout_ms: u64,
+}
+
+impl Default for StorefrontSettings {
+    fn default() -> Self {
+        Self {
+            part_timeout_ms: 500,
         }
     }
 }
@@ -555,6 +572,7 @@ impl Default for Settings {
             subscriptions: SubscriptionsSettings::default(),
             reviews: ReviewsSettings::default(),
             analytics: AnalyticsSettings::default(),
+            storefront: StorefrontSettings::default(),
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
             cart: CartSettings::default(),

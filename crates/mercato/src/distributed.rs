@@ -112,7 +112,7 @@ pub(crate) fn shared_jwt_secret(settings: &Settings) -> anyhow::Result<&str> {
 }
 
 /// The HTTP client of `target`'s internal endpoints, for `caller`.
-fn client(
+pub(crate) fn client(
     settings: &Settings,
     caller: &str,
     target: &'static str,

@@ -142,6 +142,8 @@ pub(crate) struct Proxy {
     request_timeout: Duration,
     /// The merged OpenAPI document, once every context has given its own.
     openapi: Mutex<Option<Value>>,
+    /// The document of what the gateway serves itself (the storefront).
+    own_openapi: Value,
 }
 
 impl Proxy {
@@ -200,11 +202,19 @@ pub(crate) fn build(
         // request rarely goes out on a connection the replica is closing.
         .pool_idle_timeout(Duration::from_millis(settings.http.idle_timeout_ms / 2))
         .build()?;
+    let storefront = storefront(settings)?;
+    let own_openapi = match &storefront {
+        Some(s) => serde_json::to_value(mercato_gateway::document(
+            mercato_gateway::storefront::router(s.clone()),
+        ))?,
+        None => Value::Null,
+    };
     let proxy = Arc::new(Proxy {
         http,
         upstreams,
         request_timeout,
         openapi: Mutex::new(None),
+        own_openapi,
     });
 
     // The gateway only reads tokens to know callers (metrics, limits); the
@@ -239,9 +249,12 @@ pub(crate) fn build(
             (name.to_owned(), probe)
         })
         .collect();
-    let api = utoipa_axum::router::OpenApiRouter::new()
+    let mut api = utoipa_axum::router::OpenApiRouter::new()
         .route("/{*rest}", axum::routing::any(forward))
         .with_state(proxy.clone());
+    if let Some(storefront) = storefront {
+        api = api.merge(mercato_gateway::storefront::router(storefront));
+    }
     // With Redis, every gateway replica draws on the same buckets.
     let redis = crate::app::redis_connection(settings)?;
     let mut gateway = crate::app::gateway_config(settings, redis.as_ref());
@@ -288,6 +301,47 @@ pub(crate) fn build(
     let router = mercato_gateway::build(&gateway, api, keys, probes, Some(openapi_doc));
     tasks.push(tokio::spawn(check_health(proxy, shutdown)));
     Ok((router, tasks))
+}
+
+/// The storefront's product pages, assembled here from the contexts'
+/// internal endpoints; `None` (and a warning) unless catalog, inventory,
+/// reviews and recommendations are all configured.
+fn storefront(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<mercato_gateway::storefront::Storefront>>> {
+    use mercato_contracts::http::{
+        HttpCatalogClient, HttpInventoryClient, HttpRecommendationsClient, HttpReviewsClient,
+        ServiceConfig,
+    };
+    const PARTS: [&str; 4] = ["catalog", "inventory", "reviews", "recommendations"];
+    let missing: Vec<&str> = PARTS
+        .into_iter()
+        .filter(|c| settings.services.urls(c).is_empty())
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(missing = %missing.join(", "), "the storefront's product pages are not served");
+        return Ok(None);
+    }
+    if settings.internal.token.is_none() {
+        tracing::warn!("no internal.token (MERCATO_INTERNAL__TOKEN): every part of a storefront page will be null");
+    }
+    let part_timeout = Duration::from_millis(settings.storefront.part_timeout_ms);
+    // One attempt: a part has its time, and a retry would not fit in it.
+    let calls = ServiceConfig {
+        timeout: part_timeout,
+        attempts: 1,
+        ..ServiceConfig::default()
+    };
+    let client = |target: &'static str| {
+        crate::distributed::client(settings, "gateway", target, calls.clone())
+    };
+    Ok(Some(Arc::new(mercato_gateway::storefront::Storefront {
+        catalog: Arc::new(HttpCatalogClient(client("catalog")?)),
+        inventory: Arc::new(HttpInventoryClient(client("inventory")?)),
+        reviews: Arc::new(HttpReviewsClient(client("reviews")?)),
+        recommendations: Arc::new(HttpRecommendationsClient(client("recommendations")?)),
+        part_timeout,
+    })))
 }
 
 /// Marks each replica ready or not by its `/readyz`, every [`HEALTH_INTERVAL`].
@@ -612,7 +666,7 @@ async fn merged_openapi(State(proxy): State<Arc<Proxy>>) -> Response {
     if let Some(doc) = cached {
         return axum::Json(doc).into_response();
     }
-    let mut merged: Option<Value> = None;
+    let mut merged: Option<Value> = Some(proxy.own_openapi.clone()).filter(|d| !d.is_null());
     let mut complete = true;
     for upstream in &proxy.upstreams {
         let mut doc = None;
@@ -991,6 +1045,7 @@ mod tests {
             upstreams: vec![upstream],
             request_timeout: Duration::from_secs(10),
             openapi: Mutex::new(None),
+            own_openapi: Value::Null,
         }
     }
 

@@ -474,3 +474,62 @@ async fn a_context_without_replicas_degrades_the_gateway_without_taking_it_down(
     .await;
     api.ok(Method::GET, "/search?q=mug", None, None).await;
 }
+
+/// A product page through the gateway: every part from its own process; a
+/// part whose context is down is `null` and the rest still answers.
+#[tokio::test]
+async fn a_storefront_page_leaves_out_what_a_stopped_context_would_give() {
+    let mut cluster = Cluster::start(Options::default()).await;
+    cluster.ready().await;
+    let api = Api::new(&cluster.gateway);
+    let seller = api.sign_up("seller").await.token;
+    let sku = format!("PAGE-{}", uuid::Uuid::now_v7().simple());
+    let product = api
+        .ok(
+            Method::POST,
+            "/products",
+            Some(&seller),
+            Some(json!({"title": "Page mug", "category": "test",
+                        "variants": [{"sku": sku, "price": {"amount": 700, "currency": "EUR"}}]})),
+        )
+        .await;
+    api.ok(
+        Method::PUT,
+        &format!("/inventory/{sku}"),
+        Some(&seller),
+        Some(json!({"quantity": 5})),
+    )
+    .await;
+    let path = format!(
+        "/storefront/products/{}",
+        product["id"].as_str().expect("id")
+    );
+    let page = api.ok(Method::GET, &path, None, None).await;
+    assert_eq!(page["product"]["id"], product["id"]);
+    assert_eq!(page["stock"]["available"], 5, "{page}");
+    assert_eq!(page["rating"]["count"], 0, "{page}");
+    assert_eq!(page["reviews"], json!([]), "{page}");
+    assert!(page["recommendations"].is_array(), "{page}");
+
+    cluster.kill("reviews-0");
+    cluster.kill("recommendations-0");
+    let page = api.ok(Method::GET, &path, None, None).await;
+    assert_eq!(page["product"]["id"], product["id"]);
+    assert_eq!(page["stock"]["available"], 5, "{page}");
+    for part in ["rating", "reviews", "recommendations"] {
+        assert!(page[part].is_null(), "{part}: {page}");
+    }
+
+    cluster.kill("catalog-0");
+    let page = api.ok(Method::GET, &path, None, None).await;
+    for part in ["product", "stock", "rating", "reviews", "recommendations"] {
+        assert!(page[part].is_null(), "{part}: {page}");
+    }
+
+    cluster.restart("reviews-0").await;
+    eventually("reviews answer again", || async {
+        let page = api.ok(Method::GET, &path, None, None).await;
+        (page["rating"]["count"] == 0).then_some(())
+    })
+    .await;
+}

@@ -1,31 +1,12 @@
 //! Recommendations and experiments: their shapes and their arithmetic.
 
 use chrono::{DateTime, Utc};
-use mercato_kernel::{ApiError, Money};
+use mercato_kernel::ApiError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
-/// One recommended product.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Recommendation {
-    pub product_id: Uuid,
-    pub title: String,
-    /// Its lowest price.
-    pub price: Money,
-    /// How strongly it is recommended: the orders that held both
-    /// (`bought_together`), the share of title words (`similar`), units
-    /// sold (`best_seller`).
-    pub score: f64,
-    /// `bought_together`, `similar` or `best_seller`.
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Recommendations {
-    pub items: Vec<Recommendation>,
-}
+pub use mercato_contracts::types::{Recommendation, Recommendations};
 
 /// One arm of an experiment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -169,3 +169,48 @@ async fn results(
 ) -> ApiResult<Json<ExperimentResults>> {
     Ok(Json(service.results(caller, &key).await?))
 }
+
+/// `/internal/v1` behind the service token, outside the public API.
+pub fn internal_router(service: Arc<RecommendationsService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::RecommendationsService;
+    use axum::extract::State;
+    use mercato_contracts::clients::RecommendationsClient;
+    use mercato_contracts::internal::api_error;
+    use mercato_contracts::types::Recommendation;
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::{ApiError, ApiResult};
+    use std::sync::Arc;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    pub(super) fn router(service: Arc<RecommendationsService>) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(for_product))
+            .with_state(service)
+    }
+
+    /// What to show beside a product (for the storefront), best first.
+    #[utoipa::path(get, path = "/products/{id}/recommendations/{limit}", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Product id"), ("limit" = u32, Path, description = "How many, 1 to 50")),
+        responses(
+            (status = 200, description = "The recommendations"),
+            (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn for_product(
+        State(service): State<Arc<RecommendationsService>>,
+        Path((id, limit)): Path<(String, u32)>,
+    ) -> ApiResult<Json<Vec<Recommendation>>> {
+        let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("product"))?;
+        Ok(Json(
+            RecommendationsClient::for_product(service.as_ref(), id, limit)
+                .await
+                .map_err(api_error)?,
+        ))
+    }
+}

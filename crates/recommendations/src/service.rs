@@ -5,9 +5,11 @@ use crate::domain::{
     assign, p_value, validate, Assignment, Experiment, ExperimentResults, Recommendations, Variant,
 };
 use crate::store::{CreateError, RecommendationsStore};
+use mercato_contracts::clients::{ClientError, ClientResult, RecommendationsClient};
 use mercato_contracts::events::{
     OrderConfirmed, ProductArchived, ProductCreated, ProductUpdated, StockChanged,
 };
+use mercato_contracts::types::Recommendation;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::bus::{EventHandler, Subscription};
 use mercato_kernel::event::DomainEvent;
@@ -242,5 +244,18 @@ impl EventHandler for Model {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl RecommendationsClient for RecommendationsService {
+    async fn for_product(&self, product_id: Uuid, limit: u32) -> ClientResult<Vec<Recommendation>> {
+        let limit = usize::try_from(limit)
+            .unwrap_or(MAX_LIMIT)
+            .clamp(1, MAX_LIMIT);
+        RecommendationsService::for_product(self, product_id, limit)
+            .await
+            .map(|r| r.items)
+            .map_err(|e| ClientError::Failed(crate::NAME, e.message))
     }
 }

@@ -1,71 +1,10 @@
 //! Reviews, their moderation and the rating arithmetic.
 
-use chrono::{DateTime, Utc};
 use mercato_kernel::ApiError;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReviewStatus {
-    /// Shown, and counted in ratings.
-    Published,
-    /// Waiting for an admin: it tripped moderation.
-    Pending,
-    /// Not shown.
-    Rejected,
-}
-
-impl ReviewStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewStatus::Published => "published",
-            ReviewStatus::Pending => "pending",
-            ReviewStatus::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "published" => ReviewStatus::Published,
-            "pending" => ReviewStatus::Pending,
-            "rejected" => ReviewStatus::Rejected,
-            _ => return None,
-        })
-    }
-}
-
-/// A review as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Review {
-    pub id: Uuid,
-    pub product_id: Uuid,
-    /// The name the author goes by (`erased` once they erased their account).
-    pub author_name: String,
-    /// 1 to 5.
-    pub rating: i64,
-    pub title: String,
-    pub body: String,
-    pub status: ReviewStatus,
-    /// The author bought the product (only buyers may review).
-    pub verified_purchase: bool,
-    pub helpful_votes: i64,
-    pub unhelpful_votes: i64,
-    pub created_at: DateTime<Utc>,
-}
-
-/// The published reviews of a product, summed up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProductRating {
-    /// The mean rating, to two decimals; 0 without reviews.
-    pub average: f64,
-    pub count: i64,
-    /// How many reviews gave each rating, `"1"` to `"5"`.
-    #[schema(value_type = Object, example = json!({"1": 0, "2": 0, "3": 1, "4": 2, "5": 5}))]
-    pub distribution: BTreeMap<String, i64>,
-}
+pub use mercato_contracts::types::{ProductRating, Review, ReviewStatus};
 
 /// The published reviews of a seller's products, summed up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -321,3 +321,50 @@ async fn seller_rating(
 ) -> ApiResult<Json<SellerRating>> {
     Ok(Json(service.seller_rating(uuid_of(&id, "seller")?).await?))
 }
+
+/// `/internal/v1` behind the service token, outside the public API.
+pub fn internal_router(service: Arc<ReviewsService>) -> OpenApiRouter {
+    internal::router(service)
+}
+
+mod internal {
+    use crate::service::ReviewsService;
+    use axum::extract::State;
+    use mercato_contracts::clients::ReviewsClient;
+    use mercato_contracts::internal::api_error;
+    use mercato_contracts::types::ProductReviews;
+    use mercato_kernel::error::ErrorBody;
+    use mercato_kernel::http::{Json, Path};
+    use mercato_kernel::{ApiError, ApiResult};
+    use std::sync::Arc;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    pub(super) fn router(service: Arc<ReviewsService>) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(product_reviews))
+            .with_state(service)
+    }
+
+    /// A product's rating and its most helpful published reviews (for the
+    /// storefront), 1 to 100.
+    #[utoipa::path(get, path = "/products/{id}/reviews/{limit}", tag = "internal", security(("service_token" = [])),
+        params(("id" = String, Path, description = "Product id"), ("limit" = u32, Path, description = "How many reviews")),
+        responses(
+            (status = 200, description = "The rating and the reviews"),
+            (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+            (status = 503, body = ErrorBody),
+        ))]
+    async fn product_reviews(
+        State(service): State<Arc<ReviewsService>>,
+        Path((id, limit)): Path<(String, u32)>,
+    ) -> ApiResult<Json<ProductReviews>> {
+        let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("product"))?;
+        Ok(Json(
+            service
+                .product_reviews(id, limit)
+                .await
+                .map_err(api_error)?,
+        ))
+    }
+}

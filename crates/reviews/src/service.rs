@@ -3,10 +3,12 @@
 
 use crate::domain::{validate, Moderation, ProductRating, Review, ReviewStatus, SellerRating};
 use crate::store::{CreateError, ReviewCursor, ReviewsStore, Sort, Stored};
+use mercato_contracts::clients::{ClientError, ClientResult, ReviewsClient};
 use mercato_contracts::events::{
     OrderCancelled, OrderConfirmed, OrderRefunded, ProductCreated, ProductUpdated, UserErased,
     UserRegistered, UserUpdated,
 };
+use mercato_contracts::types::ProductReviews;
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::bus::{EventHandler, Subscription};
 use mercato_kernel::event::DomainEvent;
@@ -318,5 +320,23 @@ impl EventHandler for Authors {
             (e.user_id, e.name)
         };
         self.0.record_author(user_id, &name).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ReviewsClient for ReviewsService {
+    async fn product_reviews(&self, product_id: Uuid, limit: u32) -> ClientResult<ProductReviews> {
+        let failed = |e: ApiError| ClientError::Failed(crate::NAME, e.message);
+        let rating = self.product_rating(product_id).await.map_err(failed)?;
+        let page = PageRequest {
+            limit: limit.clamp(1, 100),
+            after: None,
+        };
+        let reviews = self
+            .for_product(product_id, Sort::Helpful, None, &page)
+            .await
+            .map_err(failed)?
+            .items;
+        Ok(ProductReviews { rating, reviews })
     }
 }

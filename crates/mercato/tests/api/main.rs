@@ -21,4 +21,5 @@ mod redis;
 mod returns;
 mod reviews;
 mod search;
+mod storefront;
 mod subscriptions;

@@ -52,6 +52,14 @@ impl CatalogClient for FakeCatalog {
     async fn sku(&self, sku: &str) -> ClientResult<Option<SkuInfo>> {
         Ok(self.skus.lock().expect("not poisoned").get(sku).cloned())
     }
+
+    /// Carts read SKUs only; this catalog knows no product pages.
+    async fn product(
+        &self,
+        _: uuid::Uuid,
+    ) -> ClientResult<Option<mercato_contracts::types::Product>> {
+        Ok(None)
+    }
 }
 
 struct Fixture {
