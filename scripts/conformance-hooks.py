@@ -85,6 +85,13 @@ STATE_DEPENDENT = {
     "GET /api/v1/experiments/{key}/assignment": {"subject_required"},
     # Two variants of one name (a rule between items).
     "POST /api/v1/admin/experiments": {"duplicate_variant"},
+    # A report's range: from before to, at most 3,660 days (a rule between
+    # parameters).
+    **{
+        f"GET /api/v1/{who}/reports/{report}": {"invalid_range"}
+        for who in ("admin", "seller")
+        for report in ("sales", "top-products", "funnel", "search-terms", "events")
+    },
     # A user keeps at most 20 addresses.
     "POST /api/v1/me/addresses": {"too_many_addresses"},
     # Every variant of a product is priced in one currency, and has at most

@@ -218,3 +218,115 @@ pub async fn set_up(
         customer_tokens,
     })
 }
+
+/// Words the search catalog's titles are made of, and what queries ask for.
+pub const ADJECTIVES: [&str; 16] = [
+    "red", "blue", "green", "black", "white", "small", "large", "classic", "modern", "rustic",
+    "soft", "sturdy", "light", "warm", "bright", "quiet",
+];
+pub const NOUNS: [&str; 24] = [
+    "mug", "teapot", "lamp", "chair", "table", "blanket", "pillow", "kettle", "bowl", "plate",
+    "vase", "clock", "shelf", "basket", "candle", "rug", "mirror", "stool", "jar", "tray", "towel",
+    "apron", "knife", "spoon",
+];
+pub const MATERIALS: [&str; 8] = [
+    "ceramic", "oak", "steel", "glass", "linen", "wool", "bamboo", "copper",
+];
+pub const CATEGORIES: [&str; 12] = [
+    "kitchen",
+    "living",
+    "bedroom",
+    "bath",
+    "garden",
+    "office",
+    "dining",
+    "lighting",
+    "decor",
+    "storage",
+    "textiles",
+    "tableware",
+];
+pub const COLORS: [&str; 6] = ["red", "blue", "green", "black", "white", "grey"];
+
+/// Products the search phase runs on: `count` of them with titles, categories,
+/// prices and colours drawn from the word lists above (by index, so a run is
+/// the same every time), made through the API by their own seller. Returns
+/// once search has indexed all of them, or fails after `within`.
+pub async fn seed_search_catalog(
+    api: &Api,
+    run: &str,
+    count: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let seller = api
+        .register(
+            &format!("bench-search-seller-{run}@bench.example"),
+            "seller",
+        )
+        .await?;
+    let before = search_total(api).await?;
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let seller = seller.as_str();
+            async move {
+                let pick = |n: usize, k: usize| (i / k) % n;
+                let title = format!(
+                    "{} {} {} {i}",
+                    ADJECTIVES[pick(ADJECTIVES.len(), 1)],
+                    MATERIALS[pick(MATERIALS.len(), 7)],
+                    NOUNS[pick(NOUNS.len(), 3)],
+                );
+                api.expect(
+                    "create product",
+                    StatusCode::CREATED,
+                    Method::POST,
+                    "/products",
+                    Some(seller),
+                    json!({
+                        "title": title,
+                        "description": "A product of mercato-bench's search catalog.",
+                        "category": CATEGORIES[pick(CATEGORIES.len(), 5)],
+                        "variants": [{
+                            "sku": format!("SEARCH-{run}-{i}"),
+                            "price": {"amount": 500 + (i * 37 % 20_000) as i64, "currency": "EUR"},
+                            "attributes": {"color": COLORS[pick(COLORS.len(), 11)]},
+                        }],
+                    }),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(SEED_PARALLELISM)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let want = before + count as u64;
+    let deadline = Instant::now() + within;
+    loop {
+        let total = search_total(api).await?;
+        if total >= want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("search indexed {total} of {want} products within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Products made at once while seeding the search catalog.
+const SEED_PARALLELISM: usize = 16;
+
+/// How many products search holds.
+async fn search_total(api: &Api) -> anyhow::Result<u64> {
+    let r = api
+        .call(Method::GET, "/search?limit=1", None, None, None)
+        .await
+        .context("search")?;
+    if r.status != StatusCode::OK {
+        bail!("search: expected 200, got {}: {}", r.status, r.body);
+    }
+    r.body["total"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("search: no total in {}", r.body))
+}

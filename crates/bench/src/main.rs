@@ -35,6 +35,9 @@ struct Cli {
     /// Products created during setup, one variant and plenty of stock each.
     #[arg(long, default_value_t = 200)]
     products: usize,
+    /// Products the search phase runs on, made (through the API) before it.
+    #[arg(long, default_value_t = 100_000)]
+    search_products: usize,
     /// Customers registered during setup (raised to --concurrency if lower).
     #[arg(long, default_value_t = 200)]
     customers: usize,
@@ -60,7 +63,9 @@ struct Cli {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Phase {
     Reads,
+    Storefront,
     Checkout,
+    Search,
     All,
 }
 
@@ -138,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "duration_secs": cli.duration,
             "concurrency": cli.concurrency,
             "products": cli.products,
+            "search_products": cli.search_products,
             "customers": customers,
             "poll_interval_ms": poll.as_millis() as u64,
             "server_pid": pid,
@@ -177,11 +183,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         summary.insert("reads".into(), report.to_json());
         sample_memory("reads", &out)?;
     }
+    if matches!(cli.phase, Phase::Storefront | Phase::All) {
+        let report = phases::storefront(&api, &data, cli.concurrency, duration).await;
+        out.line(report.describe());
+        summary.insert("storefront".into(), report.to_json());
+        sample_memory("storefront", &out)?;
+    }
     if run_checkout {
         let report = phases::checkout(&api, &data, &run_id, cli.concurrency, duration, poll).await;
         out.line(report.describe());
         summary.insert("checkout".into(), report.to_json());
         sample_memory("checkout", &out)?;
+    }
+    if matches!(cli.phase, Phase::Search | Phase::All) && cli.search_products > 0 {
+        let started = Instant::now();
+        api::seed_search_catalog(
+            &api,
+            &run_id,
+            cli.search_products,
+            Duration::from_secs(3600),
+        )
+        .await?;
+        let seed_secs = started.elapsed().as_secs_f64();
+        out.line(format!(
+            "search catalog: {} products made and indexed in {:.1} s",
+            cli.search_products, seed_secs
+        ));
+        summary.insert(
+            "search_catalog".into(),
+            json!({"products": cli.search_products, "elapsed_secs": seed_secs}),
+        );
+        sample_memory("search catalog", &out)?;
+        let report = phases::search(&api, cli.concurrency, duration).await;
+        out.line(report.describe());
+        summary.insert("search".into(), report.to_json());
+        sample_memory("search", &out)?;
     }
     summary.insert("memory".into(), Value::Array(memory_samples));
     if cli.json {

@@ -22,6 +22,8 @@ pub const ORDER_SETTLE_LIMIT: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 pub struct ReadsReport {
+    /// What was read: `reads`, `storefront`, `search`.
+    pub label: &'static str,
     pub requests: u64,
     pub errors: u64,
     pub elapsed: Duration,
@@ -35,7 +37,8 @@ impl ReadsReport {
 
     pub fn describe(&self) -> String {
         format!(
-            "reads: {} requests in {:.2} s = {:.0} req/s; latency {}; errors {}",
+            "{}: {} requests in {:.2} s = {:.0} req/s; latency {}; errors {}",
+            self.label,
             self.requests,
             self.elapsed.as_secs_f64(),
             self.per_sec(),
@@ -55,20 +58,82 @@ impl ReadsReport {
     }
 }
 
-/// `GET /api/v1/products/{id}` over random ids from `concurrency` tasks, each
-/// with at most one request in flight (so at most `concurrency` connections).
+/// `GET /api/v1/products/{id}` over random ids.
 pub async fn reads(
     api: &Api,
     data: &DataSet,
     concurrency: usize,
     duration: Duration,
 ) -> ReadsReport {
-    let urls: Arc<Vec<String>> = Arc::new(
-        data.product_ids
-            .iter()
-            .map(|id| api.url(&format!("/api/v1/products/{id}")))
-            .collect(),
-    );
+    let urls = data
+        .product_ids
+        .iter()
+        .map(|id| api.url(&format!("/api/v1/products/{id}")))
+        .collect();
+    gets("reads", api, urls, concurrency, duration).await
+}
+
+/// `GET /api/v1/storefront/products/{id}` (a product page: product, stock,
+/// rating, reviews, recommendations) over random ids.
+pub async fn storefront(
+    api: &Api,
+    data: &DataSet,
+    concurrency: usize,
+    duration: Duration,
+) -> ReadsReport {
+    let urls = data
+        .product_ids
+        .iter()
+        .map(|id| api.url(&format!("/api/v1/storefront/products/{id}")))
+        .collect();
+    gets("storefront", api, urls, concurrency, duration).await
+}
+
+/// Searches as a shop's visitors make them, over the seeded search catalog
+/// (see [`crate::api::seed_search_catalog`]): a word or two, and in turn a
+/// category, a price range, a colour, a sort, in stock only; every answer
+/// counts its facets.
+pub async fn search(api: &Api, concurrency: usize, duration: Duration) -> ReadsReport {
+    use crate::api::{ADJECTIVES, CATEGORIES, COLORS, MATERIALS, NOUNS};
+    let mut rng = StdRng::seed_from_u64(42);
+    let urls = (0..2_000)
+        .map(|i| {
+            let noun = NOUNS[rng.gen_range(0..NOUNS.len())];
+            let mut q = match i % 3 {
+                0 => noun.to_owned(),
+                1 => format!("{}+{noun}", ADJECTIVES[rng.gen_range(0..ADJECTIVES.len())]),
+                _ => format!("{}+{noun}", MATERIALS[rng.gen_range(0..MATERIALS.len())]),
+            };
+            q = format!("/api/v1/search?q={q}&limit=20");
+            match i % 5 {
+                0 => q.push_str(&format!(
+                    "&category={}",
+                    CATEGORIES[rng.gen_range(0..CATEGORIES.len())]
+                )),
+                1 => q.push_str("&min_price=1000&max_price=8000&sort=price_asc"),
+                2 => q.push_str(&format!(
+                    "&attr.color={}",
+                    COLORS[rng.gen_range(0..COLORS.len())]
+                )),
+                3 => q.push_str("&in_stock=true"),
+                _ => {}
+            }
+            api.url(&q)
+        })
+        .collect();
+    gets("search", api, urls, concurrency, duration).await
+}
+
+/// GETs of random URLs of `urls` from `concurrency` tasks, each with at most
+/// one request in flight (so at most `concurrency` connections).
+async fn gets(
+    label: &'static str,
+    api: &Api,
+    urls: Vec<String>,
+    concurrency: usize,
+    duration: Duration,
+) -> ReadsReport {
+    let urls: Arc<Vec<String>> = Arc::new(urls);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
@@ -115,6 +180,7 @@ pub async fn reads(
     }
     let elapsed = start.elapsed();
     ReadsReport {
+        label,
         requests: samples.len() as u64,
         errors,
         elapsed,
