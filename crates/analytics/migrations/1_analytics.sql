@@ -7,6 +7,8 @@ CREATE TABLE an_interactions (
     -- product_viewed, searched, cart_added, checkout_started, or client
     kind TEXT NOT NULL,
     at TEXT NOT NULL,
+    -- how many times the visitor did it (the gateway coalesces repeats)
+    times BIGINT NOT NULL,
     customer_id TEXT,
     session_id TEXT,
     product_id TEXT,

@@ -124,6 +124,7 @@ impl AnalyticsService {
                 event_id,
                 kind: "client",
                 at: time::now(),
+                times: 1,
                 visitor: Visitor {
                     customer_id: caller.map(|c| c.user_id),
                     session_id,
@@ -269,11 +270,17 @@ impl AnalyticsService {
 struct Keeper(AnalyticsStore);
 
 impl Keeper {
-    fn interaction(event: &Envelope, kind: &'static str, visitor: Visitor) -> InteractionRow {
+    fn interaction(
+        event: &Envelope,
+        kind: &'static str,
+        visitor: Visitor,
+        times: u64,
+    ) -> InteractionRow {
         InteractionRow {
             event_id: event.id,
             kind,
             at: event.occurred_at,
+            times,
             visitor,
             ..InteractionRow::default()
         }
@@ -297,6 +304,7 @@ impl EventHandler for Keeper {
                         event,
                         "product_viewed",
                         visitor(e.customer_id, e.session_id),
+                        e.count,
                     )
                 };
                 store.record_interaction(&row).await
@@ -306,7 +314,12 @@ impl EventHandler for Keeper {
                 let row = InteractionRow {
                     query: Some(normalize_query(&e.query)),
                     results: Some(i64::try_from(e.results).unwrap_or(i64::MAX)),
-                    ..Self::interaction(event, "searched", visitor(e.customer_id, e.session_id))
+                    ..Self::interaction(
+                        event,
+                        "searched",
+                        visitor(e.customer_id, e.session_id),
+                        e.count,
+                    )
                 };
                 store.record_interaction(&row).await
             }
@@ -315,7 +328,12 @@ impl EventHandler for Keeper {
                 let row = InteractionRow {
                     product_id: Some(e.product_id),
                     quantity: Some(e.quantity),
-                    ..Self::interaction(event, "cart_added", visitor(e.customer_id, e.session_id))
+                    ..Self::interaction(
+                        event,
+                        "cart_added",
+                        visitor(e.customer_id, e.session_id),
+                        e.count,
+                    )
                 };
                 store.record_interaction(&row).await
             }
@@ -327,6 +345,7 @@ impl EventHandler for Keeper {
                         event,
                         "checkout_started",
                         visitor(e.customer_id, e.session_id),
+                        e.count,
                     )
                 };
                 store.record_interaction(&row).await

@@ -21,6 +21,8 @@ pub struct InteractionRow {
     pub event_id: Uuid,
     pub kind: &'static str,
     pub at: Timestamp,
+    /// How many times (at least 1).
+    pub times: u64,
     pub visitor: Visitor,
     pub product_id: Option<Uuid>,
     pub order_id: Option<Uuid>,
@@ -54,8 +56,8 @@ impl AnalyticsStore {
     pub async fn record_interaction(&self, row: &InteractionRow) -> anyhow::Result<()> {
         let query = sqlx::query(
             "INSERT INTO an_interactions (event_id, kind, at, customer_id, session_id, product_id,
-                order_id, query, results, quantity, name, properties)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                order_id, query, results, quantity, name, properties, times)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(row.event_id.to_string())
@@ -69,7 +71,8 @@ impl AnalyticsStore {
         .bind(row.results)
         .bind(row.quantity)
         .bind(row.name.clone())
-        .bind(row.properties.clone());
+        .bind(row.properties.clone())
+        .bind(i64::try_from(row.times.max(1)).unwrap_or(i64::MAX));
         self.db.execute(query).await?;
         Ok(())
     }
@@ -335,7 +338,7 @@ impl AnalyticsStore {
         };
         let interactions = |kind: &str| {
             format!(
-                "SELECT COUNT(*) FROM an_interactions i {of_products}
+                "SELECT CAST(COALESCE(SUM(i.times), 0) AS BIGINT) FROM an_interactions i {of_products}
                  WHERE i.kind = '{kind}' AND i.at >= $1 AND i.at < $2"
             )
         };
@@ -384,7 +387,7 @@ impl AnalyticsStore {
             ""
         };
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT query, COUNT(*) AS searches, CAST(MAX(results) AS BIGINT)
+            "SELECT query, CAST(SUM(times) AS BIGINT) AS searches, CAST(MAX(results) AS BIGINT)
              FROM an_interactions WHERE kind = 'searched' AND at >= $1 AND at < $2
              GROUP BY query {having} ORDER BY searches DESC, query LIMIT $3"
         ))
@@ -411,7 +414,7 @@ impl AnalyticsStore {
     ) -> anyhow::Result<Vec<ClientEventCount>> {
         let (from, to) = Self::range(range);
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT name, COUNT(*) AS events FROM an_interactions
+            "SELECT name, CAST(SUM(times) AS BIGINT) AS events FROM an_interactions
              WHERE kind = 'client' AND at >= $1 AND at < $2
              GROUP BY name ORDER BY events DESC, name LIMIT $3",
         )

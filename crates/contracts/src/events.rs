@@ -402,12 +402,20 @@ event!(ExperimentExposed, "experiment.exposed");
 
 // interactions, recorded by the gateway (see crate::interactions)
 
+fn once() -> u64 {
+    1
+}
+
 /// A visitor opened a product's page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductViewed {
     pub customer_id: Option<Uuid>,
     pub session_id: Option<String>,
     pub product_id: Uuid,
+    /// How many times the visitor did it within the recorder's window (see
+    /// `crate::interactions`); 1 when absent.
+    #[serde(default = "once")]
+    pub count: u64,
 }
 event!(ProductViewed, "interaction.product_viewed");
 
@@ -418,6 +426,10 @@ pub struct SearchPerformed {
     pub session_id: Option<String>,
     pub query: String,
     pub results: u64,
+    /// How many times the visitor did it within the recorder's window (see
+    /// `crate::interactions`); 1 when absent.
+    #[serde(default = "once")]
+    pub count: u64,
 }
 event!(SearchPerformed, "interaction.searched");
 
@@ -429,6 +441,10 @@ pub struct CartItemAdded {
     pub product_id: Uuid,
     pub sku: String,
     pub quantity: i64,
+    /// How many times the visitor did it within the recorder's window (see
+    /// `crate::interactions`); 1 when absent.
+    #[serde(default = "once")]
+    pub count: u64,
 }
 event!(CartItemAdded, "interaction.cart_added");
 
@@ -439,6 +455,10 @@ pub struct CheckoutStarted {
     pub customer_id: Option<Uuid>,
     pub session_id: Option<String>,
     pub order_id: Uuid,
+    /// How many times the visitor did it within the recorder's window (see
+    /// `crate::interactions`); 1 when absent.
+    #[serde(default = "once")]
+    pub count: u64,
 }
 event!(CheckoutStarted, "interaction.checkout_started");
 

@@ -5,7 +5,8 @@
 //! made it ([`Visitor`]), as an `interaction.*` event (see [`Observed::event`])
 //! on the stream `interactions`. Contexts never publish these themselves:
 //! recording must never slow or fail the request it observes, and only the
-//! gateway knows the client's session.
+//! gateway knows the client's session. The gateway coalesces what one
+//! visitor did alike within a short window into one event with a `count`.
 
 use crate::events::{CartItemAdded, CheckoutStarted, ProductViewed, SearchPerformed};
 use mercato_kernel::Envelope;
@@ -22,7 +23,7 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-mercato-interaction");
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session-id");
 
 /// What a context observed while serving a request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Observed {
     ProductViewed {
@@ -44,7 +45,7 @@ pub enum Observed {
 
 /// Who made a request: the signed-in user, the client's session, both or
 /// neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Visitor {
     pub customer_id: Option<Uuid>,
     pub session_id: Option<String>,
@@ -73,8 +74,9 @@ impl Observed {
         serde_json::from_slice(value.as_bytes()).ok()
     }
 
-    /// The event that records this observation by `visitor`.
-    pub fn event(self, visitor: Visitor) -> Result<Envelope, serde_json::Error> {
+    /// The event that records this observation, made `count` times by
+    /// `visitor`.
+    pub fn event(self, visitor: Visitor, count: u64) -> Result<Envelope, serde_json::Error> {
         const SOURCE: &str = "gateway";
         let Visitor {
             customer_id,
@@ -88,6 +90,7 @@ impl Observed {
                     customer_id,
                     session_id,
                     product_id,
+                    count,
                 },
             ),
             Observed::Searched { query, results } => Envelope::new(
@@ -98,6 +101,7 @@ impl Observed {
                     session_id,
                     query,
                     results,
+                    count,
                 },
             ),
             Observed::CartAdded {
@@ -113,6 +117,7 @@ impl Observed {
                     product_id,
                     sku,
                     quantity,
+                    count,
                 },
             ),
             Observed::CheckoutStarted { order_id } => Envelope::new(
@@ -122,6 +127,7 @@ impl Observed {
                     customer_id,
                     session_id,
                     order_id,
+                    count,
                 },
             ),
         }

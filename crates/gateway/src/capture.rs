@@ -3,11 +3,16 @@
 //! its answer's header is taken off and, when the answer is a success,
 //! recorded with who made the request as an `interaction.*` event.
 //!
-//! Recording never waits: the event goes into a bounded buffer, and a task
-//! publishes what gathered there in batches. When the buffer is full (the
-//! bus is slow or down) the event is dropped and counted
+//! Recording never waits: the observation goes into a bounded buffer, and a
+//! task gathers what arrives there for up to [`WINDOW`], coalescing what one
+//! visitor did alike (the same product viewed again, the same search) into
+//! one event with a count, and publishes the window's events together. A
+//! product read thousands of times a second thus costs the bus an event per
+//! visitor and window, not per read. When the buffer is full (the bus is
+//! slow or down) an observation is dropped and counted
 //! (`mercato_interactions_dropped_total{reason}`); what was published is
-//! counted in `mercato_interactions_recorded_total`.
+//! counted in `mercato_interactions_recorded_total` (observations, not
+//! events).
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -16,6 +21,7 @@ use mercato_contracts::interactions::{Observed, Visitor, HEADER, SESSION_HEADER}
 use mercato_kernel::auth::Authentication;
 use mercato_kernel::bus::EventBus;
 use mercato_kernel::Envelope;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +30,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Events published together, at most.
+/// How long observations are gathered before they are published.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// Distinct observations a window holds at most; a full window is
+/// published at once.
+const MAX_DISTINCT: usize = 2_000;
+/// Events published in one call, at most.
 const BATCH: usize = 500;
-/// How long the first event of a batch waits for others.
-const GATHER: Duration = Duration::from_millis(200);
 /// A publication that takes longer fails: its events are dropped.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -41,29 +50,32 @@ pub enum Capture {
     Edge(Option<Recorder>),
 }
 
+/// One observation by one visitor.
+type Seen = (Observed, Visitor);
+
 /// The buffer interactions go into; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Seen>,
 }
 
 impl Recorder {
-    /// A recorder holding at most `capacity` events not yet published, and
-    /// the task that publishes them until `shutdown` (then what is left,
-    /// once) to the bus `bus` resolves to: events are buffered (and dropped
-    /// once the buffer is full) until it does.
+    /// A recorder holding at most `capacity` observations not yet gathered,
+    /// and the task that publishes them until `shutdown` (then what is
+    /// left, once) to the bus `bus` resolves to: observations are buffered
+    /// (and dropped once the buffer is full) until it does.
     pub fn start(
         bus: impl Future<Output = Arc<dyn EventBus>> + Send + 'static,
         capacity: usize,
         shutdown: CancellationToken,
     ) -> (Recorder, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let task = tokio::spawn(publish_batches(bus, rx, shutdown));
+        let task = tokio::spawn(publish_windows(bus, rx, shutdown));
         (Recorder { tx }, task)
     }
 
-    fn record(&self, event: Envelope) {
-        let reason = match self.tx.try_send(event) {
+    fn record(&self, seen: Seen) {
+        let reason = match self.tx.try_send(seen) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => "buffer_full",
             Err(mpsc::error::TrySendError::Closed(_)) => "stopped",
@@ -72,9 +84,27 @@ impl Recorder {
     }
 }
 
-async fn publish_batches(
+/// A window's observations: each distinct one, how often.
+#[derive(Default)]
+struct Window {
+    seen: HashMap<Seen, u64>,
+    observations: u64,
+}
+
+impl Window {
+    fn add(&mut self, seen: Seen) {
+        *self.seen.entry(seen).or_insert(0) += 1;
+        self.observations += 1;
+    }
+
+    fn full(&self) -> bool {
+        self.seen.len() >= MAX_DISTINCT
+    }
+}
+
+async fn publish_windows(
     bus: impl Future<Output = Arc<dyn EventBus>>,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::Receiver<Seen>,
     shutdown: CancellationToken,
 ) {
     // A bus already there is taken even when stopping: what was recorded
@@ -86,51 +116,70 @@ async fn publish_batches(
     };
     loop {
         let first = tokio::select! {
-            event = rx.recv() => match event {
-                Some(event) => event,
+            seen = rx.recv() => match seen {
+                Some(seen) => seen,
                 None => return,
             },
             _ = shutdown.cancelled() => {
                 rx.close();
-                let mut rest = Vec::new();
-                while let Ok(event) = rx.try_recv() {
-                    rest.push(event);
+                let mut rest = Window::default();
+                while let Ok(seen) = rx.try_recv() {
+                    rest.add(seen);
                 }
-                for batch in rest.chunks(BATCH) {
-                    publish(bus.as_ref(), batch).await;
-                }
+                publish(bus.as_ref(), rest).await;
                 return;
             }
         };
-        let mut batch = vec![first];
-        let until = Instant::now() + GATHER;
-        while batch.len() < BATCH {
+        let mut window = Window::default();
+        window.add(first);
+        let until = Instant::now() + WINDOW;
+        while !window.full() {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(event)) => batch.push(event),
+                Ok(Some(seen)) => window.add(seen),
                 Ok(None) | Err(_) => break,
             }
         }
-        publish(bus.as_ref(), &batch).await;
+        publish(bus.as_ref(), window).await;
     }
 }
 
-async fn publish(bus: &dyn EventBus, batch: &[Envelope]) {
-    let n = batch.len() as u64;
-    match tokio::time::timeout(PUBLISH_TIMEOUT, bus.publish(batch)).await {
-        Ok(Ok(())) => {
-            metrics::counter!("mercato_interactions_recorded_total").increment(n);
+async fn publish(bus: &dyn EventBus, window: Window) {
+    let observations = window.observations;
+    let events: Vec<Envelope> = window
+        .seen
+        .into_iter()
+        .filter_map(
+            |((observed, visitor), count)| match observed.event(visitor, count) {
+                Ok(event) => Some(event),
+                Err(e) => {
+                    tracing::debug!(error = %e, "an interaction could not be encoded");
+                    None
+                }
+            },
+        )
+        .collect();
+    let mut failed = false;
+    for batch in events.chunks(BATCH) {
+        match tokio::time::timeout(PUBLISH_TIMEOUT, bus.publish(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, events = batch.len(), "interactions not recorded: the bus refused them");
+                failed = true;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    events = batch.len(),
+                    "interactions not recorded: the bus did not answer in time"
+                );
+                failed = true;
+            }
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, events = n, "interactions not recorded: the bus refused them");
-            metrics::counter!("mercato_interactions_dropped_total", "reason" => "bus").increment(n);
-        }
-        Err(_) => {
-            tracing::warn!(
-                events = n,
-                "interactions not recorded: the bus did not answer in time"
-            );
-            metrics::counter!("mercato_interactions_dropped_total", "reason" => "bus").increment(n);
-        }
+    }
+    if failed {
+        metrics::counter!("mercato_interactions_dropped_total", "reason" => "bus")
+            .increment(observations);
+    } else {
+        metrics::counter!("mercato_interactions_recorded_total").increment(observations);
     }
 }
 
@@ -152,9 +201,8 @@ pub(crate) async fn capture(
         return response;
     };
     if let Some(recorder) = recorder.filter(|_| response.status().is_success()) {
-        match Observed::from_header(&value).map(|seen| seen.event(visitor)) {
-            Some(Ok(event)) => recorder.record(event),
-            Some(Err(e)) => tracing::debug!(error = %e, "an interaction could not be encoded"),
+        match Observed::from_header(&value) {
+            Some(observed) => recorder.record((observed, visitor)),
             None => tracing::debug!("an interaction header that is not one"),
         }
     }
@@ -182,29 +230,45 @@ mod tests {
         (dir, LogBus::open(db).await.expect("log"))
     }
 
-    fn viewed() -> Envelope {
+    fn viewed(product: u128) -> Seen {
         let seen = Observed::ProductViewed {
-            product_id: uuid::Uuid::nil(),
+            product_id: uuid::Uuid::from_u128(product),
         };
-        seen.event(Visitor::default()).expect("event")
+        (seen, Visitor::default())
     }
 
+    /// Alike observations become one event with their count; the others
+    /// an event each.
     #[tokio::test]
-    async fn recorded_interactions_reach_the_bus_in_a_batch() {
+    async fn a_windows_alike_interactions_become_one_event() {
         let (_dir, log) = log().await;
         let shutdown = CancellationToken::new();
         let bus: Arc<dyn EventBus> = Arc::new(log.clone());
         let (recorder, task) = Recorder::start(async move { bus }, 16, shutdown.clone());
-        for _ in 0..3 {
-            recorder.record(viewed());
+        for product in [1, 1, 1, 2] {
+            recorder.record(viewed(product));
         }
         shutdown.cancel();
         task.await.expect("publisher");
-        let events = log.read(0, 10).await.expect("the log");
-        assert_eq!(events.len(), 3);
-        assert!(events
-            .iter()
-            .all(|(_, e)| e.event_type == "interaction.product_viewed" && e.source == "gateway"));
+        let mut counts: Vec<(String, u64)> = log
+            .read(0, 10)
+            .await
+            .expect("the log")
+            .into_iter()
+            .map(|(_, e)| {
+                assert_eq!(e.event_type, "interaction.product_viewed");
+                assert_eq!(e.source, "gateway");
+                (e.subject.clone(), e.payload["count"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                (uuid::Uuid::from_u128(1).to_string(), 3),
+                (uuid::Uuid::from_u128(2).to_string(), 1)
+            ]
+        );
     }
 
     /// While the bus cannot be reached, what does not fit in the buffer is
@@ -223,11 +287,10 @@ mod tests {
             2,
             shutdown.clone(),
         );
-        for _ in 0..10 {
-            recorder.record(viewed());
+        for product in 0..10 {
+            recorder.record(viewed(product));
         }
         let _ = reachable.send(());
-        tokio::time::sleep(GATHER * 2).await;
         shutdown.cancel();
         task.await.expect("publisher");
         assert_eq!(log.read(0, 100).await.expect("the log").len(), 2);
