@@ -24,13 +24,26 @@ pub const CONSUMER: &str = "recommendations";
 /// Recommendations per answer: at most this many (default 10).
 pub const MAX_LIMIT: usize = 50;
 
+/// How long a product's recommendations are served from memory: they move
+/// only as orders and the catalog change, and working them out takes a few
+/// queries over the product's category, on every product page.
+pub const FOR_PRODUCT_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct RecommendationsService {
     store: RecommendationsStore,
+    /// (product, limit) → its recommendations, for [`FOR_PRODUCT_TTL`].
+    for_product: moka::future::Cache<(Uuid, usize), Recommendations>,
 }
 
 impl RecommendationsService {
     pub fn new(store: RecommendationsStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            for_product: moka::future::Cache::builder()
+                .max_capacity(20_000)
+                .time_to_live(FOR_PRODUCT_TTL)
+                .build(),
+        }
     }
 
     pub fn store(&self) -> &RecommendationsStore {
@@ -38,8 +51,24 @@ impl RecommendationsService {
     }
 
     /// For a product page: what was bought with it, then what is like it;
-    /// never the product itself, nor archived or out-of-stock products.
+    /// never the product itself, nor archived or out-of-stock products. At
+    /// most [`FOR_PRODUCT_TTL`] old.
     pub async fn for_product(
+        &self,
+        product_id: Uuid,
+        limit: usize,
+    ) -> Result<Recommendations, ApiError> {
+        if let Some(hit) = self.for_product.get(&(product_id, limit)).await {
+            return Ok(hit);
+        }
+        let fresh = self.work_out_for_product(product_id, limit).await?;
+        self.for_product
+            .insert((product_id, limit), fresh.clone())
+            .await;
+        Ok(fresh)
+    }
+
+    async fn work_out_for_product(
         &self,
         product_id: Uuid,
         limit: usize,

@@ -210,14 +210,14 @@ impl SearchIndex {
         let plan = QueryPlan::new(&self.fields, req)?;
         let internal = |e: tantivy::TantivyError| ApiError::internal(format!("search: {e}"));
         let query = plan.whole();
+        let inline = plan.category.is_none();
+        let counts = || (Count, FacetCounts, CategoryCounts { enabled: inline });
         let page = TopDocs::with_limit(req.limit.max(1)).and_offset(req.offset);
-        let (addresses, (total, facets)) = match req.sort {
+        let (addresses, (total, facets, categories)) = match req.sort {
             // Past the deepest page: the counts, no items.
             _ if req.offset > MAX_OFFSET => (
                 Vec::new(),
-                searcher
-                    .search(&query, &(Count, FacetCounts))
-                    .map_err(internal)?,
+                searcher.search(&query, &counts()).map_err(internal)?,
             ),
             SearchSort::Relevance => {
                 let top = page.tweak_score(|segment: &SegmentReader| {
@@ -229,7 +229,7 @@ impl SearchIndex {
                     }
                 });
                 let (hits, rest) = searcher
-                    .search(&query, &(top, (Count, FacetCounts)))
+                    .search(&query, &(top, counts()))
                     .map_err(internal)?;
                 (hits.into_iter().map(|(_, a)| a).collect::<Vec<_>>(), rest)
             }
@@ -241,29 +241,34 @@ impl SearchIndex {
                 };
                 let top = page.order_by_fast_field::<i64>(PRICE, order);
                 let (hits, rest) = searcher
-                    .search(&query, &(top, (Count, FacetCounts)))
+                    .search(&query, &(top, counts()))
                     .map_err(internal)?;
                 (hits.into_iter().map(|(_, a)| a).collect(), rest)
             }
             SearchSort::Newest => {
                 let top = page.order_by_fast_field::<i64>(CREATED_AT, Order::Desc);
                 let (hits, rest) = searcher
-                    .search(&query, &(top, (Count, FacetCounts)))
+                    .search(&query, &(top, counts()))
                     .map_err(internal)?;
                 (hits.into_iter().map(|(_, a)| a).collect(), rest)
             }
             SearchSort::Rating => {
                 let top = page.order_by_fast_field::<f64>(RATING, Order::Desc);
                 let (hits, rest) = searcher
-                    .search(&query, &(top, (Count, FacetCounts)))
+                    .search(&query, &(top, counts()))
                     .map_err(internal)?;
                 (hits.into_iter().map(|(_, a)| a).collect(), rest)
             }
         };
-        // Categories are counted over everything but the category filter.
-        let category = searcher
-            .search(&plan.without_category(), &CategoryCounts)
-            .map_err(internal)?;
+        // Categories are counted over everything but the category filter:
+        // in the same pass when there is none.
+        let category = if inline {
+            categories
+        } else {
+            searcher
+                .search(&plan.without_category(), &CategoryCounts { enabled: true })
+                .map_err(internal)?
+        };
         let mut items = Vec::with_capacity(addresses.len());
         for address in addresses {
             items.push(self.hit(&searcher, address).map_err(internal)?);
@@ -547,7 +552,10 @@ fn title_query(fields: &Fields, term: &str, is_last: bool) -> Box<dyn Query> {
 const MAX_ATTRIBUTE_VALUES: usize = 20;
 
 /// Counts matching documents per category, from the category fast field.
-pub struct CategoryCounts;
+pub struct CategoryCounts {
+    /// Off: counts nothing (its categories come from another pass).
+    pub enabled: bool,
+}
 
 pub struct SegmentCategoryCounts {
     column: Option<StrColumn>,
@@ -564,7 +572,11 @@ impl Collector for CategoryCounts {
         segment: &SegmentReader,
     ) -> tantivy::Result<SegmentCategoryCounts> {
         Ok(SegmentCategoryCounts {
-            column: segment.fast_fields().str(CATEGORY)?,
+            column: if self.enabled {
+                segment.fast_fields().str(CATEGORY)?
+            } else {
+                None
+            },
             by_ord: HashMap::new(),
         })
     }
