@@ -32,6 +32,11 @@ pub enum Op {
     Search,
     /// `GET /inventory/{sku}`.
     ReadStock,
+    /// `GET /storefront/products/{id}`: product, stock, rating, reviews and
+    /// recommendations in one answer.
+    ProductPage,
+    /// `POST /events`: an event a client reports.
+    ClientEvent,
     /// A whole `POST /products` on a raw connection closed 0–6 ms after sending.
     HangUpProduct,
     /// A whole `POST /checkout` on a raw connection closed 0–6 ms after sending.
@@ -53,6 +58,8 @@ impl Op {
             Op::ListProducts => "list-products",
             Op::Search => "search",
             Op::ReadStock => "read-stock",
+            Op::ProductPage => "product-page",
+            Op::ClientEvent => "client-event",
             Op::HangUpProduct => "hangup-product",
             Op::HangUpCheckout => "hangup-checkout",
             Op::Slow => "slow-client",

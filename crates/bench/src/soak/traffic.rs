@@ -402,12 +402,14 @@ pub async fn restock(shared: &Shared, token: &str, sku: &str) {
     }
 }
 
-/// Reads: single products, lists, stock and search.
+/// Reads: single products and their pages, lists, stock and search; and
+/// the events a storefront reports of its visitors.
 pub async fn reader(shared: Arc<Shared>, idx: usize) {
     let mut rng = rng_for(4, idx);
+    let session = format!("soak-{}-{idx}", shared.run);
     while !shared.stopped() {
         let roll = rng.gen_range(0..100);
-        if roll < 50 {
+        if roll < 60 {
             let picked = {
                 let ledger = shared.ledger();
                 ledger.products.choose(&mut rng).map(|(id, _)| id.clone())
@@ -416,14 +418,19 @@ pub async fn reader(shared: Arc<Shared>, idx: usize) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
-            shared
-                .send(Call::get(
-                    Op::ReadProduct,
-                    "/products/{id}",
-                    format!("/products/{id}"),
-                ))
-                .await;
-        } else if roll < 70 {
+            let call = match roll {
+                0..40 => Call::get(Op::ReadProduct, "/products/{id}", format!("/products/{id}")),
+                40..55 => Call::get(
+                    Op::ProductPage,
+                    "/storefront/products/{id}",
+                    format!("/storefront/products/{id}"),
+                ),
+                _ => Call::new(Op::ClientEvent, Method::POST, "/events", "/events").json(
+                    json!({"type": "soak.viewed", "product_id": id, "properties": {"session": session}}),
+                ),
+            };
+            shared.send(call).await;
+        } else if roll < 75 {
             let q = QUERIES.choose(&mut rng).copied().unwrap_or("kettle");
             shared
                 .send(Call::get(
@@ -432,7 +439,7 @@ pub async fn reader(shared: Arc<Shared>, idx: usize) {
                     format!("/search?q={q}&limit=10"),
                 ))
                 .await;
-        } else if roll < 85 {
+        } else if roll < 88 {
             shared
                 .send(Call::get(
                     Op::ListProducts,
