@@ -4,7 +4,9 @@
 //! catalog and inventory events give the products, their categories and
 //! titles (`similar`: the same category, by the share of title words) and
 //! whether they have stock (nothing archived or out of stock is
-//! recommended). Every replica serves from that state.
+//! recommended). Every replica serves from that state. A signed-in
+//! customer's product views and cart additions (the gateway's
+//! interactions) join what they bought as their history.
 //!
 //! Experiments split subjects over weighted variants by a hash of the
 //! experiment's key and the subject (sticky, with no state to share); the
@@ -32,7 +34,13 @@ const SCHEMA: Migration = Migration {
     sql: include_str!("../migrations/1_recommendations.sql"),
 };
 
+const INTERESTS: Migration = Migration {
+    version: 2,
+    name: "interests",
+    sql: include_str!("../migrations/2_interests.sql"),
+};
+
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[SCHEMA],
-    postgres: &[SCHEMA],
+    sqlite: &[SCHEMA, INTERESTS],
+    postgres: &[SCHEMA, INTERESTS],
 };

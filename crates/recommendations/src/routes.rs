@@ -69,8 +69,8 @@ async fn for_product(
 }
 
 /// What to show a visitor: for a signed-in customer what goes with what they
-/// bought (nothing they bought), then the best sellers; for anybody else
-/// the best sellers.
+/// bought or looked at (nothing they bought), then the best sellers; for
+/// anybody else the best sellers.
 #[utoipa::path(get, path = "/recommendations", tag = "recommendations",
     params(LimitQuery),
     responses(

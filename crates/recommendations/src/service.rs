@@ -7,7 +7,8 @@ use crate::domain::{
 use crate::store::{CreateError, RecommendationsStore};
 use mercato_contracts::clients::{ClientError, ClientResult, RecommendationsClient};
 use mercato_contracts::events::{
-    OrderConfirmed, ProductArchived, ProductCreated, ProductUpdated, StockChanged,
+    CartItemAdded, OrderConfirmed, ProductArchived, ProductCreated, ProductUpdated, ProductViewed,
+    StockChanged, UserErased,
 };
 use mercato_contracts::types::Recommendation;
 use mercato_kernel::auth::{Caller, Role};
@@ -91,8 +92,8 @@ impl RecommendationsService {
     }
 
     /// For the shop's front: a signed-in customer gets what goes with what
-    /// they bought (nothing they bought), then the best sellers; anybody
-    /// else the best sellers.
+    /// they bought or looked at (nothing they bought), then the best
+    /// sellers; anybody else the best sellers.
     pub async fn for_caller(
         &self,
         caller: Option<Caller>,
@@ -227,6 +228,9 @@ impl RecommendationsService {
                 ProductArchived::TYPE.to_owned(),
                 StockChanged::TYPE.to_owned(),
                 OrderConfirmed::TYPE.to_owned(),
+                ProductViewed::TYPE.to_owned(),
+                CartItemAdded::TYPE.to_owned(),
+                UserErased::TYPE.to_owned(),
             ],
             handler: Arc::new(Model(self.store.clone())),
         }
@@ -270,6 +274,32 @@ impl EventHandler for Model {
                         &lines,
                     )
                     .await
+            }
+            ProductViewed::TYPE => {
+                let e: ProductViewed = event.decode()?;
+                match e.customer_id {
+                    Some(customer) => {
+                        self.0
+                            .record_interest(customer, e.product_id, &event.occurred_at)
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            }
+            CartItemAdded::TYPE => {
+                let e: CartItemAdded = event.decode()?;
+                match e.customer_id {
+                    Some(customer) => {
+                        self.0
+                            .record_interest(customer, e.product_id, &event.occurred_at)
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            }
+            UserErased::TYPE => {
+                let e: UserErased = event.decode()?;
+                self.0.erase(e.user_id).await
             }
             _ => Ok(()),
         }

@@ -301,10 +301,11 @@ impl RecommendationsStore {
     ) -> anyhow::Result<Vec<Recommendation>> {
         let rows: Vec<Candidate> = sqlx::query_as(&format!(
             "SELECT p.product_id, p.title, p.price_amount, p.currency, CAST(SUM(r.orders) AS BIGINT)
-             FROM rec_bought b
+             FROM (SELECT product_id FROM rec_bought WHERE customer_id = $1
+                   UNION SELECT product_id FROM rec_viewed WHERE customer_id = $1) b
              JOIN rec_pairs r ON r.product_id = b.product_id
              JOIN rec_products p ON p.product_id = r.other_id
-             WHERE b.customer_id = $1 AND {SELLABLE}
+             WHERE {SELLABLE}
                AND NOT EXISTS (SELECT 1 FROM rec_bought o WHERE o.customer_id = $1 AND o.product_id = r.other_id)
              GROUP BY p.product_id, p.title, p.price_amount, p.currency
              ORDER BY CAST(SUM(r.orders) AS BIGINT) DESC, p.product_id LIMIT $2"
@@ -316,6 +317,53 @@ impl RecommendationsStore {
         rows.into_iter()
             .map(|c| recommendation(c, "bought_together"))
             .collect()
+    }
+
+    /// A signed-in customer looked at a product or put it in a cart.
+    pub async fn record_interest(
+        &self,
+        customer_id: Uuid,
+        product_id: Uuid,
+        at: &chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        let query = sqlx::query(
+            "INSERT INTO rec_viewed (customer_id, product_id, at) VALUES ($1, $2, $3)
+             ON CONFLICT (customer_id, product_id) DO UPDATE SET at = $3 WHERE rec_viewed.at < $3",
+        )
+        .bind(customer_id.to_string())
+        .bind(product_id.to_string())
+        .bind(time::to_db(at));
+        self.db.execute(query).await?;
+        Ok(())
+    }
+
+    /// A person's erasure: what they bought and looked at is forgotten, and
+    /// their exposures and conversions go on counted under a name that is
+    /// nobody's.
+    pub async fn erase(&self, user_id: Uuid) -> anyhow::Result<()> {
+        let (user, nobody) = (
+            user_id.to_string(),
+            format!("erased:{}", mercato_kernel::id::new_id()),
+        );
+        let mut tx = self.db.begin().await?;
+        for sql in [
+            "DELETE FROM rec_bought WHERE customer_id = $1",
+            "DELETE FROM rec_viewed WHERE customer_id = $1",
+        ] {
+            sqlx::query(sql).bind(&user).execute(tx.conn()).await?;
+        }
+        for sql in [
+            "UPDATE exposures SET subject = $2 WHERE subject = $1",
+            "UPDATE conversions SET subject = $2 WHERE subject = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(&user)
+                .bind(&nobody)
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn create_experiment(&self, e: &Experiment) -> Result<(), CreateError> {

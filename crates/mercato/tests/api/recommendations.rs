@@ -228,3 +228,40 @@ async fn experiments_assign_for_good_and_count_conversions() {
     assert_eq!(converted["conversion_rate"], 1.0 / arm_exposures);
     assert!(results.get("p_value").is_some());
 }
+
+/// A signed-in customer's product views are their history too: what was
+/// bought with what they looked at is recommended to them.
+#[tokio::test]
+async fn what_goes_with_what_a_customer_looked_at_is_recommended_to_them() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("seller").await;
+    let category = unique("garden");
+    let (hose, hose_sku) = stocked(&app, &seller, "Garden hose", &category, 10).await;
+    let (reel, reel_sku) = stocked(&app, &seller, "Hose reel", &unique("other"), 10).await;
+    let buyer = app.register("customer").await;
+    buy(&app, &buyer, &[&hose_sku, &reel_sku]).await;
+    let visitor = app.register("customer").await;
+    let looked = app
+        .get(&format!("/products/{hose}"), Some(&visitor.token))
+        .await;
+    assert_eq!(looked.status, StatusCode::OK);
+    app.eventually(
+        "the reel among the visitor's recommendations",
+        Duration::from_secs(5),
+        || async {
+            let r = app
+                .get("/recommendations?limit=50", Some(&visitor.token))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            r.body["items"]
+                .as_array()
+                .and_then(|items| {
+                    items.iter().find(|i| {
+                        i["product_id"] == reel.as_str() && i["reason"] == "bought_together"
+                    })
+                })
+                .map(|_| ())
+        },
+    )
+    .await;
+}

@@ -161,3 +161,55 @@ async fn exposures_and_conversions_count_once_per_subject() {
         assert_eq!(results[1].conversion_rate, 1.0);
     }
 }
+
+#[tokio::test]
+async fn an_erasure_forgets_what_a_customer_bought_and_looked_at() {
+    for s in stores(
+        mercato_recommendations::NAME,
+        &mercato_recommendations::MIGRATIONS,
+    )
+    .await
+    {
+        let store = RecommendationsStore::new(s.db.clone(), Outbox::new());
+        let (pot, cups) = (
+            product("Teapot", "tea", "POT"),
+            product("Cup set", "tea", "CUPS"),
+        );
+        for (p, sku) in [(&pot, "POT"), (&cups, "CUPS")] {
+            store.record_product(p, 1).await.expect("product");
+            store.record_stock(sku, 5, 1).await.expect("stock");
+        }
+        let buyer = Uuid::now_v7();
+        store
+            .record_order(
+                "recommendations",
+                Uuid::now_v7(),
+                &time::now(),
+                buyer,
+                &[(pot.id, 1), (cups.id, 1)],
+            )
+            .await
+            .expect("order");
+        let visitor = Uuid::now_v7();
+        store
+            .record_interest(visitor, pot.id, &time::now())
+            .await
+            .expect("interest");
+        let for_visitor = store.for_customer(visitor, 10).await.expect("recs");
+        assert_eq!(
+            for_visitor.iter().map(|r| r.product_id).collect::<Vec<_>>(),
+            [cups.id]
+        );
+        store.erase(visitor).await.expect("erase");
+        assert!(store
+            .for_customer(visitor, 10)
+            .await
+            .expect("recs")
+            .is_empty());
+        let left: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM rec_viewed")
+            .fetch_one(s.db.pool())
+            .await
+            .expect("count");
+        assert_eq!(left.0, 0);
+    }
+}
