@@ -831,3 +831,33 @@ async fn several_seed_servers_may_be_given() {
     };
     assert!(err.contains("notaport"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stream_may_keep_its_events_for_a_time_of_its_own() {
+    let f = fixture_with(|c| {
+        c.streams.push(
+            StreamSpec::new("interactions", &["interaction"]).keeping(Duration::from_secs(3600)),
+        );
+    })
+    .await;
+    f.bus
+        .publish(&[
+            event("interaction.product_viewed", "p-1"),
+            event("order.placed", "o-1"),
+        ])
+        .await
+        .expect("published");
+    let max_age = |stream: String| {
+        let bus = &f.bus;
+        async move {
+            let mut s = bus.context().get_stream(stream).await.expect("stream");
+            s.info().await.expect("stream info").config.max_age
+        }
+    };
+    let upper = f.prefix.to_uppercase();
+    assert_eq!(
+        max_age(format!("{upper}_INTERACTIONS")).await,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(max_age(format!("{upper}_ORDERS")).await, Duration::ZERO);
+}

@@ -157,7 +157,13 @@ pub(crate) async fn jetstream(url: &str, settings: &Settings) -> anyhow::Result<
         StreamSpec::new("reviews", &["review", "rating"]),
         StreamSpec::new("recommendations", &["experiment"]),
         // Recorded by the gateway (see mercato_gateway::capture).
-        StreamSpec::new("interactions", &["interaction"]),
+        StreamSpec::new("interactions", &["interaction"]).keeping(Duration::from_secs(
+            settings
+                .analytics
+                .interactions_retention_days
+                .clamp(1, 36_500)
+                * 86_400,
+        )),
     ];
     JetStreamBus::connect(config)
         .await

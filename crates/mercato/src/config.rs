@@ -209,6 +209,10 @@ pub struct AnalyticsSettings {
     /// Interactions held for publication at most; more are dropped and
     /// counted while the bus is slow or down.
     pub capture_buffer: usize,
+    /// How long JetStream keeps interaction events (the stream
+    /// `interactions`, when it is created); analytics keeps what it needs
+    /// of them in its own store.
+    pub interactions_retention_days: u64,
 }
 
 impl Default for AnalyticsSettings {
@@ -216,6 +220,7 @@ impl Default for AnalyticsSettings {
         Self {
             capture: true,
             capture_buffer: 10_000,
+            interactions_retention_days: 30,
         }
     }
 }

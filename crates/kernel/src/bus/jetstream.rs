@@ -159,6 +159,10 @@ pub struct StreamSpec {
     pub context: String,
     /// First segments of its event types: `product`, `price`.
     pub namespaces: Vec<String>,
+    /// Age after which this stream's events are discarded, in place of
+    /// [`JetStreamConfig::max_age`]; for a stream of many events nothing
+    /// rebuilds from its whole history (interactions).
+    pub max_age: Option<Duration>,
 }
 
 impl StreamSpec {
@@ -166,7 +170,15 @@ impl StreamSpec {
         Self {
             context: context.to_owned(),
             namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+            max_age: None,
         }
+    }
+
+    /// The stream keeps its events for `age` (when it is created: an
+    /// existing stream keeps its own limits).
+    pub fn keeping(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
     }
 }
 
@@ -241,6 +253,8 @@ struct Inner {
     stream_prefix: String,
     /// Namespace to stream name, from the configured layout.
     routes: HashMap<String, String>,
+    /// Stream name to the age its events are kept, where its spec says.
+    max_ages: HashMap<String, Duration>,
     /// Streams known to exist, so that publishing does not ask every time.
     ready: Mutex<HashSet<String>>,
 }
@@ -268,6 +282,7 @@ impl JetStreamBus {
         );
         let stream_prefix = sanitize_name(&config.prefix).to_uppercase();
         let mut routes = HashMap::new();
+        let mut max_ages = HashMap::new();
         for spec in &config.streams {
             let context = sanitize_name(&spec.context).to_uppercase();
             anyhow::ensure!(
@@ -275,6 +290,9 @@ impl JetStreamBus {
                 "invalid JetStream stream context {:?}",
                 spec.context
             );
+            if let Some(age) = spec.max_age {
+                max_ages.insert(format!("{stream_prefix}_{context}"), age);
+            }
             for ns in &spec.namespaces {
                 validate_namespace(ns)?;
                 let stream = format!("{stream_prefix}_{context}");
@@ -328,6 +346,7 @@ impl JetStreamBus {
                 config,
                 stream_prefix,
                 routes,
+                max_ages,
                 ready: Mutex::new(HashSet::new()),
             }),
         };
@@ -569,7 +588,12 @@ impl JetStreamBus {
             max_age: if replays || name == self.dlq_stream().0 {
                 Duration::ZERO
             } else {
-                c.max_age.unwrap_or(Duration::ZERO)
+                self.inner
+                    .max_ages
+                    .get(name)
+                    .copied()
+                    .or(c.max_age)
+                    .unwrap_or(Duration::ZERO)
             },
             ..Default::default()
         }
