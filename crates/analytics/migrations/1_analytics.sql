@@ -59,3 +59,8 @@ CREATE TABLE an_products (
     version BIGINT NOT NULL
 );
 CREATE INDEX an_products_seller ON an_products (seller_id);
+-- People who erased their account: an interaction of theirs that comes
+-- later (on another stream than the erasure) is kept without their id.
+CREATE TABLE an_erased (
+    customer_id TEXT PRIMARY KEY
+);

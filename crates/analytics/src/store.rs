@@ -57,7 +57,11 @@ impl AnalyticsStore {
         let query = sqlx::query(
             "INSERT INTO an_interactions (event_id, kind, at, customer_id, session_id, product_id,
                 order_id, query, results, quantity, name, properties, times)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             SELECT $1, $2, $3, e.kept, CASE WHEN e.kept IS NULL AND $4 IS NOT NULL THEN NULL ELSE $5 END,
+                $6, $7, $8, $9, $10, $11, $12, $13
+             FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM an_erased WHERE customer_id = $4)
+                          THEN NULL ELSE $4 END AS kept) e
+             WHERE 1 = 1
              ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(row.event_id.to_string())
@@ -169,6 +173,10 @@ impl AnalyticsStore {
     /// session was theirs.
     pub async fn erase(&self, user_id: Uuid) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
+        sqlx::query("INSERT INTO an_erased (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(user_id.to_string())
+            .execute(tx.conn())
+            .await?;
         sqlx::query(
             "UPDATE an_interactions SET session_id = NULL WHERE session_id IN
                 (SELECT session_id FROM an_interactions WHERE customer_id = $1 AND session_id IS NOT NULL)",

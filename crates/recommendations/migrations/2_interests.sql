@@ -7,3 +7,8 @@ CREATE TABLE rec_viewed (
     at TEXT NOT NULL,
     PRIMARY KEY (customer_id, product_id)
 );
+-- People who erased their account: what comes of them later (on another
+-- stream than the erasure) is not kept.
+CREATE TABLE rec_erased (
+    customer_id TEXT PRIMARY KEY
+);

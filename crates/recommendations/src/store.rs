@@ -163,7 +163,9 @@ impl RecommendationsStore {
         }
         for a in &products {
             sqlx::query(
-                "INSERT INTO rec_bought (customer_id, product_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                "INSERT INTO rec_bought (customer_id, product_id)
+                 SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM rec_erased WHERE customer_id = $1)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(&customer)
             .bind(a)
@@ -327,7 +329,8 @@ impl RecommendationsStore {
         at: &chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<()> {
         let query = sqlx::query(
-            "INSERT INTO rec_viewed (customer_id, product_id, at) VALUES ($1, $2, $3)
+            "INSERT INTO rec_viewed (customer_id, product_id, at)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM rec_erased WHERE customer_id = $1)
              ON CONFLICT (customer_id, product_id) DO UPDATE SET at = $3 WHERE rec_viewed.at < $3",
         )
         .bind(customer_id.to_string())
@@ -347,6 +350,7 @@ impl RecommendationsStore {
         );
         let mut tx = self.db.begin().await?;
         for sql in [
+            "INSERT INTO rec_erased (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
             "DELETE FROM rec_bought WHERE customer_id = $1",
             "DELETE FROM rec_viewed WHERE customer_id = $1",
         ] {

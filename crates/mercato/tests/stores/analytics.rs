@@ -175,6 +175,19 @@ async fn an_erasure_forgets_the_person_and_their_sessions() {
             store.record_interaction(&row).await.expect("view");
         }
         store.erase(gone).await.expect("erase");
+        // What comes of them after the erasure is kept without them.
+        let late = InteractionRow {
+            event_id: Uuid::now_v7(),
+            kind: "product_viewed",
+            at: time::now(),
+            visitor: Visitor {
+                customer_id: Some(gone),
+                session_id: Some("s-late".into()),
+            },
+            product_id: Some(Uuid::now_v7()),
+            ..InteractionRow::default()
+        };
+        store.record_interaction(&late).await.expect("late view");
         let left: Vec<(Option<String>, Option<String>)> =
             sqlx::query_as("SELECT customer_id, session_id FROM an_interactions ORDER BY event_id")
                 .fetch_all(s.db.pool())
@@ -185,13 +198,14 @@ async fn an_erasure_forgets_the_person_and_their_sessions() {
             [
                 (None, None),
                 (None, None),
-                (Some(kept.to_string()), Some("s-kept".into()))
+                (Some(kept.to_string()), Some("s-kept".into())),
+                (None, None),
             ],
             "{:?}",
             s.backend
         );
         // The views still count.
         let (views, ..) = store.funnel(&today(), None).await.expect("funnel");
-        assert_eq!(views, 3, "{:?}", s.backend);
+        assert_eq!(views, 4, "{:?}", s.backend);
     }
 }

@@ -201,6 +201,11 @@ async fn an_erasure_forgets_what_a_customer_bought_and_looked_at() {
             [cups.id]
         );
         store.erase(visitor).await.expect("erase");
+        // A view that comes after the erasure is not kept.
+        store
+            .record_interest(visitor, pot.id, &time::now())
+            .await
+            .expect("late interest");
         assert!(store
             .for_customer(visitor, 10)
             .await
