@@ -182,17 +182,8 @@ pub struct SearchTermsQuery {
 
 /// The `limit` parameter: `default` when absent; above 100 served as 100.
 fn limit(raw: Option<&str>, default: u32) -> Result<i64, ApiError> {
-    let n = match raw {
-        None | Some("") => None,
-        Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("limit must be an integer, got {raw:?}"),
-            )
-        })?),
-    };
-    Ok(i64::from(mercato_kernel::page::page_limit(
-        n, default, 100,
+    Ok(i64::from(mercato_kernel::page::limit_param(
+        raw, default, 100,
     )?))
 }
 

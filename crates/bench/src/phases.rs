@@ -58,6 +58,14 @@ impl ReadsReport {
     }
 }
 
+/// `<prefix>/{id}` for every product of the data set.
+fn product_urls(api: &Api, data: &DataSet, prefix: &str) -> Vec<String> {
+    data.product_ids
+        .iter()
+        .map(|id| api.url(&format!("{prefix}/{id}")))
+        .collect()
+}
+
 /// `GET /api/v1/products/{id}` over random ids.
 pub async fn reads(
     api: &Api,
@@ -65,11 +73,7 @@ pub async fn reads(
     concurrency: usize,
     duration: Duration,
 ) -> ReadsReport {
-    let urls = data
-        .product_ids
-        .iter()
-        .map(|id| api.url(&format!("/api/v1/products/{id}")))
-        .collect();
+    let urls = product_urls(api, data, "/api/v1/products");
     gets("reads", api, urls, concurrency, duration).await
 }
 
@@ -81,11 +85,7 @@ pub async fn storefront(
     concurrency: usize,
     duration: Duration,
 ) -> ReadsReport {
-    let urls = data
-        .product_ids
-        .iter()
-        .map(|id| api.url(&format!("/api/v1/storefront/products/{id}")))
-        .collect();
+    let urls = product_urls(api, data, "/api/v1/storefront/products");
     gets("storefront", api, urls, concurrency, duration).await
 }
 

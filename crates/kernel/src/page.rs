@@ -51,6 +51,22 @@ impl PageQuery {
     }
 }
 
+/// A `limit` query parameter as text (a route that reads its parameters as
+/// strings): 400 `invalid_query` when it is not an integer, otherwise as
+/// [`page_limit`]; empty is absent.
+pub fn limit_param(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let n = match raw {
+        None | Some("") => None,
+        Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be an integer, got {raw:?}"),
+            )
+        })?),
+    };
+    page_limit(n, default, max)
+}
+
 /// A list's `limit`: `default` when absent, 422 below 1, `max` above it.
 pub fn page_limit(limit: Option<i64>, default: u32, max: u32) -> Result<u32, ApiError> {
     match limit {

@@ -35,17 +35,8 @@ pub struct LimitQuery {
 
 /// The `limit` parameter: 10 when absent; above 50 served as 50.
 fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
-    let n = match raw {
-        None | Some("") => None,
-        Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("limit must be an integer, got {raw:?}"),
-            )
-        })?),
-    };
     let max = u32::try_from(MAX_LIMIT).unwrap_or(50);
-    Ok(mercato_kernel::page::page_limit(n, 10, max)? as usize)
+    Ok(mercato_kernel::page::limit_param(raw, 10, max)? as usize)
 }
 
 /// What to show beside a product: products bought together with it, then

@@ -275,23 +275,20 @@ impl EventHandler for Model {
                     )
                     .await
             }
-            ProductViewed::TYPE => {
-                let e: ProductViewed = event.decode()?;
-                match e.customer_id {
+            ProductViewed::TYPE | CartItemAdded::TYPE => {
+                // A signed-in customer's interest in a product; anonymous
+                // visitors have no history here.
+                let (customer, product) = if event.is::<ProductViewed>() {
+                    let e: ProductViewed = event.decode()?;
+                    (e.customer_id, e.product_id)
+                } else {
+                    let e: CartItemAdded = event.decode()?;
+                    (e.customer_id, e.product_id)
+                };
+                match customer {
                     Some(customer) => {
                         self.0
-                            .record_interest(customer, e.product_id, &event.occurred_at)
-                            .await
-                    }
-                    None => Ok(()),
-                }
-            }
-            CartItemAdded::TYPE => {
-                let e: CartItemAdded = event.decode()?;
-                match e.customer_id {
-                    Some(customer) => {
-                        self.0
-                            .record_interest(customer, e.product_id, &event.occurred_at)
+                            .record_interest(customer, product, &event.occurred_at)
                             .await
                     }
                     None => Ok(()),
