@@ -121,6 +121,9 @@ enum LeaseState {
     Settled,
 }
 
+/// How many connections [`Db::begin`] tries when the first is found lost.
+const BEGIN_ATTEMPTS: u32 = 3;
+
 /// How long cleaning up after a cancelled statement may take before the
 /// connection is given up and closed.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -336,19 +339,33 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         // Counted as inside a transaction from before BEGIN is sent: if this
         // future is dropped while BEGIN is in flight, the lease rolls it back.
-        let mut lease = self.lease(LeaseState::InTransaction).await?;
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        if let Err(e) = lease.conn().execute(begin).await {
-            lease.leave().await;
-            return Err(e);
+        let mut attempt = 1;
+        loop {
+            let mut lease = self.lease(LeaseState::InTransaction).await?;
+            match lease.conn().execute(begin).await {
+                Ok(_) => {
+                    return Ok(Tx {
+                        lease,
+                        on_commit: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    lease.leave().await;
+                    // A connection lost between its check out of the pool
+                    // and BEGIN (the server dropped it while idle) has done
+                    // nothing yet: begin again on another.
+                    if attempt < BEGIN_ATTEMPTS && crate::error::is_connection_lost(&e) {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(Tx {
-            lease,
-            on_commit: Vec::new(),
-        })
     }
 
     /// Runs one write statement on its own, without `BEGIN` and `COMMIT`:

@@ -192,6 +192,19 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// True when a store failure is the loss of the connection itself: the
+/// socket failed, or the server ended the session (PostgreSQL's connection
+/// exceptions, class 08, and an administrator's or crash shutdown).
+pub fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02")
+        }),
+        _ => false,
+    }
+}
+
 /// True when the database refused a text because it holds U+0000: JSON and
 /// SQLite take it, PostgreSQL's text types do not (SQLSTATE 22021). It is
 /// what the client sent, not a failure of the server.
