@@ -52,7 +52,14 @@ pub struct GatewayConfig {
     pub rate_limit: Option<ratelimit::RateLimit>,
     /// Interaction capture: the public edge, or a context behind one.
     pub capture: capture::Capture,
+    /// The web pages, if this router serves them.
+    pub pages: Option<Pages>,
 }
+
+/// Builds the web pages' router from the API router they call (with the
+/// gateway's authentication and interaction capture, without its rate
+/// limits: a page is limited as a whole) and the prefix it mounts the API at.
+pub type Pages = Arc<dyn Fn(Router, &'static str) -> Router + Send + Sync>;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -64,6 +71,7 @@ impl Default for GatewayConfig {
             cors_allow_credentials: false,
             rate_limit: None,
             capture: capture::Capture::Edge(None),
+            pages: None,
         }
     }
 }
@@ -117,6 +125,10 @@ pub fn build(
         )),
     };
     let api_router = api_router.layer(axum::middleware::from_fn_with_state(keys, authenticate));
+    let pages = config
+        .pages
+        .as_ref()
+        .map(|pages| pages(api_router.clone(), API_PREFIX));
     let api_router = match &config.rate_limit {
         Some(rl) => api_router.layer(axum::middleware::from_fn_with_state(
             rl.clone(),
@@ -124,8 +136,12 @@ pub fn build(
         )),
         None => api_router,
     };
-    api_router
-        .merge(ops)
+    let router = api_router.merge(ops);
+    let router = match pages {
+        Some(pages) => router.merge(pages),
+        None => router,
+    };
+    router
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

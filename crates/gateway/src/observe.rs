@@ -27,10 +27,11 @@ fn secure_headers(headers: &mut axum::http::HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    // A page may let its own site see where a click came from (a form
+    // post then carries its real `Origin`).
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
     let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -225,14 +226,15 @@ pub async fn observe(limits: Timeouts, req: Request, next: Next) -> Response {
         response = body::request_timeout().into_response();
     }
     let status = response.status();
-    let is_json = response
+    let ours = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if (status.is_client_error() || status.is_server_error()) && !ours {
         // What axum and tower answer by themselves (plain text or nothing)
-        // leaves in the JSON error shape too.
+        // leaves in the JSON error shape too; the API's errors are JSON
+        // already and the web pages' are pages.
         let headers = std::mem::take(response.headers_mut());
         response = error_for_status(status).into_response();
         for (name, value) in headers.iter() {

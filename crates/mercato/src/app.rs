@@ -1004,7 +1004,27 @@ pub(crate) fn gateway_config(
         cors_allow_credentials: settings.http.cors_allow_credentials,
         rate_limit: rate_limit(settings, redis),
         capture: mercato_gateway::capture::Capture::Edge(None),
+        pages: settings.web.enabled.then(|| web_pages(settings)),
     }
+}
+
+/// The storefront and the admin console, given the gateway's API router.
+fn web_pages(settings: &Settings) -> mercato_gateway::Pages {
+    let mut currencies = vec![settings.shop.currency.clone()];
+    currencies.extend(
+        settings
+            .shop
+            .currencies
+            .iter()
+            .filter(|c| **c != settings.shop.currency)
+            .cloned(),
+    );
+    let config = mercato_web::WebConfig {
+        secure_cookies: settings.web.secure_cookies,
+        currency: settings.shop.currency.clone(),
+        currencies,
+    };
+    Arc::new(move |api, prefix| mercato_web::router(api, prefix, config.clone()))
 }
 
 impl Application {

@@ -29,6 +29,7 @@ pub struct Settings {
     pub reviews: ReviewsSettings,
     pub analytics: AnalyticsSettings,
     pub storefront: StorefrontSettings,
+    pub web: WebSettings,
     pub notifications: NotificationsSettings,
     pub cache: CacheSettings,
     pub cart: CartSettings,
@@ -237,6 +238,26 @@ impl Default for StorefrontSettings {
     fn default() -> Self {
         Self {
             part_timeout_ms: 500,
+        }
+    }
+}
+
+/// The web pages: the storefront at `/` and the admin console at `/admin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSettings {
+    /// Serve the pages (on by default); off, the binary serves only the API.
+    pub enabled: bool,
+    /// Mark the session cookies `Secure` (sent over HTTPS only): on when
+    /// the shop is served behind TLS.
+    pub secure_cookies: bool,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secure_cookies: false,
         }
     }
 }
@@ -578,6 +599,7 @@ impl Default for Settings {
             reviews: ReviewsSettings::default(),
             analytics: AnalyticsSettings::default(),
             storefront: StorefrontSettings::default(),
+            web: WebSettings::default(),
             notifications: NotificationsSettings::default(),
             cache: CacheSettings::default(),
             cart: CartSettings::default(),

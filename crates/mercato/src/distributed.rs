@@ -303,5 +303,7 @@ async fn build_context(
     // records the interactions this context observes.
     gateway.rate_limit = None;
     gateway.capture = mercato_gateway::capture::Capture::Relay;
+    // People reach the pages through the gateway, which serves them.
+    gateway.pages = None;
     all.router(settings, &gateway, keys)
 }
