@@ -144,6 +144,8 @@ impl Api {
 
 /// What the phases run against.
 pub struct DataSet {
+    /// The seller of every product.
+    pub seller_token: String,
     pub product_ids: Vec<String>,
     pub skus: Vec<String>,
     pub customer_tokens: Vec<String>,
@@ -213,6 +215,7 @@ pub async fn set_up(
         .await?;
     let (product_ids, skus) = created.into_iter().unzip();
     Ok(DataSet {
+        seller_token: seller,
         product_ids,
         skus,
         customer_tokens,

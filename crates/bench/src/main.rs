@@ -64,6 +64,7 @@ struct Cli {
 enum Phase {
     Reads,
     Storefront,
+    Pages,
     Checkout,
     Search,
     All,
@@ -188,6 +189,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         out.line(report.describe());
         summary.insert("storefront".into(), report.to_json());
         sample_memory("storefront", &out)?;
+    }
+    if matches!(cli.phase, Phase::Pages | Phase::All) {
+        let report = phases::pages(&api, &data, cli.concurrency, duration).await;
+        out.line(report.describe());
+        summary.insert("pages".into(), report.to_json());
+        sample_memory("pages", &out)?;
     }
     if run_checkout {
         let report = phases::checkout(&api, &data, &run_id, cli.concurrency, duration, poll).await;

@@ -22,7 +22,7 @@ pub const ORDER_SETTLE_LIMIT: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 pub struct ReadsReport {
-    /// What was read: `reads`, `storefront`, `search`.
+    /// What was read: `reads`, `storefront`, `search`, `pages`.
     pub label: &'static str,
     pub requests: u64,
     pub errors: u64,
@@ -58,11 +58,14 @@ impl ReadsReport {
     }
 }
 
+/// A GET to measure: its URL, and the cookies a browser would send.
+type Target = (String, Option<String>);
+
 /// `<prefix>/{id}` for every product of the data set.
-fn product_urls(api: &Api, data: &DataSet, prefix: &str) -> Vec<String> {
+fn product_urls(api: &Api, data: &DataSet, prefix: &str) -> Vec<Target> {
     data.product_ids
         .iter()
-        .map(|id| api.url(&format!("{prefix}/{id}")))
+        .map(|id| (api.url(&format!("{prefix}/{id}")), None))
         .collect()
 }
 
@@ -118,10 +121,50 @@ pub async fn search(api: &Api, concurrency: usize, duration: Duration) -> ReadsR
                 3 => q.push_str("&in_stock=true"),
                 _ => {}
             }
-            api.url(&q)
+            (api.url(&q), None)
         })
         .collect();
     gets("search", api, urls, concurrency, duration).await
+}
+
+/// The web pages as browsers fetch them, in a shop's proportions: product
+/// pages (4 in 10), the home page, search results, a customer's cart,
+/// checkout and orders (with the cookie session of a customer), and the
+/// seller's console (dashboard, products, orders).
+pub async fn pages(
+    api: &Api,
+    data: &DataSet,
+    concurrency: usize,
+    duration: Duration,
+) -> ReadsReport {
+    let mut rng = StdRng::seed_from_u64(7);
+    let session = |token: &str| Some(format!("mercato_session={token}"));
+    let urls: Vec<Target> = (0..1_000)
+        .map(|i| match i % 20 {
+            0..=7 => {
+                let id = &data.product_ids[rng.gen_range(0..data.product_ids.len())];
+                (api.url(&format!("/products/{id}")), None)
+            }
+            8 | 9 => (api.url("/"), None),
+            10..=12 => (
+                api.url(&format!(
+                    "/search?q=bench+product+{}",
+                    rng.gen_range(0..data.product_ids.len())
+                )),
+                None,
+            ),
+            13..=16 => {
+                let token = &data.customer_tokens[rng.gen_range(0..data.customer_tokens.len())];
+                let page = ["/cart", "/checkout", "/account/orders", "/account"][i % 4];
+                (api.url(page), session(token))
+            }
+            _ => {
+                let page = ["/admin", "/admin/products", "/admin/orders"][i % 3];
+                (api.url(page), session(&data.seller_token))
+            }
+        })
+        .collect();
+    gets("pages", api, urls, concurrency, duration).await
 }
 
 /// GETs of random URLs of `urls` from `concurrency` tasks, each with at most
@@ -129,11 +172,11 @@ pub async fn search(api: &Api, concurrency: usize, duration: Duration) -> ReadsR
 async fn gets(
     label: &'static str,
     api: &Api,
-    urls: Vec<String>,
+    urls: Vec<Target>,
     concurrency: usize,
     duration: Duration,
 ) -> ReadsReport {
-    let urls: Arc<Vec<String>> = Arc::new(urls);
+    let urls: Arc<Vec<Target>> = Arc::new(urls);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
@@ -145,11 +188,15 @@ async fn gets(
             let mut samples = Samples::default();
             let mut errors = 0u64;
             while Instant::now() < deadline {
-                let url = &urls[rng.gen_range(0..urls.len())];
+                let (url, cookie) = &urls[rng.gen_range(0..urls.len())];
+                let mut request = client.get(url);
+                if let Some(cookie) = cookie {
+                    request = request.header(reqwest::header::COOKIE, cookie);
+                }
                 let t0 = Instant::now();
                 // The body is read whole but not parsed: parsing would spend
                 // the cores the server is being measured on.
-                let ok = match client.get(url).send().await {
+                let ok = match request.send().await {
                     Ok(r) if r.status() == StatusCode::OK => r.bytes().await.is_ok(),
                     Ok(r) => {
                         let _ = r.bytes().await;

@@ -157,12 +157,7 @@ pub fn check_images(images: &[Image]) -> Result<(), ApiError> {
 
 /// A SKU: 1 to 64 letters, digits, `-`, `_` or `.`.
 pub fn validate_sku(sku: &str) -> Result<(), ApiError> {
-    let ok = !sku.is_empty()
-        && sku.len() <= 64
-        && sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
+    if mercato_contracts::types::is_sku(sku) {
         Ok(())
     } else {
         Err(ApiError::validation(format!(

@@ -430,6 +430,15 @@ pub struct Recommendations {
 
 // the storefront
 
+/// Whether `s` has the shape of a SKU: 1 to 64 letters, digits, `-`, `_`
+/// or `.` (the catalog refuses any other).
+pub fn is_sku(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// What of a SKU can be bought now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SkuStock {

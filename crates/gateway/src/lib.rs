@@ -58,7 +58,8 @@ pub struct GatewayConfig {
 
 /// Builds the web pages' router from the API router they call (with the
 /// gateway's authentication and interaction capture, without its rate
-/// limits: a page is limited as a whole) and the prefix it mounts the API at.
+/// limits: the page request itself is limited, once, like an API request)
+/// and the prefix it mounts the API at.
 pub type Pages = Arc<dyn Fn(Router, &'static str) -> Router + Send + Sync>;
 
 impl Default for GatewayConfig {
@@ -129,12 +130,15 @@ pub fn build(
         .pages
         .as_ref()
         .map(|pages| pages(api_router.clone(), API_PREFIX));
-    let api_router = match &config.rate_limit {
-        Some(rl) => api_router.layer(axum::middleware::from_fn_with_state(
-            rl.clone(),
-            ratelimit::limit,
-        )),
-        None => api_router,
+    let (api_router, pages) = match &config.rate_limit {
+        Some(rl) => {
+            let limit = axum::middleware::from_fn_with_state(rl.clone(), ratelimit::limit);
+            (
+                api_router.layer(limit.clone()),
+                pages.map(|pages| pages.layer(limit)),
+            )
+        }
+        None => (api_router, pages),
     };
     let router = api_router.merge(ops);
     let router = match pages {

@@ -6,6 +6,8 @@
 //! `mercato_storefront_parts_missing_total{part}`.
 
 use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::AppendHeaders;
 use mercato_contracts::clients::{
     CatalogClient, ClientResult, InventoryClient, RecommendationsClient, ReviewsClient,
 };
@@ -85,7 +87,10 @@ async fn part<T>(
 async fn product_page(
     State(page): State<Arc<Storefront>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<StorefrontProduct>> {
+) -> ApiResult<(
+    AppendHeaders<Option<(HeaderName, HeaderValue)>>,
+    Json<StorefrontProduct>,
+)> {
     let id = mercato_kernel::id::parse_id(&id).ok_or_else(|| ApiError::not_found("product"))?;
     let within = page.part_timeout;
     let product_and_stock = async {
@@ -116,11 +121,18 @@ async fn product_page(
         Some(r) => (Some(r.rating), Some(r.reviews)),
         None => (None, None),
     };
-    Ok(Json(StorefrontProduct {
-        product,
-        stock,
-        rating,
-        reviews,
-        recommendations,
-    }))
+    // A product page seen is a product viewed, as `GET /products/{id}` is.
+    let seen = product
+        .as_ref()
+        .map(|p| mercato_contracts::interactions::Observed::ProductViewed { product_id: p.id });
+    Ok((
+        AppendHeaders(seen.and_then(|s| s.header())),
+        Json(StorefrontProduct {
+            product,
+            stock,
+            rating,
+            reviews,
+            recommendations,
+        }),
+    ))
 }

@@ -3,13 +3,15 @@
 use crate::domain::Stock;
 use crate::service::InventoryService;
 use axum::extract::State;
+use mercato_contracts::clients::InventoryClient;
+use mercato_contracts::types::SkuStock;
 use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
-use mercato_kernel::http::{Json, Path};
-use mercato_kernel::ApiResult;
-use serde::Deserialize;
+use mercato_kernel::http::{Json, Path, Query};
+use mercato_kernel::{ApiError, ApiResult};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,6 +20,7 @@ type AppState = Arc<InventoryService>;
 pub fn router(service: Arc<InventoryService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(get_stock, set_stock))
+        .routes(routes!(list_stock))
         .with_state(service)
 }
 
@@ -46,6 +49,60 @@ async fn get_stock(
     Path(sku): Path<String>,
 ) -> ApiResult<Json<Stock>> {
     Ok(Json(service.stock(&sku).await?))
+}
+
+/// At most this many SKUs in one `GET /inventory`.
+const MAX_SKUS_PER_LIST: usize = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StockListQuery {
+    /// The SKUs, separated by commas: 1 to 100.
+    #[param(example = "MUG-RED,MUG-BLUE")]
+    pub skus: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockList {
+    /// Each SKU's units that can be bought now, in the order asked (0 for
+    /// a SKU without stock or unknown).
+    pub items: Vec<SkuStock>,
+}
+
+/// What of several SKUs can be bought now, in one answer (a product list,
+/// the console's low-stock panel).
+#[utoipa::path(get, path = "/inventory", tag = "inventory",
+    params(StockListQuery),
+    responses(
+        (status = 200, description = "The SKUs' available units, in the order asked", body = StockList),
+        (status = 422, description = "`validation_failed`: no SKU, more than 100, or one not shaped as a SKU", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store is unavailable", body = ErrorBody),
+    ))]
+async fn list_stock(
+    State(service): State<AppState>,
+    Query(query): Query<StockListQuery>,
+) -> ApiResult<Json<StockList>> {
+    let skus: Vec<String> = query
+        .skus
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = skus.iter().find(|s| !mercato_contracts::types::is_sku(s)) {
+        return Err(ApiError::validation(format!(
+            "{bad:?} is not a SKU (1 to 64 letters, digits, '-', '_' or '.')"
+        )));
+    }
+    if skus.is_empty() || skus.len() > MAX_SKUS_PER_LIST {
+        return Err(ApiError::validation(format!(
+            "skus: 1 to {MAX_SKUS_PER_LIST} SKUs, separated by commas"
+        )));
+    }
+    let items = InventoryClient::stock(service.as_ref(), &skus)
+        .await
+        .map_err(mercato_contracts::internal::api_error)?;
+    Ok(Json(StockList { items }))
 }
 
 /// Set the on-hand stock of a SKU in one warehouse (the product's seller or an admin).

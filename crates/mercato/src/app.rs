@@ -1023,6 +1023,7 @@ fn web_pages(settings: &Settings) -> mercato_gateway::Pages {
         secure_cookies: settings.web.secure_cookies,
         currency: settings.shop.currency.clone(),
         currencies,
+        low_stock_threshold: settings.inventory.low_stock_threshold,
     };
     Arc::new(move |api, prefix| mercato_web::router(api, prefix, config.clone()))
 }

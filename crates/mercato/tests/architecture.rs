@@ -82,3 +82,30 @@ fn the_kernel_and_contracts_know_no_context() {
         }
     }
 }
+
+/// Invariant 18: the pages are API clients. `mercato-web` reads and writes
+/// only through the public API, so it depends on no Mercato crate at all.
+#[test]
+fn the_web_pages_depend_on_no_context_and_no_store() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let web = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == "mercato-web")
+        .expect("mercato-web is in the workspace");
+    let mercato: Vec<&str> = web["dependencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str())
+        .filter(|d| d.starts_with("mercato"))
+        .collect();
+    assert!(mercato.is_empty(), "mercato-web depends on {mercato:?}");
+}

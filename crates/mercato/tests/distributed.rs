@@ -152,6 +152,33 @@ async fn a_purchase_travels_through_the_gateway_across_service_processes() {
     assert_eq!(declined["status"], "cancelled", "{declined}");
     assert_eq!(declined["cancel_reason"], "payment_failed");
     assert_eq!(api.available(&sku).await, 3);
+
+    // The gateway serves the web pages, which reach the contexts through it.
+    let page = |path: String, session: Option<&str>| {
+        let mut request = api.client.get(format!("{}{path}", cluster.gateway));
+        if let Some(token) = session {
+            request = request.header("cookie", format!("mercato_session={token}"));
+        }
+        async move {
+            let response = request.send().await.expect("page");
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.text().await.expect("page body")
+        }
+    };
+    let id = product["id"].as_str().expect("product id");
+    let shown = page(format!("/products/{id}"), None).await;
+    assert!(
+        shown.contains(&format!("Distributed mug {word}")) && shown.contains("3 in stock"),
+        "{shown}"
+    );
+    let found = page(format!("/search?q={word}"), None).await;
+    assert!(found.contains(&format!("/products/{id}")), "{found}");
+    let mine = page("/account/orders".to_owned(), Some(&customer)).await;
+    let order_id = order["id"].as_str().expect("order id");
+    assert!(
+        mine.contains(&order_id[order_id.len() - 8..]) && mine.contains("confirmed"),
+        "{mine}"
+    );
 }
 
 /// Pricing is a process of its own: the cart asks it for the code's

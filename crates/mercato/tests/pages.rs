@@ -304,6 +304,74 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
     let dashboard = staff.renders("/admin").await;
     assert!(dashboard.contains("<svg"), "the dashboard draws its chart");
     assert!(
+        dashboard.contains("Every SKU has more than 5 available"),
+        "{dashboard}"
+    );
+    // Down to 2 (at most inventory.low_stock_threshold, 5): on the dashboard.
+    let set = staff
+        .post(
+            &format!("/admin/products/{product}/stock"),
+            &[("sku", &sku), ("quantity", "2"), ("warehouse", "main")],
+            None,
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER);
+    let dashboard = staff.renders("/admin").await;
+    assert!(
+        dashboard.contains("Low stock") && dashboard.contains(&sku),
+        "{dashboard}"
+    );
+    // Variants and prices, and images, edited in the console.
+    let new_sku = unique("LANTERN-BIG");
+    let saved = staff
+        .post(
+            &format!("/admin/products/{product}/variants"),
+            &[
+                ("variant.0.title", "Small"),
+                ("variant.0.price", "44.50"),
+                ("new.sku", &new_sku),
+                ("new.title", "Large"),
+                ("new.price", "60"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let edited = app.get(&format!("/products/{product}"), None).await.body;
+    assert_eq!(edited["variants"][0]["title"], "Small");
+    assert_eq!(edited["variants"][0]["price"]["amount"], 4450);
+    assert_eq!(edited["variants"][1]["sku"], new_sku.as_str());
+    assert_eq!(edited["variants"][1]["price"]["amount"], 6000);
+    let refused = staff
+        .post(
+            &format!("/admin/products/{product}/variants"),
+            &[("variant.0.price", "cheap")],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get(&format!("/products/{product}"), None).await.body["variants"][0]["price"]["amount"],
+        4450,
+        "a bad price changes nothing"
+    );
+    let images = staff
+        .post(
+            &format!("/admin/products/{product}/images"),
+            &[
+                ("images", "https://img.example/lantern.jpg\n"),
+                ("alt", "A brass lantern"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(images.status, StatusCode::SEE_OTHER);
+    let edited = app.get(&format!("/products/{product}"), None).await.body;
+    assert_eq!(
+        edited["images"][0]["url"],
+        "https://img.example/lantern.jpg"
+    );
+    assert!(
         !dashboard.contains("Dead letters"),
         "sellers do not see platform pages"
     );
@@ -312,7 +380,24 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
         StatusCode::FORBIDDEN
     );
 
-    // An admin: every page of the console.
+    // An admin: every page of the console, with something on each.
+    for (path, body) in [
+        (
+            "/promotions",
+            json!({"code": unique("P"), "kind": "percentage", "value": 5, "usage_limit": 10}),
+        ),
+        (
+            "/shipping-methods",
+            json!({"name": "Parcel", "price": {"amount": 490, "currency": "EUR"}}),
+        ),
+        (
+            "/admin/experiments",
+            json!({"key": unique("exp").to_lowercase(), "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]}),
+        ),
+    ] {
+        let r = app.post(path, Some(&admin.token), body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {:?}", r.body);
+    }
     let mut boss = Session::new(&app);
     boss.sign_in(&admin.email, "admin password for tests").await;
     for path in [
@@ -334,6 +419,15 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
     ] {
         boss.renders(path).await;
     }
+    let promotions = boss.renders("/admin/promotions").await;
+    assert!(promotions.contains(">yes<"), "active shows as yes");
+    let shipping = boss.renders("/admin/shipping").await;
+    assert!(
+        shipping.contains(">all<"),
+        "a method for every country says so"
+    );
+    let experiments = boss.renders("/admin/experiments").await;
+    assert!(experiments.contains("a (1), b (1)"), "{experiments}");
     let detail = boss.renders(&format!("/admin/orders/{order}")).await;
     assert!(
         detail.contains(">Refund<") && detail.contains(">Ship<"),

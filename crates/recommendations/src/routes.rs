@@ -6,6 +6,7 @@ use axum::extract::State;
 use mercato_kernel::auth::Caller;
 use mercato_kernel::error::ErrorBody;
 use mercato_kernel::http::{Created, Json, Path, Query};
+use mercato_kernel::page::{Page, PageQuery};
 use mercato_kernel::{ApiError, ApiResult};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ pub fn router(service: Arc<RecommendationsService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(for_product))
         .routes(routes!(for_caller))
-        .routes(routes!(create_experiment))
+        .routes(routes!(create_experiment, list_experiments))
         .routes(routes!(assignment))
         .routes(routes!(results))
         .with_state(service)
@@ -113,6 +114,25 @@ async fn create_experiment(
             .create_experiment(caller, body.key, body.variants, body.goal)
             .await?,
     ))
+}
+
+/// Every experiment (admins), by key; its results are at
+/// `GET /admin/experiments/{key}`.
+#[utoipa::path(get, path = "/admin/experiments", tag = "recommendations", security(("bearer" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of experiments", body = Page<Experiment>),
+        (status = 400, description = "`invalid_cursor`", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a limit below 1", body = ErrorBody),
+    ))]
+async fn list_experiments(
+    State(service): State<AppState>,
+    caller: Caller,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<Page<Experiment>>> {
+    Ok(Json(service.experiments(caller, &page.validate()?).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -119,6 +119,16 @@ impl RecommendationsService {
         Ok(Recommendations { items })
     }
 
+    /// Every experiment (admins), by key.
+    pub async fn experiments(
+        &self,
+        caller: Caller,
+        page: &mercato_kernel::page::PageRequest,
+    ) -> Result<mercato_kernel::page::Page<Experiment>, ApiError> {
+        caller.require(&[Role::Admin])?;
+        Ok(self.store.experiments(page).await?)
+    }
+
     pub async fn create_experiment(
         &self,
         caller: Caller,

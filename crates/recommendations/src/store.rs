@@ -5,6 +5,7 @@ use mercato_contracts::events::ExperimentExposed;
 use mercato_contracts::types::Product;
 use mercato_kernel::db::Db;
 use mercato_kernel::outbox::Outbox;
+use mercato_kernel::page::{Page, PageRequest};
 use mercato_kernel::{inbox, time, Currency, Envelope, Money};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -388,21 +389,30 @@ impl RecommendationsStore {
     }
 
     pub async fn experiment(&self, key: &str) -> anyhow::Result<Option<Experiment>> {
-        let row: Option<(String, String, String, String)> = sqlx::query_as(
+        let row: Option<ExperimentRow> = sqlx::query_as(
             "SELECT experiment_key, variants, goal, created_at FROM experiments WHERE experiment_key = $1",
         )
         .bind(key)
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|(key, variants, goal, created_at)| {
-            Ok(Experiment {
-                key,
-                variants: serde_json::from_str::<Vec<Variant>>(&variants)?,
-                goal,
-                created_at: time::from_db(&created_at)?,
-            })
-        })
-        .transpose()
+        row.map(experiment_of).transpose()
+    }
+
+    /// Every experiment, by key, a page at a time.
+    pub async fn experiments(&self, page: &PageRequest) -> anyhow::Result<Page<Experiment>> {
+        let rows: Vec<ExperimentRow> = sqlx::query_as(
+            "SELECT experiment_key, variants, goal, created_at FROM experiments
+             WHERE experiment_key > $1 ORDER BY experiment_key LIMIT $2",
+        )
+        .bind(page.after.as_deref().unwrap_or_default())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.db.pool())
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(experiment_of)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit, |e| e.key.clone()))
     }
 
     /// Records a subject's first exposure (with `experiment.exposed`); a
@@ -470,4 +480,15 @@ impl RecommendationsStore {
             })
             .collect())
     }
+}
+
+type ExperimentRow = (String, String, String, String);
+
+fn experiment_of((key, variants, goal, created_at): ExperimentRow) -> anyhow::Result<Experiment> {
+    Ok(Experiment {
+        key,
+        variants: serde_json::from_str::<Vec<Variant>>(&variants)?,
+        goal,
+        created_at: time::from_db(&created_at)?,
+    })
 }

@@ -20,7 +20,8 @@ pub fn bars(title: &str, bars: &[Bar]) -> String {
     let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
     let n = bars.len().max(1) as f64;
     let slot = WIDTH / n;
-    let width = (slot * 0.7).max(1.0);
+    // A few bars stay bars, not blocks.
+    let width = (slot * 0.7).clamp(1.0, 40.0);
     let plot = HEIGHT - AXIS;
     let mut svg = String::new();
     let _ = write!(

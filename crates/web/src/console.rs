@@ -3,7 +3,7 @@
 
 use crate::api::Failure;
 use crate::chart::{self, Bar};
-use crate::render::{money, page, parse_price};
+use crate::render::{decimal, money, page, parse_price};
 use crate::session::{Form, Visitor};
 use crate::store::{encode, query_string, read, read_or_null, refused, sign_in_first};
 use crate::Web;
@@ -25,6 +25,8 @@ pub fn router() -> Router<Web> {
         .route("/admin/products/new", get(new_product))
         .route("/admin/products/{id}", get(product).post(update_product))
         .route("/admin/products/{id}/stock", post(set_stock))
+        .route("/admin/products/{id}/variants", post(update_variants))
+        .route("/admin/products/{id}/images", post(update_images))
         .route("/admin/products/{id}/archive", post(archive_product))
         .route("/admin/categories", get(categories).post(create_category))
         .route("/admin/promotions", get(promotions).post(create_promotion))
@@ -161,9 +163,10 @@ async fn dashboard(State(web): State<Web>, visitor: Visitor) -> Response {
     let (today, month_start) = today_and_month_start();
     let base = reports_base(&visitor);
     let sales_path = format!("{base}/sales?from={month_start}&interval=day");
-    let (sales, recent) = tokio::join!(
+    let (sales, recent, low_stock) = tokio::join!(
         read_or_null(&web, &visitor, &sales_path),
         read_or_null(&web, &visitor, "/orders?limit=8"),
+        low_stock(&web, &visitor),
     );
     let items = sales["items"].as_array().cloned().unwrap_or_default();
     let (month_revenue, month_orders, currency) = totals(items.iter());
@@ -206,8 +209,65 @@ async fn dashboard(State(web): State<Web>, visitor: Visitor) -> Response {
             "chart": chart,
             "sales": items,
             "recent": recent["items"],
+            "low_stock": low_stock,
+            "threshold": web.config.low_stock_threshold,
         }),
     )
+}
+
+/// The SKUs of the visitor's latest products (a seller's own, all for an
+/// admin; at most 100) with no more than the low-stock threshold left.
+async fn low_stock(web: &Web, visitor: &Visitor) -> Vec<Value> {
+    let path = if visitor.is(&["admin"]) {
+        "/products?limit=100"
+    } else {
+        "/products?limit=100&seller_id=me"
+    };
+    let products = read_or_null(web, visitor, path).await;
+    let variants: Vec<(&Value, &Value)> = products["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"] == "active")
+        .flat_map(|p| {
+            p["variants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |v| (p, v))
+        })
+        .take(100)
+        .collect();
+    if variants.is_empty() {
+        return Vec::new();
+    }
+    let skus: Vec<&str> = variants
+        .iter()
+        .filter_map(|(_, v)| v["sku"].as_str())
+        .collect();
+    let stock = read_or_null(
+        web,
+        visitor,
+        &format!(
+            "/inventory?{}",
+            query_string([("skus", skus.join(",").as_str())])
+        ),
+    )
+    .await;
+    let threshold = web.config.low_stock_threshold;
+    stock["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["available"].as_i64().is_some_and(|a| a <= threshold))
+        .filter_map(|s| {
+            let (product, variant) = variants.iter().find(|(_, v)| v["sku"] == s["sku"])?;
+            Some(
+                json!({"sku": s["sku"], "available": s["available"], "product_id": product["id"],
+                        "title": product["title"], "variant": variant["title"]}),
+            )
+        })
+        .collect()
 }
 
 const ORDER_STATUSES: [&str; 6] = [
@@ -277,7 +337,7 @@ async fn order(State(web): State<Web>, visitor: Visitor, Path(id): Path<String>)
         visitor,
         "console/order.html",
         "/admin/orders",
-        json!({"title": format!("Order {}", id.chars().take(8).collect::<String>()),
+        json!({"title": format!("Order {}", crate::render::short(&id)),
                "order": order, "returns": returns["items"],
                "idempotency_key": uuid::Uuid::now_v7().to_string()}),
     )
@@ -519,16 +579,44 @@ async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String
     for variant in product["variants"].as_array().into_iter().flatten() {
         let sku = variant["sku"].as_str().unwrap_or_default();
         let s = read_or_null(&web, &visitor, &format!("/inventory/{}", encode(sku))).await;
-        stock.push(
-            json!({"sku": sku, "title": variant["title"], "price": variant["price"], "stock": s}),
-        );
+        // The price in each other currency, as the form shows it.
+        let prices: serde_json::Map<String, Value> = variant["prices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let currency = p["currency"].as_str()?;
+                let amount = p["amount"].as_i64()?;
+                Some((currency.to_owned(), json!(decimal(amount, currency))))
+            })
+            .collect();
+        stock.push(json!({"sku": sku, "title": variant["title"], "price": variant["price"],
+                          "decimal": decimal(variant["price"]["amount"].as_i64().unwrap_or(0), &web.config.currency),
+                          "prices": prices, "stock": s}));
     }
     let title = product["title"].as_str().unwrap_or("Product").to_owned();
+    let other_currencies: Vec<String> = web
+        .config
+        .currencies
+        .iter()
+        .filter(|c| **c != web.config.currency)
+        .cloned()
+        .collect();
+    let images = product["images"]
+        .as_array()
+        .map(|i| {
+            i.iter()
+                .filter_map(|img| img["url"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
     console_page(
         visitor,
         "console/product.html",
         "/admin/products",
-        json!({"title": title, "product": product, "variants": stock}),
+        json!({"title": title, "product": product, "variants": stock, "images": images,
+               "currency": web.config.currency, "other_currencies": other_currencies}),
     )
 }
 
@@ -550,6 +638,116 @@ async fn update_product(State(web): State<Web>, Path(id): Path<String>, form: Fo
         CallSpec::new(Method::PATCH, format!("/products/{}", encode(&id))).json(body),
         &back,
         "Product saved.",
+    )
+    .await
+}
+
+/// The variants as the form left them: each one's title, price and a price
+/// per other currency of the shop, plus a new one when its SKU is filled
+/// in. What the form does not show (attributes) is kept as it was.
+async fn update_variants(State(web): State<Web>, Path(id): Path<String>, form: Form) -> Response {
+    let back = format!("/admin/products/{}", encode(&id));
+    let product = match web
+        .api
+        .send(
+            form.visitor
+                .call(Method::GET, format!("/products/{}", encode(&id))),
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(f) => return refused(form.visitor, f, &back),
+    };
+    let config = web.config.clone();
+    let price_of = |field: &str, currency: &str| -> Result<Option<Value>, String> {
+        match form.get(field) {
+            None => Ok(None),
+            Some(text) => parse_price(text, currency)
+                .map(|amount| Some(json!({"amount": amount, "currency": currency})))
+                .ok_or_else(|| format!("{text:?} is not a price such as 12.50")),
+        }
+    };
+    let mut variants = Vec::new();
+    let mut problem = None;
+    let existing = product["variants"].as_array().cloned().unwrap_or_default();
+    let rows = existing
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (format!("variant.{i}"), Some(v)))
+        .chain(std::iter::once(("new".to_owned(), None)));
+    for (prefix, current) in rows {
+        let sku = match &current {
+            Some(v) => v["sku"].as_str().unwrap_or_default().to_owned(),
+            None => match form.get("new.sku") {
+                Some(sku) => sku.to_owned(),
+                None => continue,
+            },
+        };
+        let mut variant = current.clone().unwrap_or_else(|| json!({"sku": sku}));
+        if let Some(title) = form.get(&format!("{prefix}.title")) {
+            variant["title"] = json!(title);
+        }
+        match price_of(&format!("{prefix}.price"), &config.currency) {
+            Ok(Some(price)) => variant["price"] = price,
+            Ok(None) if current.is_none() => {
+                problem = Some(format!("the new variant {sku} needs a price"));
+            }
+            Ok(None) => {}
+            Err(e) => problem = Some(e),
+        }
+        let mut prices = Vec::new();
+        for currency in config.currencies.iter().filter(|c| **c != config.currency) {
+            match price_of(&format!("{prefix}.price.{currency}"), currency) {
+                Ok(Some(price)) => prices.push(price),
+                Ok(None) => {}
+                Err(e) => problem = Some(e),
+            }
+        }
+        variant["prices"] = json!(prices);
+        variants.push(variant);
+    }
+    let visitor = match staff(form.visitor) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if let Some(problem) = problem {
+        let mut visitor = visitor;
+        visitor.flash("alert", &problem);
+        return visitor.redirect(&back);
+    }
+    act(
+        &web,
+        visitor,
+        CallSpec::new(Method::PATCH, format!("/products/{}", encode(&id)))
+            .json(json!({"variants": variants})),
+        &back,
+        "Variants and prices saved.",
+    )
+    .await
+}
+
+/// The images as a list of URLs, one per line.
+async fn update_images(State(web): State<Web>, Path(id): Path<String>, form: Form) -> Response {
+    let back = format!("/admin/products/{}", encode(&id));
+    let alt = form.text("alt");
+    let images: Vec<Value> = form
+        .text("images")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|url| json!({"url": url, "alt": alt}))
+        .collect();
+    let visitor = match staff(form.visitor) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    act(
+        &web,
+        visitor,
+        CallSpec::new(Method::PATCH, format!("/products/{}", encode(&id)))
+            .json(json!({"images": images})),
+        &back,
+        "Images saved.",
     )
     .await
 }
@@ -940,6 +1138,7 @@ async fn experiments(
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
+    let list = read_or_null(&web, &visitor, "/admin/experiments?limit=100").await;
     let result = if key.is_empty() {
         Value::Null
     } else {
@@ -957,6 +1156,7 @@ async fn experiments(
         "console/table.html",
         "/admin/experiments",
         json!({"title": "Experiments", "form": "experiments", "key": key, "result": result,
+               "experiments": list["items"],
                "intro": "Split visitors between variants and compare how often each reaches the goal.",
                "columns": [], "items": []}),
     )

@@ -34,6 +34,8 @@ pub struct WebConfig {
     pub currency: String,
     /// Every currency the shop sells in, its own first.
     pub currencies: Vec<String>,
+    /// A SKU with no more than this available shows on the dashboard.
+    pub low_stock_threshold: i64,
 }
 
 impl Default for WebConfig {
@@ -42,6 +44,7 @@ impl Default for WebConfig {
             secure_cookies: false,
             currency: "EUR".to_owned(),
             currencies: vec!["EUR".to_owned()],
+            low_stock_threshold: 5,
         }
     }
 }
@@ -65,16 +68,23 @@ pub fn router(api: Router, prefix: &'static str, config: WebConfig) -> Router {
         .merge(console::router())
         .route("/static/app.css", get(stylesheet))
         .route("/static/htmx.min.js", get(htmx))
+        .route("/favicon.ico", get(icon))
         .with_state(web)
         .layer(axum::middleware::map_response(secure_headers))
 }
 
 const CSS: &str = include_str!("../static/app.css");
+const ICON: &str = include_str!("../static/icon.svg");
 /// htmx 2 from npm `htmx.org` (Zero-Clause BSD).
 const HTMX: &str = include_str!("../static/htmx.min.js");
 
 async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", CSS)
+}
+
+/// The shop's icon, as SVG (browsers ask for `/favicon.ico` by themselves).
+async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }
 
 async fn htmx() -> Response {

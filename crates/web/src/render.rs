@@ -62,15 +62,21 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 /// `{amount, currency}` as a person reads it: `12.50 EUR`.
 pub fn money(amount: i64, currency: &str) -> String {
+    format!("{} {currency}", decimal(amount, currency))
+}
+
+/// Minor units as a decimal number in the currency's unit: `12.50`, as a
+/// form shows a price and [`parse_price`] reads it back.
+pub fn decimal(amount: i64, currency: &str) -> String {
     let digits = minor_digits(currency);
     let sign = if amount < 0 { "-" } else { "" };
     let abs = amount.unsigned_abs();
     if digits == 0 {
-        return format!("{sign}{abs} {currency}");
+        return format!("{sign}{abs}");
     }
     let unit = 10u64.pow(digits);
     format!(
-        "{sign}{}.{:0width$} {currency}",
+        "{sign}{}.{:0width$}",
         abs / unit,
         abs % unit,
         width = digits as usize
@@ -136,10 +142,15 @@ fn when_filter(value: Jv) -> String {
     }
 }
 
-/// The first eight characters of an id, as people quote it.
+/// The last eight characters of an id, as people quote it: a UUIDv7
+/// begins with its time, alike for ids made together, and ends at random.
+pub fn short(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    chars[chars.len().saturating_sub(8)..].iter().collect()
+}
+
 fn short_filter(value: Jv) -> String {
-    let s = value.as_str().unwrap_or_default();
-    s.chars().take(8).collect()
+    short(value.as_str().unwrap_or_default())
 }
 
 /// Renders `name` with `context` and what every page shows (who is signed
@@ -226,6 +237,12 @@ mod tests {
         for (name, _) in TEMPLATES {
             assert!(ENV.get_template(name).is_ok(), "{name} does not parse");
         }
+    }
+
+    #[test]
+    fn short_ids_are_the_random_tail() {
+        assert_eq!(short("01a23144-e7c0-7d2e-9b1a-4f0c2d9e8a71"), "2d9e8a71");
+        assert_eq!(short("abc"), "abc");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::render::{page, page_with_status, partial};
 use crate::session::{Form, Visitor};
 use crate::Web;
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -154,9 +154,21 @@ async fn search(
             .map(|(_, v)| v.trim())
             .unwrap_or_default()
     };
+    // Prices are typed as people read them (12.50); the API takes minor units.
+    let minor = |name: &str| {
+        let text = get(name);
+        crate::render::parse_price(text, &web.config.currency)
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| text.to_owned())
+    };
+    let (min_price, max_price) = (minor("min_price"), minor("max_price"));
     let passed: Vec<(&str, &str)> = SEARCH_PARAMS
         .iter()
-        .map(|k| (*k, get(k)))
+        .map(|k| match *k {
+            "min_price" => (*k, min_price.as_str()),
+            "max_price" => (*k, max_price.as_str()),
+            _ => (*k, get(k)),
+        })
         .chain(
             params
                 .iter()
@@ -172,9 +184,20 @@ async fn search(
         }
         Err(f) => return crate::render::failure_page(&f),
     };
-    // A facet's link keeps every other filter and starts from the first page.
+    // A facet's link keeps every other filter (as typed) and starts from
+    // the first page.
+    let typed: Vec<(&str, &str)> = SEARCH_PARAMS
+        .iter()
+        .map(|k| (*k, get(k)))
+        .chain(
+            passed
+                .iter()
+                .copied()
+                .filter(|(k, _)| k.starts_with("attr.")),
+        )
+        .collect();
     let link = |name: &str, value: &str| {
-        let kept = passed
+        let kept = typed
             .iter()
             .filter(|(k, _)| *k != name && *k != "cursor")
             .copied()
@@ -210,6 +233,7 @@ async fn search(
             "sort": get("sort"),
             "min_price": get("min_price"),
             "max_price": get("max_price"),
+            "currency": web.config.currency,
             "in_stock": get("in_stock") == "true",
             "sorts": sorts.iter().map(|(v, l)| json!({"value": v, "label": l})).collect::<Vec<_>>(),
             "results": results,
@@ -284,10 +308,24 @@ async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String
         .unwrap_or("Product")
         .to_owned();
     let can_review = visitor.is(&["customer"]);
+    // Each variant's title beside what of it is left.
+    let stock: Vec<Value> = view["product"]["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            let available = view["stock"]["skus"]
+                .as_array()
+                .and_then(|skus| skus.iter().find(|s| s["sku"] == v["sku"]))
+                .map(|s| s["available"].clone())
+                .unwrap_or(Value::Null);
+            json!({"title": v["title"], "sku": v["sku"], "available": available})
+        })
+        .collect();
     page(
         visitor,
         "store/product.html",
-        json!({"title": title, "view": view, "can_review": can_review}),
+        json!({"title": title, "view": view, "can_review": can_review, "stock": stock}),
     )
 }
 
@@ -795,17 +833,27 @@ async fn order(State(web): State<Web>, visitor: Visitor, Path(id): Path<String>)
     )
 }
 
-/// The order's status line, which polls itself while the order settles.
+/// The order's status line, which polls itself while the order settles;
+/// once it has, htmx is told to load the whole page again (payment,
+/// history and actions change with it).
 async fn order_status(
     State(web): State<Web>,
     visitor: Visitor,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let order = match read(&web, &visitor, &format!("/orders/{}", encode(&id))).await {
         Ok(o) => o,
         Err(r) => return r,
     };
-    partial(visitor, "store/order_status.html", json!({"order": order}))
+    let settled = order["status"] != "pending";
+    let mut response = partial(visitor, "store/order_status.html", json!({"order": order}));
+    if settled && headers.contains_key("hx-request") {
+        response
+            .headers_mut()
+            .insert("hx-refresh", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 async fn cancel_order(State(web): State<Web>, Path(id): Path<String>, form: Form) -> Response {

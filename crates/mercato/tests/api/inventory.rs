@@ -450,3 +450,40 @@ async fn demo_data_stocks_every_demo_sku_once() {
         mercato::demo::DEMO_STOCK - 1
     );
 }
+
+#[tokio::test]
+async fn the_stock_of_several_skus_is_read_in_one_request() {
+    let app = TestApp::spawn().await;
+    let (seller, a) = seller_with_sku(&app).await;
+    let b = unique("INV");
+    app.create_product(&seller, "c", &[(&b, 700)]).await;
+    assert_eq!(
+        put_stock(&app, &seller, &a, json!({"quantity": 4}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = app
+        .get(&format!("/inventory?skus={b},{a},NO-SUCH-SKU"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.body["items"],
+        json!([{"sku": b, "available": 0}, {"sku": a, "available": 4}, {"sku": "NO-SUCH-SKU", "available": 0}])
+    );
+    for bad in ["", ",", "a%20b", "x%00"] {
+        let r = app.get(&format!("/inventory?skus={bad}"), None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {:?}",
+            r.body
+        );
+    }
+    let many = (0..101)
+        .map(|i| format!("S{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let r = app.get(&format!("/inventory?skus={many}"), None).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -165,6 +165,28 @@ async fn experiments_assign_for_good_and_count_conversions() {
         .post("/admin/experiments", Some(&admin.token), body)
         .await;
     assert_eq!(again.code(), "experiment_exists");
+    // Listed for admins (other tests' experiments may be there too).
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get(
+                &format!("/admin/experiments?limit=50&cursor={cursor}"),
+                Some(&admin.token),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        listed.extend(page.body["items"].as_array().cloned().unwrap_or_default());
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    let ours = listed
+        .iter()
+        .find(|e| e["key"] == key.as_str())
+        .expect("listed");
+    assert_eq!(ours["variants"][1]["name"], "bold");
     let customer = app.register("customer").await;
     let not_admin = app
         .post(
@@ -174,6 +196,12 @@ async fn experiments_assign_for_good_and_count_conversions() {
         )
         .await;
     assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/admin/experiments", Some(&customer.token))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     let path = format!("/experiments/{key}/assignment");
     let a = app.get(&format!("{path}?subject=session-1"), None).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
