@@ -58,7 +58,10 @@ const MAX_SKUS_PER_LIST: usize = 100;
 #[into_params(parameter_in = Query)]
 pub struct StockListQuery {
     /// The SKUs, separated by commas: 1 to 100.
-    #[param(example = "MUG-RED,MUG-BLUE")]
+    #[param(
+        example = "MUG-RED,MUG-BLUE",
+        pattern = "^[A-Za-z0-9._-]{1,64}(,[A-Za-z0-9._-]{1,64}){0,99}$"
+    )]
     pub skus: String,
 }
 

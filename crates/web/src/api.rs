@@ -61,6 +61,43 @@ pub struct Call<'a> {
     pub idempotency_key: Option<String>,
 }
 
+/// What a form asks of the API, before knowing who asks: the call made
+/// for the visitor by [`Action::call`].
+pub struct Action {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Action {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// The call, as `token` and `session` (the visitor's).
+    pub fn call<'a>(self, token: Option<&'a str>, session: Option<&'a str>) -> Call<'a> {
+        Call {
+            method: self.method,
+            path: self.path,
+            token,
+            session,
+            body: self.body,
+            idempotency_key: self.idempotency_key,
+        }
+    }
+}
+
 impl Call<'_> {
     pub fn json(mut self, body: Value) -> Self {
         self.body = Some(body);

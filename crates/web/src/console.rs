@@ -1,11 +1,12 @@
 //! The admin console at `/admin`: for admins everything, for sellers their
 //! own products, orders and reports (the API decides what each sees).
 
+use crate::api::Action;
 use crate::api::Failure;
 use crate::chart::{self, Bar};
 use crate::render::{decimal, money, page, parse_price};
 use crate::session::{Form, Visitor};
-use crate::store::{encode, query_string, read, read_or_null, refused, sign_in_first};
+use crate::store::{act, encode, query_string, read, read_or_null, refused, sign_in_first};
 use crate::Web;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, Method, StatusCode};
@@ -343,45 +344,6 @@ async fn order(State(web): State<Web>, visitor: Visitor, Path(id): Path<String>)
     )
 }
 
-/// A console form: the API call, then back to `back` with `done` or the
-/// API's refusal.
-async fn act(web: &Web, visitor: Visitor, call_of: CallSpec, back: &str, done: &str) -> Response {
-    let mut call = visitor.call(call_of.method, call_of.path);
-    call.body = call_of.body;
-    call.idempotency_key = call_of.idempotency_key;
-    match web.api.send(call).await {
-        Ok(_) => {
-            let mut visitor = visitor;
-            visitor.flash("status", done);
-            visitor.redirect(back)
-        }
-        Err(f) => refused(visitor, f, back),
-    }
-}
-
-struct CallSpec {
-    method: Method,
-    path: String,
-    body: Option<Value>,
-    idempotency_key: Option<String>,
-}
-
-impl CallSpec {
-    fn new(method: Method, path: String) -> Self {
-        Self {
-            method,
-            path,
-            body: None,
-            idempotency_key: None,
-        }
-    }
-
-    fn json(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
-}
-
 fn not_found() -> Response {
     crate::render::failure_page(&Failure::new(
         StatusCode::NOT_FOUND,
@@ -396,27 +358,27 @@ async fn order_action(
     form: Form,
 ) -> Response {
     let back = format!("/admin/orders/{}", encode(&id));
-    let (done, mut spec) = match action.as_str() {
+    let (done, mut call) = match action.as_str() {
         "ship" => (
             "Order shipped.",
-            CallSpec::new(Method::POST, format!("/orders/{}/ship", encode(&id))),
+            Action::new(Method::POST, format!("/orders/{}/ship", encode(&id))),
         ),
         "deliver" => (
             "Order delivered.",
-            CallSpec::new(Method::POST, format!("/orders/{}/deliver", encode(&id))),
+            Action::new(Method::POST, format!("/orders/{}/deliver", encode(&id))),
         ),
         "cancel" => (
             "Order cancelled.",
-            CallSpec::new(Method::POST, format!("/orders/{}/cancel", encode(&id))),
+            Action::new(Method::POST, format!("/orders/{}/cancel", encode(&id))),
         ),
         "refund" => (
             "Refund issued.",
-            CallSpec::new(Method::POST, format!("/orders/{}/refund", encode(&id))),
+            Action::new(Method::POST, format!("/orders/{}/refund", encode(&id))),
         ),
         _ => return not_found(),
     };
     if action == "refund" {
-        spec.idempotency_key = Some(
+        call.idempotency_key = Some(
             form.get("idempotency_key")
                 .map(str::to_owned)
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -431,7 +393,7 @@ async fn order_action(
                 visitor.flash("alert", "The amount must be a number such as 12.50.");
                 return visitor.redirect(&back);
             };
-            spec = spec.json(json!({
+            call = call.json(json!({
                 "amount": {"amount": minor, "currency": currency},
                 "reason": form.text("reason"),
             }));
@@ -441,7 +403,7 @@ async fn order_action(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    act(&web, visitor, spec, &back, done).await
+    act(&web, visitor, call, &back, done).await
 }
 
 async fn return_action(
@@ -450,27 +412,26 @@ async fn return_action(
     form: Form,
 ) -> Response {
     let back = local(form.get("back"), "/admin/orders");
-    let (done, mut spec) = match action.as_str() {
+    let (done, mut call) = match action.as_str() {
         "receive" => (
             "Return received and refunded.",
-            CallSpec::new(Method::POST, format!("/returns/{}/receive", encode(&id)))
-                .json(json!({})),
+            Action::new(Method::POST, format!("/returns/{}/receive", encode(&id))).json(json!({})),
         ),
         "reject" => (
             "Return rejected.",
-            CallSpec::new(Method::POST, format!("/returns/{}/reject", encode(&id)))
+            Action::new(Method::POST, format!("/returns/{}/reject", encode(&id)))
                 .json(json!({"reason": form.get("reason").unwrap_or("rejected")})),
         ),
         _ => return not_found(),
     };
     if action == "receive" {
-        spec.idempotency_key = Some(format!("receive-{id}"));
+        call.idempotency_key = Some(format!("receive-{id}"));
     }
     let visitor = match staff(form.visitor) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    act(&web, visitor, spec, &back, done).await
+    act(&web, visitor, call, &back, done).await
 }
 
 fn local(path: Option<&str>, default: &str) -> String {
@@ -635,7 +596,7 @@ async fn update_product(State(web): State<Web>, Path(id): Path<String>, form: Fo
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PATCH, format!("/products/{}", encode(&id))).json(body),
+        Action::new(Method::PATCH, format!("/products/{}", encode(&id))).json(body),
         &back,
         "Product saved.",
     )
@@ -718,7 +679,7 @@ async fn update_variants(State(web): State<Web>, Path(id): Path<String>, form: F
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PATCH, format!("/products/{}", encode(&id)))
+        Action::new(Method::PATCH, format!("/products/{}", encode(&id)))
             .json(json!({"variants": variants})),
         &back,
         "Variants and prices saved.",
@@ -744,7 +705,7 @@ async fn update_images(State(web): State<Web>, Path(id): Path<String>, form: For
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PATCH, format!("/products/{}", encode(&id)))
+        Action::new(Method::PATCH, format!("/products/{}", encode(&id)))
             .json(json!({"images": images})),
         &back,
         "Images saved.",
@@ -769,7 +730,7 @@ async fn set_stock(State(web): State<Web>, Path(id): Path<String>, form: Form) -
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PUT, format!("/inventory/{}", encode(&sku)))
+        Action::new(Method::PUT, format!("/inventory/{}", encode(&sku)))
             .json(json!({"warehouse": warehouse, "quantity": quantity})),
         &back,
         &format!("Stock of {sku} in {warehouse} set to {quantity}."),
@@ -785,7 +746,7 @@ async fn archive_product(State(web): State<Web>, Path(id): Path<String>, form: F
     act(
         &web,
         visitor,
-        CallSpec::new(Method::DELETE, format!("/products/{}", encode(&id))),
+        Action::new(Method::DELETE, format!("/products/{}", encode(&id))),
         &format!("/admin/products/{}", encode(&id)),
         "Product archived: it can no longer be bought.",
     )
@@ -867,7 +828,7 @@ async fn create_category(State(web): State<Web>, form: Form) -> Response {
     act(
         &web,
         visitor,
-        CallSpec::new(Method::POST, "/categories".into()).json(body),
+        Action::new(Method::POST, "/categories").json(body),
         "/admin/categories",
         "Category created.",
     )
@@ -915,7 +876,7 @@ async fn create_promotion(State(web): State<Web>, form: Form) -> Response {
     act(
         &web,
         visitor,
-        CallSpec::new(Method::POST, "/promotions".into()).json(body),
+        Action::new(Method::POST, "/promotions").json(body),
         "/admin/promotions",
         "Promotion created.",
     )
@@ -930,7 +891,7 @@ async fn disable_promotion(State(web): State<Web>, Path(id): Path<String>, form:
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PATCH, format!("/promotions/{}", encode(&id)))
+        Action::new(Method::PATCH, format!("/promotions/{}", encode(&id)))
             .json(json!({"active": false})),
         "/admin/promotions",
         "Promotion disabled.",
@@ -991,7 +952,7 @@ async fn create_shipping_method(State(web): State<Web>, form: Form) -> Response 
     act(
         &web,
         visitor,
-        CallSpec::new(Method::POST, "/shipping-methods".into()).json(body),
+        Action::new(Method::POST, "/shipping-methods").json(body),
         "/admin/shipping",
         "Shipping method created.",
     )
@@ -1015,7 +976,7 @@ async fn set_tax_rate(State(web): State<Web>, form: Form) -> Response {
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PUT, format!("/tax-rates/{}", encode(&country))).json(body),
+        Action::new(Method::PUT, format!("/tax-rates/{}", encode(&country))).json(body),
         "/admin/shipping",
         "Tax rate saved.",
     )
@@ -1068,7 +1029,7 @@ async fn customer_action(
     act(
         &web,
         visitor,
-        CallSpec::new(Method::PATCH, format!("/admin/users/{}", encode(&id)))
+        Action::new(Method::PATCH, format!("/admin/users/{}", encode(&id)))
             .json(json!({"disabled": disabled})),
         "/admin/customers",
         done,
@@ -1117,7 +1078,7 @@ async fn review_action(
     act(
         &web,
         visitor,
-        CallSpec::new(Method::POST, format!("/reviews/{}/{action}", encode(&id))),
+        Action::new(Method::POST, format!("/reviews/{}/{action}", encode(&id))),
         "/admin/reviews",
         done,
     )
@@ -1182,7 +1143,7 @@ async fn create_experiment(State(web): State<Web>, form: Form) -> Response {
     act(
         &web,
         visitor,
-        CallSpec::new(Method::POST, "/admin/experiments".into()).json(body),
+        Action::new(Method::POST, "/admin/experiments").json(body),
         &format!("/admin/experiments?key={}", encode(&key)),
         "Experiment started.",
     )
@@ -1334,7 +1295,7 @@ async fn replay(State(web): State<Web>, Path(seq): Path<String>, form: Form) -> 
     act(
         &web,
         visitor,
-        CallSpec::new(
+        Action::new(
             Method::POST,
             format!("/admin/dead-letters/{}/replay", encode(&seq)),
         ),

@@ -1,7 +1,7 @@
 //! The storefront: browsing, search, product pages, the cart, checkout,
 //! signing in and the customer's account.
 
-use crate::api::Failure;
+use crate::api::{Action, Failure};
 use crate::render::{page, page_with_status, partial};
 use crate::session::{Form, Visitor};
 use crate::Web;
@@ -94,6 +94,29 @@ pub(crate) fn refused(mut visitor: Visitor, failure: Failure, to: &str) -> Respo
     }
     visitor.flash("alert", &failure.message);
     visitor.redirect(to)
+}
+
+/// A form's action: the API call as the visitor, then back to `back` with
+/// `done`, or with the API's refusal.
+pub(crate) async fn act(
+    web: &Web,
+    visitor: Visitor,
+    action: Action,
+    back: &str,
+    done: &str,
+) -> Response {
+    let sent = web
+        .api
+        .send(action.call(visitor.token.as_deref(), Some(&visitor.session)))
+        .await;
+    match sent {
+        Ok(_) => {
+            let mut visitor = visitor;
+            visitor.flash("status", done);
+            visitor.redirect(back)
+        }
+        Err(f) => refused(visitor, f, back),
+    }
 }
 
 /// An API read for a page; its failure becomes the error page.
@@ -468,30 +491,12 @@ async fn cart(State(web): State<Web>, visitor: Visitor) -> Response {
     )
 }
 
-/// A form's answer about the cart: back to the cart with `done`, or with
-/// the API's refusal.
-async fn cart_change(
-    web: &Web,
-    form: Form,
-    method: Method,
-    path: String,
-    body: Option<Value>,
-    done: &str,
-) -> Response {
-    let visitor = form.visitor;
-    if visitor.token.is_none() {
-        return sign_in_first(visitor);
+/// A form about the cart: signed in, the action, then back to the cart.
+async fn cart_change(web: &Web, form: Form, action: Action, done: &str) -> Response {
+    if form.visitor.token.is_none() {
+        return sign_in_first(form.visitor);
     }
-    let mut call = visitor.call(method, path);
-    call.body = body;
-    match web.api.send(call).await {
-        Ok(_) => {
-            let mut visitor = visitor;
-            visitor.flash("status", done);
-            visitor.redirect("/cart")
-        }
-        Err(f) => refused(visitor, f, "/cart"),
-    }
+    act(web, form.visitor, action, "/cart", done).await
 }
 
 async fn add_to_cart(State(web): State<Web>, form: Form) -> Response {
@@ -527,9 +532,8 @@ async fn set_quantity(State(web): State<Web>, Path(sku): Path<String>, form: For
     cart_change(
         &web,
         form,
-        Method::PATCH,
-        format!("/cart/items/{}", encode(&sku)),
-        Some(json!({"quantity": quantity})),
+        Action::new(Method::PATCH, format!("/cart/items/{}", encode(&sku)))
+            .json(json!({"quantity": quantity})),
         "Quantity updated.",
     )
     .await
@@ -539,9 +543,7 @@ async fn remove_item(State(web): State<Web>, Path(sku): Path<String>, form: Form
     cart_change(
         &web,
         form,
-        Method::DELETE,
-        format!("/cart/items/{}", encode(&sku)),
-        None,
+        Action::new(Method::DELETE, format!("/cart/items/{}", encode(&sku))),
         "Removed from your cart.",
     )
     .await
@@ -552,9 +554,7 @@ async fn apply_promotion(State(web): State<Web>, form: Form) -> Response {
     cart_change(
         &web,
         form,
-        Method::POST,
-        "/cart/promotions".to_owned(),
-        Some(json!({"code": code})),
+        Action::new(Method::POST, "/cart/promotions").json(json!({"code": code})),
         "Promotion code applied.",
     )
     .await
@@ -568,9 +568,10 @@ async fn remove_promotion(
     cart_change(
         &web,
         form,
-        Method::DELETE,
-        format!("/cart/promotions/{}", encode(&code)),
-        None,
+        Action::new(
+            Method::DELETE,
+            format!("/cart/promotions/{}", encode(&code)),
+        ),
         "Promotion code removed.",
     )
     .await
@@ -581,9 +582,7 @@ async fn set_currency(State(web): State<Web>, form: Form) -> Response {
     cart_change(
         &web,
         form,
-        Method::PUT,
-        "/cart/currency".to_owned(),
-        Some(json!({"currency": currency})),
+        Action::new(Method::PUT, "/cart/currency").json(json!({"currency": currency})),
         "Prices are now in the currency you chose.",
     )
     .await
@@ -691,29 +690,13 @@ async fn account(State(web): State<Web>, visitor: Visitor) -> Response {
     )
 }
 
-/// A form of the account page: the API call, then back to the account.
-async fn account_change(
-    web: &Web,
-    form: Form,
-    method: Method,
-    path: String,
-    body: Option<Value>,
-    done: &str,
-) -> Response {
-    let visitor = form.visitor;
-    if visitor.token.is_none() {
-        return sign_in_first(visitor);
+/// A form of the account page: signed in, the action, then back to the
+/// account.
+async fn account_change(web: &Web, form: Form, action: Action, done: &str) -> Response {
+    if form.visitor.token.is_none() {
+        return sign_in_first(form.visitor);
     }
-    let mut call = visitor.call(method, path);
-    call.body = body;
-    match web.api.send(call).await {
-        Ok(_) => {
-            let mut visitor = visitor;
-            visitor.flash("status", done);
-            visitor.redirect("/account")
-        }
-        Err(f) => refused(visitor, f, "/account"),
-    }
+    act(web, form.visitor, action, "/account", done).await
 }
 
 async fn update_profile(State(web): State<Web>, form: Form) -> Response {
@@ -728,9 +711,7 @@ async fn update_profile(State(web): State<Web>, form: Form) -> Response {
     account_change(
         &web,
         form,
-        Method::PATCH,
-        "/me".to_owned(),
-        Some(body),
+        Action::new(Method::PATCH, "/me").json(body),
         "Your details are saved.",
     )
     .await
@@ -748,9 +729,7 @@ async fn add_address(State(web): State<Web>, form: Form) -> Response {
     account_change(
         &web,
         form,
-        Method::POST,
-        "/me/addresses".to_owned(),
-        Some(body),
+        Action::new(Method::POST, "/me/addresses").json(body),
         "Address saved.",
     )
     .await
@@ -760,9 +739,7 @@ async fn remove_address(State(web): State<Web>, Path(id): Path<String>, form: Fo
     account_change(
         &web,
         form,
-        Method::DELETE,
-        format!("/me/addresses/{}", encode(&id)),
-        None,
+        Action::new(Method::DELETE, format!("/me/addresses/{}", encode(&id))),
         "Address removed.",
     )
     .await
@@ -777,9 +754,7 @@ async fn update_preferences(State(web): State<Web>, form: Form) -> Response {
     account_change(
         &web,
         form,
-        Method::PUT,
-        "/me/preferences".to_owned(),
-        Some(body),
+        Action::new(Method::PUT, "/me/preferences").json(body),
         "Preferences saved.",
     )
     .await
@@ -924,9 +899,10 @@ async fn subscription_action(
     account_change(
         &web,
         form,
-        Method::POST,
-        format!("/subscriptions/{}/{action}", encode(&id)),
-        None,
+        Action::new(
+            Method::POST,
+            format!("/subscriptions/{}/{action}", encode(&id)),
+        ),
         done,
     )
     .await
