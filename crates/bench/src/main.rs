@@ -121,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let run_checkout = matches!(cli.phase, Phase::Checkout | Phase::All);
     let customers = if run_checkout {
         cli.customers.max(cli.concurrency)
+    } else if matches!(cli.phase, Phase::Pages) {
+        // The pages of signed-in customers (cart, checkout, orders).
+        cli.customers.clamp(1, 64)
     } else {
         0
     };
@@ -191,9 +194,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         sample_memory("storefront", &out)?;
     }
     if matches!(cli.phase, Phase::Pages | Phase::All) {
-        let report = phases::pages(&api, &data, cli.concurrency, duration).await;
-        out.line(report.describe());
-        summary.insert("pages".into(), report.to_json());
+        let mut pages = Map::new();
+        for report in phases::pages(&api, &data, cli.concurrency, duration).await {
+            out.line(report.describe());
+            let group = report.label.trim_start_matches("pages, ");
+            pages.insert(group.to_owned(), report.to_json());
+        }
+        summary.insert("pages".into(), Value::Object(pages));
         sample_memory("pages", &out)?;
     }
     if run_checkout {

@@ -127,44 +127,51 @@ pub async fn search(api: &Api, concurrency: usize, duration: Duration) -> ReadsR
     gets("search", api, urls, concurrency, duration).await
 }
 
-/// The web pages as browsers fetch them, in a shop's proportions: product
-/// pages (4 in 10), the home page, search results, a customer's cart,
-/// checkout and orders (with the cookie session of a customer), and the
-/// seller's console (dashboard, products, orders).
+/// The web pages as browsers fetch them, in three groups measured one
+/// after the other, `duration` each: the storefront signed out (product
+/// pages, the home page and search results, 8 : 2 : 3), a customer's pages
+/// (cart, checkout, orders, account; with the cookie session of a random
+/// customer), and the seller's console (dashboard, products, orders).
 pub async fn pages(
     api: &Api,
     data: &DataSet,
     concurrency: usize,
     duration: Duration,
-) -> ReadsReport {
+) -> Vec<ReadsReport> {
     let mut rng = StdRng::seed_from_u64(7);
     let session = |token: &str| Some(format!("mercato_session={token}"));
-    let urls: Vec<Target> = (0..1_000)
-        .map(|i| match i % 20 {
+    let storefront: Vec<Target> = (0..1_000)
+        .map(|i| match i % 13 {
             0..=7 => {
                 let id = &data.product_ids[rng.gen_range(0..data.product_ids.len())];
                 (api.url(&format!("/products/{id}")), None)
             }
             8 | 9 => (api.url("/"), None),
-            10..=12 => (
+            _ => (
                 api.url(&format!(
                     "/search?q=bench+product+{}",
                     rng.gen_range(0..data.product_ids.len())
                 )),
                 None,
             ),
-            13..=16 => {
-                let token = &data.customer_tokens[rng.gen_range(0..data.customer_tokens.len())];
-                let page = ["/cart", "/checkout", "/account/orders", "/account"][i % 4];
-                (api.url(page), session(token))
-            }
-            _ => {
-                let page = ["/admin", "/admin/products", "/admin/orders"][i % 3];
-                (api.url(page), session(&data.seller_token))
-            }
         })
         .collect();
-    gets("pages", api, urls, concurrency, duration).await
+    let account: Vec<Target> = (0..1_000)
+        .map(|i| {
+            let token = &data.customer_tokens[rng.gen_range(0..data.customer_tokens.len())];
+            let page = ["/cart", "/checkout", "/account/orders", "/account"][i % 4];
+            (api.url(page), session(token))
+        })
+        .collect();
+    let console: Vec<Target> = ["/admin", "/admin/products", "/admin/orders"]
+        .iter()
+        .map(|page| (api.url(page), session(&data.seller_token)))
+        .collect();
+    vec![
+        gets("pages, storefront", api, storefront, concurrency, duration).await,
+        gets("pages, account", api, account, concurrency, duration).await,
+        gets("pages, console", api, console, concurrency, duration).await,
+    ]
 }
 
 /// GETs of random URLs of `urls` from `concurrency` tasks, each with at most

@@ -252,15 +252,14 @@ impl InventoryClient for InventoryService {
     }
 
     async fn stock(&self, skus: &[String]) -> ClientResult<Vec<SkuStock>> {
-        let mut out = Vec::with_capacity(skus.len());
-        for sku in skus {
-            let stock = self.store.stock(sku).await.map_err(unavailable)?;
-            out.push(SkuStock {
+        let available = self.store.available(skus).await.map_err(unavailable)?;
+        Ok(skus
+            .iter()
+            .map(|sku| SkuStock {
                 sku: sku.clone(),
-                available: stock.available.max(0),
-            });
-        }
-        Ok(out)
+                available: available.get(sku).copied().unwrap_or(0).max(0),
+            })
+            .collect())
     }
 }
 

@@ -112,6 +112,28 @@ impl InventoryStore {
         Ok(Stock::from_rows(sku, warehouse_rows(rows)))
     }
 
+    /// Each SKU's units on hand and not reserved, over its warehouses, in
+    /// one query (a SKU without stock is left out).
+    pub async fn available(
+        &self,
+        skus: &[String],
+    ) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+        if skus.is_empty() {
+            return Ok(Default::default());
+        }
+        let placeholders: Vec<String> = (1..=skus.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT sku, CAST(SUM(on_hand - reserved) AS BIGINT) FROM stock
+             WHERE sku IN ({}) GROUP BY sku",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for sku in skus {
+            query = query.bind(sku);
+        }
+        Ok(query.fetch_all(self.db.pool()).await?.into_iter().collect())
+    }
+
     /// Sets the on-hand count of one warehouse, unless that would leave less
     /// on hand than is reserved there.
     pub async fn set_on_hand(
