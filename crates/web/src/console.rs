@@ -217,12 +217,12 @@ async fn dashboard(State(web): State<Web>, visitor: Visitor) -> Response {
 }
 
 /// The SKUs of the visitor's latest products (a seller's own, all for an
-/// admin; at most 100) with no more than the low-stock threshold left.
+/// admin; the latest 50) with no more than the low-stock threshold left.
 async fn low_stock(web: &Web, visitor: &Visitor) -> Vec<Value> {
     let path = if visitor.is(&["admin"]) {
-        "/products?limit=100"
+        "/products?limit=50"
     } else {
-        "/products?limit=100&seller_id=me"
+        "/products?limit=50&seller_id=me"
     };
     let products = read_or_null(web, visitor, path).await;
     let variants: Vec<(&Value, &Value)> = products["items"]
@@ -441,25 +441,38 @@ fn local(path: Option<&str>, default: &str) -> String {
     }
 }
 
-async fn products(State(web): State<Web>, visitor: Visitor) -> Response {
+/// Products in the console, a page of 25 at a time.
+async fn products(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
     let visitor = match staff(visitor) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let path = if visitor.is(&["admin"]) {
-        "/products?limit=100"
-    } else {
-        "/products?limit=100&seller_id=me"
-    };
-    let products = match read(&web, &visitor, path).await {
+    let cursor = params
+        .iter()
+        .find(|(k, _)| k == "cursor")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    let seller = if visitor.is(&["admin"]) { "" } else { "me" };
+    let path = format!(
+        "/products?{}",
+        query_string([("limit", "25"), ("seller_id", seller), ("cursor", cursor)])
+    );
+    let products = match read(&web, &visitor, &path).await {
         Ok(p) => p,
         Err(r) => return r,
     };
+    let next = products["next_cursor"]
+        .as_str()
+        .map(|c| format!("/admin/products?{}", query_string([("cursor", c)])));
     console_page(
         visitor,
         "console/products.html",
         "/admin/products",
-        json!({"title": "Products", "products": products["items"]}),
+        json!({"title": "Products", "products": products["items"], "next": next}),
     )
 }
 
