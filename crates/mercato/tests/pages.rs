@@ -245,6 +245,20 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
     );
     let hits = anon.renders("/search?q=lantern&sort=price_asc").await;
     assert!(hits.contains(&format!("/products/{product}")));
+    // The price facet's range of 45.00 EUR, as decimals a person types.
+    assert!(hits.contains("25.00 to 50.00 EUR"), "{hits}");
+    let ranged = anon
+        .renders("/search?q=lantern&min_price=25.00&max_price=50")
+        .await;
+    assert!(
+        ranged.contains(&format!("/products/{product}")),
+        "a decimal price range finds it"
+    );
+    let outside = anon.renders("/search?q=lantern&min_price=50").await;
+    assert!(
+        !outside.contains(&format!("/products/{product}")),
+        "45.00 is under 50"
+    );
     anon.renders("/search?category=Lighting").await;
     let suggestions = anon.renders("/search/suggest?q=lant").await;
     assert!(suggestions.contains("Brass Lantern"), "{suggestions}");

@@ -239,6 +239,67 @@ async fn search(
         })
         .unwrap_or_default();
     let next = results["next_cursor"].as_str().map(|c| link("cursor", c));
+    let currency = web.config.currency.as_str();
+    // Price ranges with something in them, as links that set both bounds.
+    let prices: Vec<Value> = results["facets"]["price"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["count"].as_i64().unwrap_or(0) > 0)
+        .map(|b| {
+            let from = b["from"].as_i64().map(|a| crate::render::decimal(a, currency));
+            let to = b["to"].as_i64().map(|a| crate::render::decimal(a, currency));
+            let kept = typed
+                .iter()
+                .filter(|(k, _)| !matches!(*k, "min_price" | "max_price" | "cursor"))
+                .copied()
+                .chain([
+                    ("min_price", from.as_deref().unwrap_or("")),
+                    ("max_price", to.as_deref().unwrap_or("")),
+                ]);
+            let label = match (&from, &to) {
+                (Some(f), Some(t)) => format!("{f} to {t} {currency}"),
+                (Some(f), None) => format!("{f} {currency} and more"),
+                (None, Some(t)) => format!("up to {t} {currency}"),
+                (None, None) => "any price".to_owned(),
+            };
+            json!({"label": label, "count": b["count"], "href": format!("/search?{}", query_string(kept))})
+        })
+        .collect();
+    // Ratings: at least n stars.
+    let ratings: Vec<Value> = results["facets"]["rating"]
+        .as_object()
+        .map(|m| {
+            let mut r: Vec<Value> = m
+                .iter()
+                .map(|(stars, count)| {
+                    json!({"stars": stars, "count": count, "href": link("min_rating", stars),
+                           "selected": get("min_rating") == stars})
+                })
+                .collect();
+            r.reverse();
+            r
+        })
+        .unwrap_or_default();
+    // A facet per variant attribute (colour, size, ...).
+    let attributes: Vec<Value> = results["facets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| !matches!(name.as_str(), "category" | "price" | "rating"))
+        .filter_map(|(name, values)| {
+            let key = format!("attr.{name}");
+            let values: Vec<Value> = values
+                .as_object()?
+                .iter()
+                .map(|(value, count)| {
+                    let chosen = params.iter().any(|(k, v)| *k == key && v == value);
+                    json!({"value": value, "count": count, "href": link(&key, value), "selected": chosen})
+                })
+                .collect();
+            Some(json!({"name": name, "values": values}))
+        })
+        .collect();
     let sorts = [
         ("relevance", "Relevance"),
         ("price_asc", "Price, low to high"),
@@ -262,6 +323,9 @@ async fn search(
             "results": results,
             "categories": categories,
             "clear_category": link("category", ""),
+            "prices": prices,
+            "ratings": ratings,
+            "attributes": attributes,
             "next": next,
         }),
     )
