@@ -272,6 +272,7 @@ async fn search(
         .map(|m| {
             let mut r: Vec<Value> = m
                 .iter()
+                .filter(|(_, count)| count.as_i64().unwrap_or(0) > 0)
                 .map(|(stars, count)| {
                     json!({"stars": stars, "count": count, "href": link("min_rating", stars),
                            "selected": get("min_rating") == stars})
