@@ -300,7 +300,13 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
         .renders(&format!("/account/orders/{order}/status"))
         .await;
     assert!(status.contains("id=\"order-status\""));
-    assert_eq!(shopper.get("/admin").await.status, StatusCode::FORBIDDEN);
+    let refused = shopper.get("/admin").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("Sign out") && refused.body.contains("sellers and admins"),
+        "an error page keeps the visitor's session in its header: {}",
+        refused.body
+    );
 
     // A seller: the console, without the admin's pages.
     let mut staff = Session::new(&app);

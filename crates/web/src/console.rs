@@ -4,7 +4,7 @@
 use crate::api::Action;
 use crate::api::Failure;
 use crate::chart::{self, Bar};
-use crate::render::{decimal, money, page, parse_price};
+use crate::render::{decimal, error_page, money, page, parse_price};
 use crate::session::{Form, Visitor};
 use crate::store::{act, encode, query_string, read, read_or_null, refused, sign_in_first};
 use crate::Web;
@@ -73,11 +73,12 @@ fn staff(visitor: Visitor) -> Result<Visitor, Box<Response>> {
         return Err(Box::new(sign_in_first(visitor)));
     }
     if !visitor.is(&["admin", "seller"]) {
-        return Err(Box::new(crate::render::failure_page(&Failure::new(
+        let refusal = Failure::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "the console is for the shop's sellers and admins",
-        ))));
+        );
+        return Err(Box::new(error_page(visitor, &refusal)));
     }
     Ok(visitor)
 }
@@ -85,11 +86,12 @@ fn staff(visitor: Visitor) -> Result<Visitor, Box<Response>> {
 fn admin(visitor: Visitor) -> Result<Visitor, Box<Response>> {
     let visitor = staff(visitor)?;
     if !visitor.is(&["admin"]) {
-        return Err(Box::new(crate::render::failure_page(&Failure::new(
+        let refusal = Failure::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "only admins can open this page",
-        ))));
+        );
+        return Err(Box::new(error_page(visitor, &refusal)));
     }
     Ok(visitor)
 }
@@ -307,7 +309,7 @@ async fn orders(
     );
     let orders = match read(&web, &visitor, &path).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let next = orders["next_cursor"].as_str().map(|c| {
         format!(
@@ -331,7 +333,7 @@ async fn order(State(web): State<Web>, visitor: Visitor, Path(id): Path<String>)
     };
     let order = match read(&web, &visitor, &format!("/orders/{}", encode(&id))).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let returns = read_or_null(&web, &visitor, &format!("/orders/{}/returns", encode(&id))).await;
     console_page(
@@ -463,7 +465,7 @@ async fn products(
     );
     let products = match read(&web, &visitor, &path).await {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let next = products["next_cursor"]
         .as_str()
@@ -547,7 +549,7 @@ async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String
     };
     let product = match read(&web, &visitor, &format!("/products/{}", encode(&id))).await {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let mut stock = Vec::new();
     for variant in product["variants"].as_array().into_iter().flatten() {
@@ -790,7 +792,7 @@ async fn table_page(
     };
     let list = match read(web, &visitor, path).await {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let items = list.get("items").cloned().unwrap_or_else(|| {
         if list.is_array() {
@@ -1279,7 +1281,7 @@ async fn report_csv(
             )
                 .into_response(),
         ),
-        Err(f) => crate::render::failure_page(&f),
+        Err(f) => error_page(visitor, &f),
     }
 }
 
@@ -1290,7 +1292,7 @@ async fn dead_letters(State(web): State<Web>, visitor: Visitor) -> Response {
     };
     let list = match read(&web, &visitor, "/admin/dead-letters?limit=200").await {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     console_page(
         visitor,

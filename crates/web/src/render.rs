@@ -198,8 +198,38 @@ fn render(name: &str, context: &Value) -> Response {
     }
 }
 
+/// The error page for `visitor`, with the header of their session: when
+/// the API no longer knows their session, the sign-in page instead.
+pub fn error_page(mut visitor: Visitor, failure: &Failure) -> Response {
+    if failure.status == StatusCode::UNAUTHORIZED {
+        visitor.sign_out();
+        return visitor.redirect("/signin");
+    }
+    let status = failure.status;
+    let mut response = page_with_status(
+        visitor,
+        status,
+        "error.html",
+        json!({
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "reason": status.canonical_reason().unwrap_or("Error"),
+            "code": failure.code,
+            "message": failure.message,
+        }),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
 /// What a visitor sees when the API refused or could not answer: signed
 /// out, the sign-in page; otherwise an error page with the API's message.
+/// Without the visitor at hand (see [`error_page`]), the header shows no
+/// session.
 pub fn failure_page(failure: &Failure) -> Response {
     if failure.status == StatusCode::UNAUTHORIZED {
         return Redirect::to("/signin").into_response();
@@ -220,12 +250,6 @@ pub fn failure_page(failure: &Failure) -> Response {
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        failure_page(&self)
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! signing in and the customer's account.
 
 use crate::api::{Action, Failure};
-use crate::render::{page, page_with_status, partial};
+use crate::render::{error_page, page, page_with_status, partial};
 use crate::session::{Form, Visitor};
 use crate::Web;
 use axum::extract::{Path, Query, State};
@@ -119,12 +119,9 @@ pub(crate) async fn act(
     }
 }
 
-/// An API read for a page; its failure becomes the error page.
-pub(crate) async fn read(web: &Web, visitor: &Visitor, path: &str) -> Result<Value, Response> {
-    web.api
-        .send(visitor.call(Method::GET, path))
-        .await
-        .map_err(|f| crate::render::failure_page(&f))
+/// An API read for a page; its failure is for [`error_page`].
+pub(crate) async fn read(web: &Web, visitor: &Visitor, path: &str) -> Result<Value, Failure> {
+    web.api.send(visitor.call(Method::GET, path)).await
 }
 
 /// An API read a page can do without (a side panel): `null` when it fails.
@@ -205,7 +202,7 @@ async fn search(
         Err(f) if f.status == StatusCode::UNPROCESSABLE_ENTITY => {
             json!({"items": [], "total": 0, "facets": {}, "error": f.message})
         }
-        Err(f) => return crate::render::failure_page(&f),
+        Err(f) => return error_page(visitor, &f),
     };
     // A facet's link keeps every other filter (as typed) and starts from
     // the first page.
@@ -382,14 +379,17 @@ async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String
     .await
     {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     if view["product"].is_null() {
-        return crate::render::failure_page(&Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the catalog is not answering; try again shortly",
-        ));
+        return error_page(
+            visitor,
+            &Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the catalog is not answering; try again shortly",
+            ),
+        );
     }
     let title = view["product"]["title"]
         .as_str()
@@ -546,7 +546,7 @@ async fn cart(State(web): State<Web>, visitor: Visitor) -> Response {
     }
     let cart = match read(&web, &visitor, "/cart").await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let currencies = web.config.currencies.clone();
     page(
@@ -666,7 +666,7 @@ async fn checkout_page(State(web): State<Web>, visitor: Visitor) -> Response {
     }
     let cart = match read(&web, &visitor, "/cart").await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let (methods, addresses) = tokio::join!(
         read_or_null(&web, &visitor, "/shipping-methods"),
@@ -848,7 +848,7 @@ async fn orders(State(web): State<Web>, visitor: Visitor) -> Response {
     }
     let orders = match read(&web, &visitor, "/orders?limit=50").await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     page(
         visitor,
@@ -863,7 +863,7 @@ async fn order(State(web): State<Web>, visitor: Visitor, Path(id): Path<String>)
     }
     let order = match read(&web, &visitor, &format!("/orders/{}", encode(&id))).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let returns = read_or_null(&web, &visitor, &format!("/orders/{}/returns", encode(&id))).await;
     page(
@@ -884,7 +884,7 @@ async fn order_status(
 ) -> Response {
     let order = match read(&web, &visitor, &format!("/orders/{}", encode(&id))).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(f) => return error_page(visitor, &f),
     };
     let settled = order["status"] != "pending";
     let mut response = partial(visitor, "store/order_status.html", json!({"order": order}));
@@ -954,11 +954,8 @@ async fn subscription_action(
         "resume" => "Subscription resumed.",
         "cancel" => "Subscription cancelled.",
         _ => {
-            return crate::render::failure_page(&Failure::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such page",
-            ))
+            let missing = Failure::new(StatusCode::NOT_FOUND, "not_found", "no such page");
+            return error_page(form.visitor, &missing);
         }
     };
     account_change(
