@@ -1,7 +1,7 @@
 //! `/inventory/{sku}`.
 
 use crate::domain::Stock;
-use crate::service::InventoryService;
+use crate::service::{InventoryService, LowStock};
 use axum::extract::State;
 use mercato_contracts::clients::InventoryClient;
 use mercato_contracts::types::SkuStock;
@@ -21,6 +21,7 @@ pub fn router(service: Arc<InventoryService>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(get_stock, set_stock))
         .routes(routes!(list_stock))
+        .routes(routes!(low_stock))
         .with_state(service)
 }
 
@@ -106,6 +107,19 @@ async fn list_stock(
         .await
         .map_err(mercato_contracts::internal::api_error)?;
     Ok(Json(StockList { items }))
+}
+
+/// Every SKU running out (no more than `inventory.low_stock_threshold`
+/// available) of an active product, fewest first, at most 50 (admins).
+#[utoipa::path(get, path = "/admin/low-stock", tag = "inventory", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The SKUs running out", body = LowStock),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the catalog or the store is unavailable", body = ErrorBody),
+    ))]
+async fn low_stock(State(service): State<AppState>, caller: Caller) -> ApiResult<Json<LowStock>> {
+    Ok(Json(service.low_stock(caller).await?))
 }
 
 /// Set the on-hand stock of a SKU in one warehouse (the product's seller or an admin).

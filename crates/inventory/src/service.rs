@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use mercato_contracts::clients::{
     CatalogClient, ClientError, ClientResult, InventoryClient, ReserveOutcome,
 };
-use mercato_contracts::types::{SkuInfo, SkuQuantity, SkuStock};
+use mercato_contracts::types::{ProductStatus, SkuInfo, SkuQuantity, SkuStock};
 use mercato_kernel::auth::{Caller, Role};
 use mercato_kernel::{time, ApiError};
 use std::sync::Arc;
@@ -20,6 +20,27 @@ pub const MAX_RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Expired reservations released per sweep query.
 const SWEEP_BATCH: i64 = 100;
+
+/// At most this many SKUs in a low-stock answer.
+pub const LOW_STOCK_LIMIT: usize = 50;
+
+/// SKUs running out, with what to restock them by.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LowStock {
+    /// `inventory.low_stock_threshold`: a SKU with no more than this
+    /// available is running out.
+    pub threshold: i64,
+    pub items: Vec<LowStockItem>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LowStockItem {
+    pub sku: String,
+    pub available: i64,
+    pub product_id: Uuid,
+    /// The product's title, with the variant's.
+    pub title: String,
+}
 
 pub struct InventoryService {
     store: InventoryStore,
@@ -47,6 +68,34 @@ impl InventoryService {
                 ))
             }
         }
+    }
+
+    /// Every SKU running out (at most the low-stock threshold available),
+    /// fewest first, at most [`LOW_STOCK_LIMIT`] (admins).
+    pub async fn low_stock(&self, caller: Caller) -> Result<LowStock, ApiError> {
+        caller.require(&[Role::Admin])?;
+        let (threshold, rows) = self.store.low(LOW_STOCK_LIMIT as i64).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (sku, available) in rows {
+            let info = match self.catalog.sku(&sku).await {
+                Ok(Some(info)) if info.status == ProductStatus::Active => info,
+                // Gone from the catalog or archived: nothing to restock.
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "catalog did not answer a SKU lookup");
+                    return Err(ApiError::unavailable(
+                        "the catalog is temporarily unavailable",
+                    ));
+                }
+            };
+            items.push(LowStockItem {
+                sku,
+                available: available.max(0),
+                product_id: info.product_id,
+                title: info.title,
+            });
+        }
+        Ok(LowStock { threshold, items })
     }
 
     /// Sets the on-hand count of `sku` in `warehouse` (default `main`); only

@@ -112,6 +112,21 @@ impl InventoryStore {
         Ok(Stock::from_rows(sku, warehouse_rows(rows)))
     }
 
+    /// The stocked SKUs with no more than the low-stock threshold
+    /// available, fewest first, at most `limit`; and that threshold.
+    pub async fn low(&self, limit: i64) -> anyhow::Result<(i64, Vec<(String, i64)>)> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT sku, CAST(SUM(on_hand - reserved) AS BIGINT) AS available FROM stock
+             GROUP BY sku HAVING SUM(on_hand - reserved) <= $1
+             ORDER BY available, sku LIMIT $2",
+        )
+        .bind(self.low_stock_threshold)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok((self.low_stock_threshold, rows))
+    }
+
     /// Each SKU's units on hand and not reserved, over its warehouses, in
     /// one query (a SKU without stock is left out).
     pub async fn available(

@@ -439,6 +439,11 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
     ] {
         boss.renders(path).await;
     }
+    let dashboard = boss.renders("/admin").await;
+    assert!(
+        dashboard.contains(&sku),
+        "the admin's low-stock panel: {dashboard}"
+    );
     let promotions = boss.renders("/admin/promotions").await;
     assert!(promotions.contains(">yes<"), "active shows as yes");
     let shipping = boss.renders("/admin/shipping").await;

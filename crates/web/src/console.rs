@@ -212,21 +212,32 @@ async fn dashboard(State(web): State<Web>, visitor: Visitor) -> Response {
             "chart": chart,
             "sales": items,
             "recent": recent["items"],
-            "low_stock": low_stock,
-            "threshold": web.config.low_stock_threshold,
+            "low_stock": low_stock.0,
+            "threshold": low_stock.1,
         }),
     )
 }
 
-/// The SKUs of the visitor's latest products (a seller's own, all for an
-/// admin; the latest 50) with no more than the low-stock threshold left.
-async fn low_stock(web: &Web, visitor: &Visitor) -> Vec<Value> {
-    let path = if visitor.is(&["admin"]) {
-        "/products?limit=50"
-    } else {
-        "/products?limit=50&seller_id=me"
-    };
-    let products = read_or_null(web, visitor, path).await;
+/// The SKUs running out: for an admin every one in the shop (fewest
+/// first, as inventory answers), for a seller those of their latest 50
+/// products; and the threshold they are under.
+async fn low_stock(web: &Web, visitor: &Visitor) -> (Vec<Value>, i64) {
+    if visitor.is(&["admin"]) {
+        let low = read_or_null(web, visitor, "/admin/low-stock").await;
+        let items = low["items"].as_array().cloned().unwrap_or_default();
+        let threshold = low["threshold"]
+            .as_i64()
+            .unwrap_or(web.config.low_stock_threshold);
+        return (items, threshold);
+    }
+    (
+        sellers_low_stock(web, visitor).await,
+        web.config.low_stock_threshold,
+    )
+}
+
+async fn sellers_low_stock(web: &Web, visitor: &Visitor) -> Vec<Value> {
+    let products = read_or_null(web, visitor, "/products?limit=50&seller_id=me").await;
     let variants: Vec<(&Value, &Value)> = products["items"]
         .as_array()
         .into_iter()

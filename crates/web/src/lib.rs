@@ -34,7 +34,8 @@ pub struct WebConfig {
     pub currency: String,
     /// Every currency the shop sells in, its own first.
     pub currencies: Vec<String>,
-    /// A SKU with no more than this available shows on the dashboard.
+    /// A SKU with no more than this available is running out
+    /// (`inventory.low_stock_threshold`).
     pub low_stock_threshold: i64,
 }
 

@@ -487,3 +487,53 @@ async fn the_stock_of_several_skus_is_read_in_one_request() {
     let r = app.get(&format!("/inventory?skus={many}"), None).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn admins_see_the_skus_running_out_fewest_first() {
+    let app = TestApp::spawn().await;
+    let (seller, low) = seller_with_sku(&app).await;
+    let plenty = unique("INV");
+    app.create_product(&seller, "c", &[(&plenty, 700)]).await;
+    for (sku, quantity) in [(&low, 2), (&plenty, 50)] {
+        let r = put_stock(&app, &seller, sku, json!({"quantity": quantity})).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let admin = app.admin().await;
+    let r = app.get("/admin/low-stock", Some(&admin.token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["threshold"], 5);
+    let items = r.body["items"].as_array().cloned().unwrap_or_default();
+    let available: Vec<i64> = items
+        .iter()
+        .filter_map(|i| i["available"].as_i64())
+        .collect();
+    assert!(available.iter().all(|a| *a <= 5), "{available:?}");
+    assert!(
+        available.windows(2).all(|w| w[0] <= w[1]),
+        "fewest first: {available:?}"
+    );
+    assert!(items.len() <= 50);
+    assert!(
+        !items.iter().any(|i| i["sku"] == plenty.as_str()),
+        "50 on hand is not running out"
+    );
+    // Against a shared server other tests' SKUs may run lower and fill the 50.
+    if items.len() < 50 {
+        let ours = items
+            .iter()
+            .find(|i| i["sku"] == low.as_str())
+            .expect("listed");
+        assert_eq!(ours["available"], 2);
+        assert!(ours["product_id"].is_string() && ours["title"].is_string());
+    }
+    for who in [&seller, &app.register("customer").await] {
+        assert_eq!(
+            app.get("/admin/low-stock", Some(&who.token)).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        app.get("/admin/low-stock", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
