@@ -300,6 +300,71 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
         .renders(&format!("/account/orders/{order}/status"))
         .await;
     assert!(status.contains("id=\"order-status\""));
+    // Subscribing from the product page needs a saved address, then
+    // delivers there every period.
+    let no_address = shopper
+        .post(
+            "/subscriptions",
+            &[
+                ("sku", &sku),
+                ("quantity", "1"),
+                ("interval", "month"),
+                ("card", "tok_visa"),
+                ("back", &format!("/products/{product}")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(no_address.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/subscriptions", Some(&buyer.token)).await.body["items"],
+        json!([])
+    );
+    let saved = shopper
+        .post(
+            "/account/addresses",
+            &[
+                ("name", "Ada"),
+                ("line1", "Main St 1"),
+                ("city", "Berlin"),
+                ("postal_code", "10115"),
+                ("country", "de"),
+                ("default", "on"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let key = uuid::Uuid::now_v7().to_string();
+    for _ in 0..2 {
+        let subscribed = shopper
+            .post(
+                "/subscriptions",
+                &[
+                    ("sku", &sku),
+                    ("quantity", "1"),
+                    ("interval", "week"),
+                    ("card", "tok_visa"),
+                    ("idempotency_key", &key),
+                    ("back", &format!("/products/{product}")),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(subscribed.status, StatusCode::SEE_OTHER);
+    }
+    let subscriptions = app.get("/subscriptions", Some(&buyer.token)).await.body;
+    assert_eq!(
+        subscriptions["items"].as_array().map(Vec::len),
+        Some(1),
+        "one however often the form is sent: {subscriptions}"
+    );
+    assert_eq!(subscriptions["items"][0]["interval"], "week");
+    let account = shopper.renders("/account").await;
+    assert!(
+        account.contains("every week") && account.contains("Main St 1"),
+        "{account}"
+    );
     let refused = shopper.get("/admin").await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(

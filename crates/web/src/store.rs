@@ -41,6 +41,7 @@ pub fn router() -> Router<Web> {
         .route("/account/orders/{id}/status", get(order_status))
         .route("/account/orders/{id}/cancel", post(cancel_order))
         .route("/account/orders/{id}/returns", post(request_return))
+        .route("/subscriptions", post(subscribe))
         .route(
             "/account/subscriptions/{id}/{action}",
             post(subscription_action),
@@ -413,7 +414,8 @@ async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String
     page(
         visitor,
         "store/product.html",
-        json!({"title": title, "view": view, "can_review": can_review, "stock": stock}),
+        json!({"title": title, "view": view, "can_review": can_review, "stock": stock,
+               "cards": test_cards(), "idempotency_key": uuid::Uuid::now_v7().to_string()}),
     )
 }
 
@@ -660,6 +662,69 @@ const TEST_CARDS: [(&str, &str); 4] = [
     ("tok_timeout", "Provider times out"),
 ];
 
+fn test_cards() -> Vec<Value> {
+    TEST_CARDS
+        .iter()
+        .map(|(v, l)| json!({"value": v, "label": l}))
+        .collect()
+}
+
+/// Subscribes to a product from its page: delivered every week or month
+/// to the customer's default address (the first saved one otherwise).
+async fn subscribe(State(web): State<Web>, form: Form) -> Response {
+    let back = local_path(form.get("back"));
+    if form.visitor.token.is_none() {
+        return form
+            .visitor
+            .redirect(&format!("/signin?next={}", encode(&back)));
+    }
+    let addresses = read_or_null(&web, &form.visitor, "/me/addresses").await;
+    let address = addresses["items"].as_array().and_then(|a| {
+        a.iter()
+            .find(|x| x["default"] == true)
+            .or_else(|| a.first())
+            .cloned()
+    });
+    let Some(address) = address else {
+        let mut visitor = form.visitor;
+        visitor.flash(
+            "alert",
+            "Save an address in your account first: a subscription is delivered there.",
+        );
+        return visitor.redirect(&back);
+    };
+    let quantity: i64 = form
+        .get("quantity")
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(1);
+    let body = json!({
+        "items": [{"sku": form.text("sku"), "quantity": quantity}],
+        "interval": form.text("interval"),
+        "payment": {"token": form.text("card")},
+        "shipping_address": {
+            "name": address["name"], "line1": address["line1"], "city": address["city"],
+            "postal_code": address["postal_code"], "country": address["country"],
+        },
+    });
+    let key = form
+        .get("idempotency_key")
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let action = Action::new(Method::POST, "/subscriptions").json(body);
+    let action = Action {
+        idempotency_key: Some(key),
+        ..action
+    };
+    act(
+        &web,
+        form.visitor,
+        action,
+        &format!("{back}#subscribe"),
+        "Subscribed: the first order is placed now, the next ones each period. Manage it in your account.",
+    )
+    .await
+}
+
 async fn checkout_page(State(web): State<Web>, visitor: Visitor) -> Response {
     if visitor.token.is_none() {
         return sign_in_first(visitor);
@@ -689,7 +754,7 @@ async fn checkout_page(State(web): State<Web>, visitor: Visitor) -> Response {
             "cart": cart,
             "methods": methods["items"],
             "address": default_address,
-            "cards": TEST_CARDS.iter().map(|(v, l)| json!({"value": v, "label": l})).collect::<Vec<_>>(),
+            "cards": test_cards(),
             // One order however often the form is sent.
             "idempotency_key": uuid::Uuid::now_v7().to_string(),
         }),
