@@ -77,7 +77,7 @@ pub fn owner(path: &str) -> Option<&'static str> {
         ("products" | "categories", _) => "catalog",
         ("search", _) => "search",
         ("cart", _) => "cart",
-        ("inventory", _) => "inventory",
+        ("inventory", _) | ("admin", Some("low-stock")) => "inventory",
         // Every service reads the same dead-letter stream; orders answers.
         ("checkout" | "orders" | "returns" | "admin", _) => "orders",
         ("payments", _) => "payments",
@@ -752,6 +752,9 @@ mod tests {
         assert_eq!(owner("/search"), Some("search"));
         assert_eq!(owner("/cart/items/x"), Some("cart"));
         assert_eq!(owner("/inventory/sku-1"), Some("inventory"));
+        assert_eq!(owner("/inventory"), Some("inventory"));
+        assert_eq!(owner("/admin/low-stock"), Some("inventory"));
+        assert_eq!(owner("/admin/experiments"), Some("recommendations"));
         assert_eq!(owner("/checkout"), Some("orders"));
         assert_eq!(owner("/orders/1/cancel"), Some("orders"));
         assert_eq!(owner("/returns/1/receive"), Some("orders"));
