@@ -247,6 +247,10 @@ async fn every_page_renders_for_the_roles_that_may_see_it() {
     assert!(hits.contains(&format!("/products/{product}")));
     // The price facet's range of 45.00 EUR, as decimals a person types.
     assert!(hits.contains("25.00 to 50.00 EUR"), "{hits}");
+    assert!(
+        hits.contains("min_price=25.00&amp;max_price=49.99"),
+        "a range holds its start, not its end: {hits}"
+    );
     let ranged = anon
         .renders("/search?q=lantern&min_price=25.00&max_price=50")
         .await;
@@ -570,6 +574,36 @@ async fn forms_need_the_visitor_s_csrf_token_and_this_site_as_origin() {
         .expect("posted");
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
 
+    for bad in ["abc", "1.5", "0", "100", "99999999999999999999"] {
+        let refused = shopper
+            .post("/cart/items", &[("sku", &sku), ("quantity", bad)], None)
+            .await;
+        assert_eq!(refused.status, StatusCode::SEE_OTHER, "{bad}");
+    }
+    assert_eq!(
+        app.get("/cart", Some(&buyer.token)).await.body["items"],
+        json!([]),
+        "no bad quantity added anything"
+    );
+    let alert = shopper.renders("/").await;
+    assert!(alert.contains("whole number from 1 to 99"), "{alert}");
+    // A wrong current password refuses the change and keeps the session.
+    let wrong = shopper
+        .post(
+            "/account/profile",
+            &[
+                ("current_password", "not my password"),
+                ("password", "a new password 1"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(wrong.location.as_deref(), Some("/account"));
+    let account = shopper.renders("/account").await;
+    assert!(
+        account.contains("current password is not right"),
+        "{account}"
+    );
     let added = shopper
         .post("/cart/items", &[("sku", &sku), ("quantity", "2")], None)
         .await;

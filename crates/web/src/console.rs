@@ -866,7 +866,7 @@ async fn promotions(State(web): State<Web>, visitor: Visitor) -> Response {
         title: "Promotions",
         section: "/admin/promotions",
         intro: "Codes customers enter in their cart. A code is never redeemed more often than its limit.",
-        columns: vec![("code", "Code"), ("kind", "Kind"), ("value", "Percent"), ("times_used", "Used"), ("usage_limit", "Limit"), ("active", "Active")],
+        columns: vec![("code", "Code"), ("kind", "Kind"), ("value", "Percent"), ("amount", "Amount"), ("times_used", "Used"), ("usage_limit", "Limit"), ("active", "Active")],
         form: "promotion",
     };
     table_page(&web, visitor, table, "/promotions?limit=100", json!({})).await

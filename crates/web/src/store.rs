@@ -247,13 +247,18 @@ async fn search(
         .map(|b| {
             let from = b["from"].as_i64().map(|a| crate::render::decimal(a, currency));
             let to = b["to"].as_i64().map(|a| crate::render::decimal(a, currency));
+            // A range holds its start, not its end: the filter's highest
+            // price is one minor unit under it.
+            let to_filter = b["to"]
+                .as_i64()
+                .map(|a| crate::render::decimal(a - 1, currency));
             let kept = typed
                 .iter()
                 .filter(|(k, _)| !matches!(*k, "min_price" | "max_price" | "cursor"))
                 .copied()
                 .chain([
                     ("min_price", from.as_deref().unwrap_or("")),
-                    ("max_price", to.as_deref().unwrap_or("")),
+                    ("max_price", to_filter.as_deref().unwrap_or("")),
                 ]);
             let label = match (&from, &to) {
                 (Some(f), Some(t)) => format!("{f} to {t} {currency}"),
@@ -572,10 +577,18 @@ async fn add_to_cart(State(web): State<Web>, form: Form) -> Response {
         let visitor = form.visitor;
         return visitor.redirect(&format!("/signin?next={}", encode(&back)));
     }
-    let quantity: i64 = form
-        .get("quantity")
-        .and_then(|q| q.parse().ok())
-        .unwrap_or(1);
+    let quantity = match form.get("quantity").map(str::parse::<i64>) {
+        None => 1,
+        Some(Ok(q)) if (1..=MAX_QUANTITY).contains(&q) => q,
+        Some(_) => {
+            let mut visitor = form.visitor;
+            visitor.flash(
+                "alert",
+                &format!("The quantity must be a whole number from 1 to {MAX_QUANTITY}."),
+            );
+            return visitor.redirect(&back);
+        }
+    };
     let sku = form.text("sku");
     let visitor = form.visitor;
     let call = visitor
@@ -592,10 +605,17 @@ async fn add_to_cart(State(web): State<Web>, form: Form) -> Response {
 }
 
 async fn set_quantity(State(web): State<Web>, Path(sku): Path<String>, form: Form) -> Response {
-    let quantity: i64 = form
-        .get("quantity")
-        .and_then(|q| q.parse().ok())
-        .unwrap_or(0);
+    let quantity = match form.get("quantity").map(str::parse::<i64>) {
+        Some(Ok(q)) if (1..=MAX_QUANTITY).contains(&q) => q,
+        _ => {
+            let mut visitor = form.visitor;
+            visitor.flash(
+                "alert",
+                &format!("The quantity must be a whole number from 1 to {MAX_QUANTITY}; Remove takes a line out."),
+            );
+            return visitor.redirect("/cart");
+        }
+    };
     cart_change(
         &web,
         form,
@@ -654,6 +674,9 @@ async fn set_currency(State(web): State<Web>, form: Form) -> Response {
     )
     .await
 }
+
+/// The most of one item a form takes at once (its `max`).
+const MAX_QUANTITY: i64 = 99;
 
 const TEST_CARDS: [(&str, &str); 4] = [
     ("tok_visa", "Visa, approved"),
@@ -792,7 +815,11 @@ async fn checkout(State(web): State<Web>, form: Form) -> Response {
         Ok(order) => {
             let id = order["id"].as_str().unwrap_or_default().to_owned();
             let mut visitor = visitor;
-            visitor.flash("status", "Thank you! Your order is placed.");
+            // Placed, not yet paid: the order page tells how it settles.
+            visitor.flash(
+                "status",
+                "Your order is placed; this page shows when it is confirmed.",
+            );
             visitor.redirect(&format!("/account/orders/{}", encode(&id)))
         }
         Err(f) => refused(visitor, f, "/checkout"),
@@ -838,13 +865,26 @@ async fn update_profile(State(web): State<Web>, form: Form) -> Response {
         body["password"] = json!(password);
         body["current_password"] = json!(form.text("current_password"));
     }
-    account_change(
-        &web,
-        form,
-        Action::new(Method::PATCH, "/me").json(body),
-        "Your details are saved.",
-    )
-    .await
+    let visitor = form.visitor;
+    if visitor.token.is_none() {
+        return sign_in_first(visitor);
+    }
+    let sent = web
+        .api
+        .send(visitor.call(Method::PATCH, "/me").json(body))
+        .await;
+    let mut visitor = visitor;
+    match sent {
+        Ok(_) => visitor.flash("status", "Your details are saved."),
+        // With a password change, 401 is the current password refused,
+        // not the session ended (that is found before this form is read).
+        Err(f) if f.status == StatusCode::UNAUTHORIZED => visitor.flash(
+            "alert",
+            "Your current password is not right; nothing was changed.",
+        ),
+        Err(f) => return refused(visitor, f, "/account"),
+    }
+    visitor.redirect("/account")
 }
 
 async fn add_address(State(web): State<Web>, form: Form) -> Response {
