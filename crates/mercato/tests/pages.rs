@@ -612,6 +612,36 @@ async fn forms_need_the_visitor_s_csrf_token_and_this_site_as_origin() {
     let cart = app.get("/cart", Some(&buyer.token)).await;
     assert_eq!(cart.body["items"][0]["quantity"], 2);
 
+    // A refused checkout shows the form again as it was sent, with why.
+    let refused = shopper
+        .post(
+            "/checkout",
+            &[
+                ("name", "Zoë Tester"),
+                ("line1", "Elm Street 2"),
+                ("city", "Paris"),
+                ("postal_code", "75001"),
+                ("country", "fr"),
+                ("shipping_method", "nope"),
+                ("card", "tok_decline"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("Zoë Tester")
+            && refused.body.contains("Elm Street 2")
+            && refused.body.contains(r#"value="tok_decline" selected"#)
+            && refused.body.contains("role=\"alert\""),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        app.get("/cart", Some(&buyer.token)).await.body["items"][0]["quantity"],
+        2
+    );
+
     // Signing out ends the session the cookie held.
     let out = shopper.post("/signout", &[], None).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);

@@ -749,16 +749,23 @@ async fn subscribe(State(web): State<Web>, form: Form) -> Response {
 }
 
 async fn checkout_page(State(web): State<Web>, visitor: Visitor) -> Response {
+    checkout_form(&web, visitor, None).await
+}
+
+/// The checkout form: with the customer's default address, or, after a
+/// refusal, with what they typed, the shipping method and card they chose,
+/// and the reason.
+async fn checkout_form(web: &Web, visitor: Visitor, refused: Option<(Value, Failure)>) -> Response {
     if visitor.token.is_none() {
         return sign_in_first(visitor);
     }
-    let cart = match read(&web, &visitor, "/cart").await {
+    let cart = match read(web, &visitor, "/cart").await {
         Ok(c) => c,
         Err(f) => return error_page(visitor, &f),
     };
     let (methods, addresses) = tokio::join!(
-        read_or_null(&web, &visitor, "/shipping-methods"),
-        read_or_null(&web, &visitor, "/me/addresses"),
+        read_or_null(web, &visitor, "/shipping-methods"),
+        read_or_null(web, &visitor, "/me/addresses"),
     );
     let default_address = addresses["items"]
         .as_array()
@@ -769,14 +776,30 @@ async fn checkout_page(State(web): State<Web>, visitor: Visitor) -> Response {
         })
         .cloned()
         .unwrap_or(Value::Null);
-    page(
+    let (address, chosen, error, status) = match refused {
+        Some((sent, failure)) => (
+            sent["shipping_address"].clone(),
+            json!({"method": sent["shipping_method"], "card": sent["payment"]["token"]}),
+            Value::String(failure.message),
+            if failure.status.is_server_error() {
+                failure.status
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
+        ),
+        None => (default_address, Value::Null, Value::Null, StatusCode::OK),
+    };
+    page_with_status(
         visitor,
+        status,
         "store/checkout.html",
         json!({
             "title": "Checkout",
             "cart": cart,
             "methods": methods["items"],
-            "address": default_address,
+            "address": address,
+            "chosen": chosen,
+            "error": error,
             "cards": test_cards(),
             // One order however often the form is sent.
             "idempotency_key": uuid::Uuid::now_v7().to_string(),
@@ -809,7 +832,7 @@ async fn checkout(State(web): State<Web>, form: Form) -> Response {
     let visitor = form.visitor;
     let call = visitor
         .call(Method::POST, "/checkout")
-        .json(body)
+        .json(body.clone())
         .idempotency_key(key);
     match web.api.send(call).await {
         Ok(order) => {
@@ -822,7 +845,9 @@ async fn checkout(State(web): State<Web>, form: Form) -> Response {
             );
             visitor.redirect(&format!("/account/orders/{}", encode(&id)))
         }
-        Err(f) => refused(visitor, f, "/checkout"),
+        Err(f) if f.status == StatusCode::UNAUTHORIZED => refused(visitor, f, "/checkout"),
+        // Refused: the form again, as it was sent, with the reason.
+        Err(f) => checkout_form(&web, visitor, Some((body, f))).await,
     }
 }
 
