@@ -538,7 +538,7 @@ async fn forms_need_the_visitor_s_csrf_token_and_this_site_as_origin() {
     let app = TestApp::spawn().await;
     let seller = app.register("seller").await;
     let buyer = customer(&app).await;
-    let (_, sku) = product_on_sale(&app, &seller, "Copper Kettle", 5).await;
+    let (kettle, sku) = product_on_sale(&app, &seller, "Copper Kettle", 5).await;
     let mut shopper = Session::new(&app);
     shopper.sign_in(&buyer.email, PASSWORD).await;
 
@@ -640,6 +640,28 @@ async fn forms_need_the_visitor_s_csrf_token_and_this_site_as_origin() {
     assert_eq!(
         app.get("/cart", Some(&buyer.token)).await.body["items"][0]["quantity"],
         2
+    );
+
+    // A refused review (this customer never bought the kettle) keeps what
+    // was written, escaped, beside the reason.
+    let review = shopper
+        .post(
+            &format!("/products/{kettle}/reviews"),
+            &[
+                ("rating", "4"),
+                ("title", "Lovely kettle"),
+                ("body", "Boils fast <b>"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(review.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        review.body.contains(r#"value="Lovely kettle""#)
+            && review.body.contains("Boils fast &lt;b&gt;")
+            && review.body.contains(r#"<option value="4" selected>"#),
+        "{}",
+        review.body
     );
 
     // Signing out ends the session the cookie held.

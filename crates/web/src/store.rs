@@ -377,10 +377,21 @@ async fn suggest(
 }
 
 async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String>) -> Response {
+    product_page(&web, visitor, &id, None).await
+}
+
+/// A product's page; after a refused review, with the review as it was
+/// written and the reason beside the form.
+async fn product_page(
+    web: &Web,
+    visitor: Visitor,
+    id: &str,
+    refused_review: Option<(Value, Failure)>,
+) -> Response {
     let view = match read(
-        &web,
+        web,
         &visitor,
-        &format!("/storefront/products/{}", encode(&id)),
+        &format!("/storefront/products/{}", encode(id)),
     )
     .await
     {
@@ -416,10 +427,23 @@ async fn product(State(web): State<Web>, visitor: Visitor, Path(id): Path<String
             json!({"title": v["title"], "sku": v["sku"], "available": available})
         })
         .collect();
-    page(
+    let (review, status) = match refused_review {
+        Some((written, failure)) => (
+            json!({"written": written, "error": failure.message}),
+            if failure.status.is_server_error() {
+                failure.status
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
+        ),
+        None => (Value::Null, StatusCode::OK),
+    };
+    page_with_status(
         visitor,
+        status,
         "store/product.html",
         json!({"title": title, "view": view, "can_review": can_review, "stock": stock,
+               "review": review,
                "cards": test_cards(), "idempotency_key": uuid::Uuid::now_v7().to_string()}),
     )
 }
@@ -434,7 +458,7 @@ async fn post_review(State(web): State<Web>, Path(id): Path<String>, form: Form)
     }
     let call = visitor
         .call(Method::POST, format!("/products/{}/reviews", encode(&id)))
-        .json(body);
+        .json(body.clone());
     match web.api.send(call).await {
         Ok(review) => {
             let text = if review["status"] == "published" {
@@ -445,7 +469,9 @@ async fn post_review(State(web): State<Web>, Path(id): Path<String>, form: Form)
             visitor.flash("status", text);
             visitor.redirect(&format!("{back}#reviews"))
         }
-        Err(f) => refused(visitor, f, &back),
+        Err(f) if f.status == StatusCode::UNAUTHORIZED => refused(visitor, f, &back),
+        // Refused: the page again, the review as written, and why.
+        Err(f) => product_page(&web, visitor, &id, Some((body, f))).await,
     }
 }
 
