@@ -18,8 +18,8 @@ const CONTEXTS: &[&str] = &[
 
 const SHARED: &[&str] = &["mercato-kernel", "mercato-contracts"];
 
-#[test]
-fn context_crates_do_not_depend_on_each_other() {
+/// `cargo metadata` of the workspace's own packages.
+fn workspace_metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--no-deps"])
@@ -31,7 +31,12 @@ fn context_crates_do_not_depend_on_each_other() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    serde_json::from_slice(&out.stdout).expect("metadata is JSON")
+}
+
+#[test]
+fn context_crates_do_not_depend_on_each_other() {
+    let meta = workspace_metadata();
     let packages = meta["packages"].as_array().expect("packages");
     let mut seen = Vec::new();
     let mut violations = Vec::new();
@@ -61,13 +66,7 @@ fn context_crates_do_not_depend_on_each_other() {
 
 #[test]
 fn the_kernel_and_contracts_know_no_context() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let meta = workspace_metadata();
     for p in meta["packages"].as_array().expect("packages") {
         let name = p["name"].as_str().unwrap_or_default();
         if !SHARED.contains(&name) {
@@ -87,13 +86,7 @@ fn the_kernel_and_contracts_know_no_context() {
 /// only through the public API, so it depends on no Mercato crate at all.
 #[test]
 fn the_web_pages_depend_on_no_context_and_no_store() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let meta = workspace_metadata();
     let web = meta["packages"]
         .as_array()
         .expect("packages")

@@ -6,7 +6,7 @@ use crate::api::Failure;
 use crate::chart::{self, Bar};
 use crate::render::{decimal, error_page, money, page, parse_price};
 use crate::session::{Form, Visitor};
-use crate::store::{act, encode, query_string, read, read_or_null, refused, sign_in_first};
+use crate::store::{act, encode, param, query_string, read, read_or_null, refused, sign_in_first};
 use crate::Web;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, Method, StatusCode};
@@ -302,13 +302,7 @@ async fn orders(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
+    let get = |name: &str| param(&params, name).unwrap_or_default();
     let status = get("status");
     let path = format!(
         "/orders?{}",
@@ -464,11 +458,7 @@ async fn products(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let cursor = params
-        .iter()
-        .find(|(k, _)| k == "cursor")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
+    let cursor = param(&params, "cursor").unwrap_or_default();
     let seller = if visitor.is(&["admin"]) { "" } else { "me" };
     let path = format!(
         "/products?{}",
@@ -1014,11 +1004,7 @@ async fn customers(
     visitor: Visitor,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let q = params
-        .iter()
-        .find(|(k, _)| k == "q")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
+    let q = param(&params, "q").unwrap_or_default();
     let table = Table {
         title: "Customers",
         section: "/admin/customers",
@@ -1120,11 +1106,7 @@ async fn experiments(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let key = params
-        .iter()
-        .find(|(k, _)| k == "key")
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default();
+    let key = param(&params, "key").unwrap_or_default().trim().to_owned();
     let list = read_or_null(&web, &visitor, "/admin/experiments?limit=100").await;
     let result = if key.is_empty() {
         Value::Null
@@ -1187,13 +1169,7 @@ async fn reports(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
-            .unwrap_or_default()
-    };
+    let get = |name: &str| param(&params, name).unwrap_or_default().trim();
     let (_, month_start) = today_and_month_start();
     let from = if get("from").is_empty() {
         month_start.as_str()

@@ -48,6 +48,14 @@ pub fn router() -> Router<Web> {
         )
 }
 
+/// A query parameter's value, as sent; `None` when absent.
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Encodes `s` for a URL's query or path.
 pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -168,13 +176,7 @@ async fn search(
     visitor: Visitor,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
-            .unwrap_or_default()
-    };
+    let get = |name: &str| param(&params, name).unwrap_or_default().trim();
     // Prices are typed as people read them (12.50); the API takes minor units.
     let minor = |name: &str| {
         let text = get(name);
@@ -340,11 +342,7 @@ async fn suggest(
     visitor: Visitor,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let q = params
-        .iter()
-        .find(|(k, _)| k == "q")
-        .map(|(_, v)| v.trim())
-        .unwrap_or_default();
+    let q = param(&params, "q").unwrap_or_default().trim();
     let suggestions = if q.is_empty() {
         Value::Null
     } else {
@@ -476,10 +474,7 @@ async fn post_review(State(web): State<Web>, Path(id): Path<String>, form: Form)
 }
 
 async fn signin_page(visitor: Visitor, Query(params): Query<Vec<(String, String)>>) -> Response {
-    let next = params
-        .iter()
-        .find(|(k, _)| k == "next")
-        .map(|(_, v)| v.as_str());
+    let next = param(&params, "next");
     page(
         visitor,
         "store/signin.html",
